@@ -1,0 +1,120 @@
+/* Inference: encode, decode, sample, reconstruct. Batches of any size run in
+ * chunks of the reserved workspace, so inference never grows it past what
+ * training asked for (or 256 rows when nothing was reserved). */
+#include <math.h>
+#include <string.h>
+
+#include "../core/core.h"
+#include "../core/rng.h"
+#include "elbo.h"
+#include "model.h"
+
+static int prepare(vae_model *m, const void *in, const void *out, size_t n, size_t *chunk,
+                   const char *fn)
+{
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (!in || !out)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, !in ? "input" : "output");
+    if (n == 0)
+        return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
+    *chunk = m->ws_batch ? m->ws_batch : (n < 256 ? n : 256);
+    return vae_model_ensure(m, *chunk, fn);
+}
+
+/* Decodes m->z[b][latent] into out[b][input] as probabilities or means. */
+static void decode_chunk(vae_model *m, size_t b, float *out)
+{
+    vae_model_forward_decoder(m, m->z, b);
+    const float *o = vae_model_out(m);
+    size_t n = b * m->input_dim;
+    if (m->likelihood == VAE_LIKELIHOOD_BERNOULLI) {
+        for (size_t k = 0; k < n; k++) {
+            float t = expf(-fabsf(o[k]));
+            out[k] = o[k] >= 0.0f ? 1.0f / (1.0f + t) : t / (1.0f + t);
+        }
+    } else {
+        memcpy(out, o, n * sizeof(float));
+    }
+}
+
+int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu, float *logvar)
+{
+    const char *fn = "vae_model_encode";
+    size_t chunk = 0;
+    int rc = prepare(m, x, mu, n, &chunk, fn);
+    if (rc)
+        return rc;
+    if (!logvar)
+        return vae_fail(VAE_ERR_INVALID, "%s: logvar is NULL", fn);
+    if ((rc = vae_check_input(m, x, n, fn)))
+        return rc;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t b = n - s < chunk ? n - s : chunk;
+        vae_model_forward_encoder(m, x + s * D, b);
+        const float *h = m->acts[m->n_enc];
+        for (size_t i = 0; i < b; i++) {
+            memcpy(mu + (s + i) * L, h + i * 2 * L, L * sizeof(float));
+            memcpy(logvar + (s + i) * L, h + i * 2 * L + L, L * sizeof(float));
+        }
+    }
+    return VAE_OK;
+}
+
+int vae_model_decode(vae_model *m, const float *z, size_t n, float *out)
+{
+    const char *fn = "vae_model_decode";
+    size_t chunk = 0, bad = 0;
+    int rc = prepare(m, z, out, n, &chunk, fn);
+    if (rc)
+        return rc;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    if (!vae_all_finite(z, n * L, &bad))
+        return vae_fail(VAE_ERR_NUMERIC, "%s: z[%zu][%zu] is not finite", fn, bad / L, bad % L);
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t b = n - s < chunk ? n - s : chunk;
+        memcpy(m->z, z + s * L, b * L * sizeof(float));
+        decode_chunk(m, b, out + s * D);
+    }
+    return VAE_OK;
+}
+
+int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out)
+{
+    const char *fn = "vae_model_sample";
+    size_t chunk = 0;
+    int rc = prepare(m, rng, out, n, &chunk, fn);
+    if (rc)
+        return rc;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t b = n - s < chunk ? n - s : chunk;
+        for (size_t k = 0; k < b * L; k++)
+            m->z[k] = vae_rng_gauss(rng);
+        decode_chunk(m, b, out + s * D);
+    }
+    return VAE_OK;
+}
+
+int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out)
+{
+    const char *fn = "vae_model_reconstruct";
+    size_t chunk = 0;
+    int rc = prepare(m, x, out, n, &chunk, fn);
+    if (rc)
+        return rc;
+    if ((rc = vae_check_input(m, x, n, fn)))
+        return rc;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    for (size_t s = 0; s < n; s += chunk) {
+        size_t b = n - s < chunk ? n - s : chunk;
+        vae_model_forward_encoder(m, x + s * D, b);
+        const float *h = m->acts[m->n_enc];
+        for (size_t i = 0; i < b; i++)
+            memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));
+        decode_chunk(m, b, out + s * D);
+    }
+    return VAE_OK;
+}

@@ -1,0 +1,57 @@
+/* The model object, shared by model.c, elbo.c, infer.c and the file format. */
+#ifndef VAE_MODEL_H
+#define VAE_MODEL_H
+
+#include <stddef.h>
+
+#include "../nn/layer.h"
+
+struct vae_model {
+    size_t input_dim, latent_dim;
+    int likelihood;
+    float sigma;                /* Gaussian likelihood only */
+
+    /* Before build: the two stacks as added. After build: layers[] is
+     * encoder, head, decoder in slab order, and n_enc counts the encoder. */
+    vae_layer **layers;
+    size_t n_layers, cap_layers;
+    size_t n_enc;               /* encoder layers (the head follows them) */
+    int built;
+
+    float *params, *grads;      /* slabs of n_params floats, same layout */
+    size_t n_params;
+
+    /* Workspace for batches up to ws_batch, one allocation (ws). */
+    float *ws;
+    size_t ws_batch;
+    float **acts;               /* acts[i][B][layers[i]->out] */
+    float *z, *eps, *std, *dz;  /* [B][latent] */
+    float *dhead;               /* [B][2*latent] */
+    float *grad_a, *grad_b;     /* [B][max width], ping-pong for dy/dx */
+    float *scratch;             /* largest layer scratch */
+};
+
+static inline vae_layer *vae_model_head(const vae_model *m)
+{
+    return m->layers[m->n_enc];
+}
+static inline float *vae_model_out(const vae_model *m)
+{
+    return m->acts[m->n_layers - 1];
+}
+
+/* Grows the workspace to hold `batch`; fn names the public caller. */
+int vae_model_ensure(vae_model *m, size_t batch, const char *fn);
+/* Encoder + head on x[B][input]; result in acts[n_enc] = [B][mu | logvar]. */
+void vae_model_forward_encoder(vae_model *m, const float *x, size_t batch);
+/* Decoder on z[B][latent]; result in vae_model_out(m). */
+void vae_model_forward_decoder(vae_model *m, const float *z, size_t batch);
+/* dout[B][input] (overwritten) -> gradients of the decoder, dz[B][latent]. */
+void vae_model_backward_decoder(vae_model *m, const float *z, float *dout, size_t batch,
+                                float *dz);
+/* dhead[B][2 latent] (overwritten) -> gradients of head and encoder. */
+void vae_model_backward_encoder(vae_model *m, const float *x, float *dhead, size_t batch);
+/* Common argument checks: model built, x not NULL, n > 0. */
+int vae_model_check_ready(const vae_model *m, const char *fn);
+
+#endif

@@ -1,0 +1,56 @@
+/* The layer object shared by every layer kind. A kind supplies its ops; the
+ * model and the standalone public API drive layers only through them. */
+#ifndef VAE_LAYER_H
+#define VAE_LAYER_H
+
+#include <stddef.h>
+
+#include "vae/vae.h"
+
+/* Layer kinds as stored in model files: values are part of the file format. */
+enum { VAE_LAYER_DENSE = 1 };
+
+typedef struct vae_layer_ops {
+    /* y[batch][out] = layer(x[batch][in]); scratch has scratch_floats(batch). */
+    void (*forward)(vae_layer *l, const float *x, size_t batch, float *y, float *scratch);
+    /* dy[batch][out] holds dL/dy and may be overwritten. Adds dL/dW, dL/db to
+     * the layer's gradients; writes dx[batch][in] unless dx is NULL. x and y
+     * are what the matching forward saw and produced. */
+    void (*backward)(vae_layer *l, const float *x, const float *y, float *dy, size_t batch,
+                     float *dx, float *scratch);
+    size_t (*scratch_floats)(const vae_layer *l, size_t batch);
+} vae_layer_ops;
+
+struct vae_layer {
+    const vae_layer_ops *ops;
+    int kind;
+    int activation;
+    size_t in, out;          /* features per sample */
+    size_t fan_in;           /* for the +-1/sqrt(fan_in) initialization */
+    size_t n_weights;        /* then one bias per output (dense) */
+    size_t n_params;
+    float *w, *b;            /* views: into own storage or the model's slab */
+    float *dw, *db;
+    float *own;              /* standalone storage: params then grads; NULL in a model */
+    int owned_by_model;
+
+    /* Standalone use only (vae_layer_forward/backward): copies of the last
+     * forward's input and output, a dy copy and scratch. */
+    float *cache;            /* one allocation holding the four below */
+    size_t cache_batch_cap;
+    size_t cache_batch;      /* batch of the last forward, 0 = none yet */
+    float *cache_x, *cache_y, *cache_dy, *cache_scratch;
+};
+
+/* Common constructor for kinds: allocates own storage for n_params. */
+int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t in,
+                    size_t outf, int activation, size_t n_weights, size_t n_bias,
+                    size_t fan_in);
+/* Points w, b, dw, db into the given storage (params and grads of n_params). */
+void vae_layer_bind(vae_layer *l, float *params, float *grads);
+void vae_layer_init_rng(vae_layer *l, vae_rng *rng);
+
+/* Dense kind, for the model's head. */
+extern const vae_layer_ops vae_dense_ops;
+
+#endif

@@ -1,0 +1,127 @@
+/* What every optimizer shares: arguments, binding to a model, gradient
+ * checks and clipping, then one flat loop of the kind's update. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/core.h"
+#include "../model/model.h"
+#include "optimizer.h"
+
+static int finite_nonneg(float v)
+{
+    return v >= 0.0f && v < INFINITY;
+}
+
+int vae_optimizer_new(vae_optimizer **out, int kind, float lr, float weight_decay,
+                      const char *fn)
+{
+    if (!out)
+        return vae_fail(VAE_ERR_INVALID, "%s: out is NULL", fn);
+    *out = NULL;
+    if (!finite_nonneg(lr) || lr == 0.0f)
+        return vae_fail(VAE_ERR_INVALID, "%s: lr must be finite and > 0, got %g", fn,
+                        (double)lr);
+    if (!finite_nonneg(weight_decay))
+        return vae_fail(VAE_ERR_INVALID, "%s: weight_decay must be finite and >= 0, got %g", fn,
+                        (double)weight_decay);
+    vae_optimizer *o = calloc(1, sizeof *o);
+    if (!o)
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+    o->kind = kind;
+    o->lr = lr;
+    o->weight_decay = weight_decay;
+    *out = o;
+    return VAE_OK;
+}
+
+void vae_optimizer_free(vae_optimizer *opt)
+{
+    if (!opt)
+        return;
+    free(opt->s1);
+    free(opt->s2);
+    free(opt);
+}
+
+int vae_optimizer_set_lr(vae_optimizer *opt, float lr)
+{
+    if (!opt)
+        return vae_fail(VAE_ERR_INVALID, "vae_optimizer_set_lr: optimizer is NULL");
+    if (!finite_nonneg(lr) || lr == 0.0f)
+        return vae_fail(VAE_ERR_INVALID, "vae_optimizer_set_lr: lr must be finite and > 0, got %g",
+                        (double)lr);
+    opt->lr = lr;
+    return VAE_OK;
+}
+
+int vae_optimizer_set_clip_norm(vae_optimizer *opt, float max_norm)
+{
+    if (!opt)
+        return vae_fail(VAE_ERR_INVALID, "vae_optimizer_set_clip_norm: optimizer is NULL");
+    if (!finite_nonneg(max_norm))
+        return vae_fail(VAE_ERR_INVALID,
+                        "vae_optimizer_set_clip_norm: max_norm must be finite and >= 0, got %g",
+                        (double)max_norm);
+    opt->clip_norm = max_norm;
+    return VAE_OK;
+}
+
+static int bind(vae_optimizer *o, const vae_model *m, const char *fn)
+{
+    if (o->bound == m && o->n == m->n_params)
+        return VAE_OK;
+    if (o->bound)
+        return vae_fail(VAE_ERR_STATE,
+                        "%s: the optimizer holds state for another model; create one per model",
+                        fn);
+    size_t states = o->kind == VAE_OPT_ADAM ? 2 : (o->momentum > 0.0f ? 1 : 0);
+    float *s1 = NULL, *s2 = NULL;
+    if (states >= 1 && !(s1 = calloc(m->n_params, sizeof(float))))
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for optimizer state", fn);
+    if (states == 2 && !(s2 = calloc(m->n_params, sizeof(float)))) {
+        free(s1);
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for optimizer state", fn);
+    }
+    o->s1 = s1;
+    o->s2 = s2;
+    o->n = m->n_params;
+    o->bound = m;
+    return VAE_OK;
+}
+
+int vae_optimizer_step(vae_optimizer *opt, vae_model *m)
+{
+    const char *fn = "vae_optimizer_step";
+    if (!opt)
+        return vae_fail(VAE_ERR_INVALID, "%s: optimizer is NULL", fn);
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    const size_t n = m->n_params;
+    /* The squared norm in double doubles as the finiteness check. */
+    double sq = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sq += (double)m->grads[i] * (double)m->grads[i];
+    if (!isfinite(sq)) {
+        size_t bad = 0;
+        if (!vae_all_finite(m->grads, n, &bad))
+            return vae_fail(VAE_ERR_NUMERIC,
+                            "%s: gradient %zu is not finite; parameters left unchanged", fn,
+                            bad);
+        return vae_fail(VAE_ERR_NUMERIC, "%s: the gradient norm overflows", fn);
+    }
+    if ((rc = bind(opt, m, fn)))
+        return rc;
+    float gscale = 1.0f;
+    double norm = sqrt(sq);
+    if (opt->clip_norm > 0.0f && norm > opt->clip_norm)
+        gscale = (float)(opt->clip_norm / (norm + 1e-6));
+    opt->t++;
+    if (opt->kind == VAE_OPT_ADAM)
+        vae_adam_update(opt, m->params, m->grads, n, gscale);
+    else
+        vae_sgd_update(opt, m->params, m->grads, n, gscale);
+    memset(m->grads, 0, n * sizeof(float));
+    return VAE_OK;
+}
