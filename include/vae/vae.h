@@ -295,6 +295,138 @@ VAE_API int vae_optimizer_set_clip_norm(vae_optimizer *opt, float max_norm);
  */
 VAE_API int vae_optimizer_step(vae_optimizer *opt, vae_model *m);
 
+/* ------------------------------------------------------------------------ */
+/* Datasets                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vae_dataset vae_dataset;
+
+/**
+ * Reads an IDX image file (MNIST's format: magic 0x00000803, uint8 pixels)
+ * and, when labels_path is not NULL, the matching IDX label file (magic
+ * 0x00000801). Either file may be gzip-compressed (detected from its first
+ * bytes, not its name). Pixels stay uint8 in memory and become floats in
+ * [0, 1] (p / 255) per batch. VAE_ERR_IO when a file cannot be read,
+ * VAE_ERR_FORMAT (naming the file and the problem) for a wrong magic, a
+ * truncated file, sizes that disagree with the file or with each other, or
+ * absurd dimensions; nothing is allocated from an unchecked header.
+ */
+VAE_API int vae_dataset_load_idx(vae_dataset **out, const char *images_path,
+                                 const char *labels_path);
+/**
+ * A dataset holding a copy of data[count][dim] (finite values; the caller's
+ * buffer is not kept) and, when labels is not NULL, labels[count].
+ */
+VAE_API int vae_dataset_from_floats(vae_dataset **out, const float *data, size_t count,
+                                    size_t dim, const int32_t *labels);
+VAE_API void vae_dataset_free(vae_dataset *ds);
+/** Number of samples; 0 on NULL. */
+VAE_API size_t vae_dataset_count(const vae_dataset *ds);
+/** Values per sample (784 for MNIST); 0 on NULL. */
+VAE_API size_t vae_dataset_dim(const vae_dataset *ds);
+/** Image height and width (28 x 28 for MNIST; 1 x dim for flat data). */
+VAE_API int vae_dataset_image_size(const vae_dataset *ds, size_t *height, size_t *width);
+/** 1 when the dataset has labels, 0 otherwise (and on NULL). */
+VAE_API int vae_dataset_has_labels(const vae_dataset *ds);
+/** The label of sample `index`. VAE_ERR_STATE without labels. */
+VAE_API int vae_dataset_label(const vae_dataset *ds, size_t index, int32_t *label);
+/** A new dataset with the samples indices[0..n-1] (repeats allowed). */
+VAE_API int vae_dataset_subset(vae_dataset **out, const vae_dataset *ds, const size_t *indices,
+                               size_t n);
+/**
+ * A new dataset with the samples whose label is `label` (keep != 0) or is not
+ * (keep == 0). VAE_ERR_STATE without labels; VAE_ERR_INVALID when nothing
+ * would be left.
+ */
+VAE_API int vae_dataset_filter_label(vae_dataset **out, const vae_dataset *ds, int32_t label,
+                                     int keep);
+/**
+ * out[n][dim] = samples indices[0..n-1] as floats. With binarize != 0 each
+ * value p becomes 1 with probability p, else 0, drawn from rng (dynamic
+ * binarization).
+ */
+VAE_API int vae_dataset_batch(const vae_dataset *ds, const size_t *indices, size_t n,
+                              int binarize, vae_rng *rng, float *out);
+/** out[n][dim] = samples first..first+n-1 as floats. */
+VAE_API int vae_dataset_range(const vae_dataset *ds, size_t first, size_t n, float *out);
+
+/* ------------------------------------------------------------------------ */
+/* Training loop                                                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Called after every step with the samples done so far, the total and the
+ * mean loss so far. Returning nonzero stops the epoch (VAE_ERR_CANCELLED).
+ */
+typedef int (*vae_progress_fn)(void *payload, size_t done, size_t total, double running_loss);
+
+/** Options of vae_train_epoch(); fill with vae_train_options_init(). */
+typedef struct vae_train_options {
+    size_t size;            /**< sizeof(vae_train_options), set by init */
+    size_t batch_size;      /**< default 128; the last batch may be smaller */
+    int shuffle;            /**< default 1: a fresh permutation from rng */
+    int binarize;           /**< default 0: dynamic binarization of each batch */
+    vae_progress_fn progress; /**< default NULL */
+    void *payload;          /**< passed to progress */
+} vae_train_options;
+
+VAE_API void vae_train_options_init(vae_train_options *opts);
+
+/** What one pass over a dataset measured; set size = sizeof before the call. */
+typedef struct vae_epoch_stats {
+    size_t size;            /**< sizeof(vae_epoch_stats), set by the caller */
+    double loss;            /**< mean over samples of recon + beta * kl */
+    double recon;           /**< mean -log p(x|z), nats per sample */
+    double kl;              /**< mean KL(q(z|x) || p(z)), nats per sample */
+    double seconds;         /**< wall-clock time of the pass */
+    size_t samples;         /**< samples seen */
+    size_t steps;           /**< optimizer steps taken */
+} vae_epoch_stats;
+
+/**
+ * One epoch: for each minibatch, vae_elbo_forward_backward() then
+ * vae_optimizer_step(). Noise, shuffling and binarization come from rng.
+ * opts may be NULL for the defaults; stats may be NULL. A step that fails
+ * (e.g. VAE_ERR_NUMERIC) ends the epoch with its status; the parameters
+ * keep the last good step.
+ */
+VAE_API int vae_train_epoch(vae_model *m, vae_elbo *e, vae_optimizer *opt,
+                            const vae_dataset *ds, vae_rng *rng,
+                            const vae_train_options *opts, vae_epoch_stats *stats);
+/**
+ * Mean loss, recon and KL over a whole dataset (not binarized), in batches of
+ * batch_size; per_sample[count] (may be NULL) gets each sample's loss.
+ * Output pointers may be NULL.
+ */
+VAE_API int vae_evaluate_dataset(vae_model *m, vae_elbo *e, const vae_dataset *ds,
+                                 vae_rng *rng, size_t batch_size, double *loss,
+                                 double *recon, double *kl, double *per_sample);
+/**
+ * Importance-sampled log-likelihood: out_per_sample[i] =
+ * log (1/k) sum_k p(x_i|z_k) p(z_k) / q(z_k|x_i), z_k ~ q(z|x_i), in nats,
+ * computed with log-sum-exp in double. k >= 1.
+ */
+VAE_API int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, size_t k,
+                                     vae_rng *rng, double *out_per_sample);
+
+/* ------------------------------------------------------------------------ */
+/* Model files (docs/format.md)                                              */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Writes the architecture and parameters to `path` atomically: a temporary
+ * file in the same directory, flushed, then renamed over the target.
+ */
+VAE_API int vae_model_save(const vae_model *m, const char *path);
+/** Reads a model written by vae_model_save(); VAE_ERR_FORMAT if damaged. */
+VAE_API int vae_model_load(vae_model **out, const char *path);
+/**
+ * The same bytes into a caller buffer: *size gets the bytes needed. With
+ * buf NULL only *size is set; with cap < *size, VAE_ERR_INVALID.
+ */
+VAE_API int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size);
+VAE_API int vae_model_load_mem(vae_model **out, const void *buf, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

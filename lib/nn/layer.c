@@ -154,3 +154,29 @@ size_t vae_layer_output_size(const vae_layer *layer)
 {
     return layer ? layer->out : 0;
 }
+
+size_t vae_layer_describe(const vae_layer *l, uint64_t *fields)
+{
+    switch (l->kind) {
+    default: /* VAE_LAYER_DENSE */
+        fields[0] = l->in;
+        fields[1] = l->out;
+        return 2;
+    }
+}
+
+int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
+                          const uint64_t *fields, size_t nfields)
+{
+    switch (kind) {
+    case VAE_LAYER_DENSE:
+        if (nfields != 2)
+            return vae_fail(VAE_ERR_FORMAT, "dense layer record has %zu fields, expected 2",
+                            nfields);
+        if (fields[0] > SIZE_MAX || fields[1] > SIZE_MAX)
+            return vae_fail(VAE_ERR_FORMAT, "dense layer sizes out of range");
+        return vae_layer_dense_create(out, (size_t)fields[0], (size_t)fields[1], activation);
+    default:
+        return vae_fail(VAE_ERR_FORMAT, "unknown layer kind %u", (unsigned)kind);
+    }
+}

@@ -4,6 +4,7 @@
 #define VAE_LAYER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vae/vae.h"
 
@@ -49,6 +50,16 @@ int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t 
 /* Points w, b, dw, db into the given storage (params and grads of n_params). */
 void vae_layer_bind(vae_layer *l, float *params, float *grads);
 void vae_layer_init_rng(vae_layer *l, vae_rng *rng);
+
+/* Geometry of a layer as the model file stores it: fields[] gets up to
+ * VAE_LAYER_MAX_FIELDS sizes (dense: in, out) and the count is returned. */
+#define VAE_LAYER_MAX_FIELDS 16
+size_t vae_layer_describe(const vae_layer *l, uint64_t *fields);
+/* The inverse: a new standalone layer from a kind, activation and fields.
+ * VAE_ERR_FORMAT for an unknown kind or a wrong field count; the kind's
+ * constructor's status for invalid sizes. */
+int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
+                          const uint64_t *fields, size_t nfields);
 
 /* Dense kind, for the model's head. */
 extern const vae_layer_ops vae_dense_ops;

@@ -1,0 +1,385 @@
+/* The model file: versioned, little-endian, CRC-32 checked, written
+ * atomically. Byte-by-byte specification in docs/format.md. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "../core/core.h"
+#include "../model/model.h"
+
+static const unsigned char MAGIC[8] = {0x89, 'V', 'A', 'E', '\r', '\n', 0x1a, '\n'};
+#define FORMAT_VERSION 1u
+#define HEADER_BYTES 24u
+#define MAX_LAYERS 4096u
+
+/* ---- little-endian writer over a buffer sized beforehand ---------------- */
+
+typedef struct writer {
+    unsigned char *p;
+} writer;
+
+static void put_u32(writer *w, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        *w->p++ = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(writer *w, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        *w->p++ = (unsigned char)(v >> (8 * i));
+}
+
+static void put_f32(writer *w, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    put_u32(w, u);
+}
+
+/* ---- bounds-checked reader: a short read sets err and yields zeros ------ */
+
+typedef struct reader {
+    const unsigned char *p;
+    size_t left;
+    int err;
+} reader;
+
+static uint64_t get_le(reader *r, int bytes)
+{
+    if (r->err || r->left < (size_t)bytes) {
+        r->err = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += bytes;
+    r->left -= (size_t)bytes;
+    return v;
+}
+
+static uint32_t get_u32(reader *r)
+{
+    return (uint32_t)get_le(r, 4);
+}
+
+static uint64_t get_u64(reader *r)
+{
+    return get_le(r, 8);
+}
+
+static float get_f32(reader *r)
+{
+    uint32_t u = get_u32(r);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- saving ------------------------------------------------------------- */
+
+static size_t file_size(const vae_model *m)
+{
+    size_t n = HEADER_BYTES + 40 + 4; /* header, model fields, layer count words */
+    for (size_t i = 0; i < m->n_layers; i++) {
+        uint64_t f[VAE_LAYER_MAX_FIELDS];
+        n += 24 + 8 * vae_layer_describe(m->layers[i], f);
+    }
+    return n + 8 + 4 * m->n_params + 4; /* parameter count, parameters, CRC */
+}
+
+static void encode(const vae_model *m, unsigned char *buf, size_t size)
+{
+    writer w = {buf};
+    memcpy(w.p, MAGIC, 8);
+    w.p += 8;
+    put_u32(&w, FORMAT_VERSION);
+    put_u32(&w, 0); /* flags */
+    put_u64(&w, size - HEADER_BYTES - 4);
+    put_u32(&w, (uint32_t)m->likelihood);
+    put_u32(&w, 0);
+    put_f32(&w, m->sigma);
+    put_u32(&w, 0);
+    put_u64(&w, m->input_dim);
+    put_u64(&w, m->latent_dim);
+    put_u32(&w, (uint32_t)m->n_layers);
+    put_u32(&w, (uint32_t)m->n_enc);
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const vae_layer *l = m->layers[i];
+        uint64_t f[VAE_LAYER_MAX_FIELDS];
+        size_t nf = vae_layer_describe(l, f);
+        put_u32(&w, (uint32_t)l->kind);
+        put_u32(&w, (uint32_t)l->activation);
+        put_u32(&w, (uint32_t)nf);
+        put_u32(&w, 0);
+        put_u64(&w, l->n_params);
+        for (size_t j = 0; j < nf; j++)
+            put_u64(&w, f[j]);
+    }
+    put_u64(&w, m->n_params);
+    for (size_t i = 0; i < m->n_params; i++)
+        put_f32(&w, m->params[i]);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0, len = size - 4; off < len;) {
+        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
+        crc = crc32(crc, buf + off, part);
+        off += part;
+    }
+    put_u32(&w, (uint32_t)crc);
+}
+
+int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
+{
+    const char *fn = "vae_model_save_mem";
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (!size)
+        return vae_fail(VAE_ERR_INVALID, "%s: size is NULL", fn);
+    *size = file_size(m);
+    if (!buf)
+        return VAE_OK;
+    if (cap < *size)
+        return vae_fail(VAE_ERR_INVALID, "%s: the buffer has %zu bytes, the model needs %zu",
+                        fn, cap, *size);
+    encode(m, buf, *size);
+    return VAE_OK;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int vae_model_save(const vae_model *m, const char *path)
+{
+    const char *fn = "vae_model_save";
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (!path || !*path)
+        return vae_fail(VAE_ERR_INVALID, "%s: path is %s", fn, path ? "empty" : "NULL");
+    size_t size = file_size(m), plen = strlen(path);
+    unsigned char *buf = malloc(size);
+    char *tmp = malloc(plen + 8);
+    if (!buf || !tmp) {
+        free(buf);
+        free(tmp);
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
+    }
+    encode(m, buf, size);
+    /* Temporary file beside the target, so the rename stays in one file
+     * system and readers see either the old file or the complete new one. */
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".XXXXXX", 8);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        rc = vae_fail(VAE_ERR_IO, "%s: cannot create a temporary file beside %s: %s", fn, path,
+                      strerror(errno));
+    } else {
+        int bad = write_all(fd, buf, size) || fsync(fd) != 0;
+        int err = errno;
+        bad = close(fd) != 0 || bad;
+        if (!bad && chmod(tmp, 0644) != 0) /* mkstemp makes 0600 */
+            bad = 1, err = errno;
+        if (!bad && rename(tmp, path) != 0)
+            bad = 1, err = errno;
+        if (bad) {
+            unlink(tmp);
+            rc = vae_fail(VAE_ERR_IO, "%s: cannot write %s: %s", fn, path, strerror(err));
+        }
+    }
+    free(tmp);
+    free(buf);
+    return rc;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static int decode(vae_model **out, const unsigned char *buf, size_t size, const char *what,
+                  const char *fn)
+{
+    if (size < HEADER_BYTES + 4)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes is too short for a model file", fn,
+                        what, size);
+    if (memcmp(buf, MAGIC, 8) != 0)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: not a libvae model file (bad magic)", fn, what);
+    reader r = {buf + 8, size - 8, 0};
+    uint32_t version = get_u32(&r);
+    uint32_t flags = get_u32(&r);
+    uint64_t plen = get_u64(&r);
+    if (version != FORMAT_VERSION)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: format version %u, this library reads %u", fn,
+                        what, (unsigned)version, FORMAT_VERSION);
+    if (flags != 0)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: unknown flags 0x%x", fn, what, (unsigned)flags);
+    if (plen != size - HEADER_BYTES - 4)
+        return vae_fail(VAE_ERR_FORMAT,
+                        "%s: %s: the header announces %llu payload bytes, there are %zu%s", fn,
+                        what, (unsigned long long)plen, size - HEADER_BYTES - 4,
+                        plen > size - HEADER_BYTES - 4 ? " (truncated)" : "");
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0, len = size - 4; off < len;) {
+        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
+        crc = crc32(crc, buf + off, part);
+        off += part;
+    }
+    reader tail = {buf + size - 4, 4, 0};
+    if ((uint32_t)crc != get_u32(&tail))
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: checksum mismatch: the file is damaged", fn,
+                        what);
+    r.left = (size_t)plen;
+    uint32_t likelihood = get_u32(&r);
+    get_u32(&r);
+    float sigma = get_f32(&r);
+    get_u32(&r);
+    uint64_t input_dim = get_u64(&r), latent_dim = get_u64(&r);
+    uint32_t n_layers = get_u32(&r), n_enc = get_u32(&r);
+    if (r.err)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated model description", fn, what);
+    if (n_layers > MAX_LAYERS || n_enc + 2 > n_layers || input_dim > SIZE_MAX ||
+        latent_dim > SIZE_MAX)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: impossible layer counts (%u layers, %u in the "
+                                        "encoder) or sizes",
+                        fn, what, (unsigned)n_layers, (unsigned)n_enc);
+    vae_model *m = NULL;
+    int rc = vae_model_create(&m, (size_t)input_dim, (size_t)latent_dim, (int)likelihood);
+    if (rc)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad model header: %s", fn, what,
+                        vae_last_error());
+    if (likelihood == VAE_LIKELIHOOD_GAUSSIAN && vae_model_set_gaussian_sigma(m, sigma)) {
+        vae_model_free(m);
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad Gaussian sigma %g", fn, what,
+                        (double)sigma);
+    }
+    uint32_t head_kind = 0, head_act = 0;
+    uint64_t head_f[VAE_LAYER_MAX_FIELDS] = {0};
+    size_t head_nf = 0;
+    for (uint32_t i = 0; i < n_layers && !rc; i++) {
+        uint32_t kind = get_u32(&r), act = get_u32(&r), nf = get_u32(&r);
+        get_u32(&r);
+        uint64_t np = get_u64(&r);
+        uint64_t f[VAE_LAYER_MAX_FIELDS];
+        if (nf > VAE_LAYER_MAX_FIELDS)
+            r.err = 1;
+        for (uint32_t j = 0; j < nf && !r.err; j++)
+            f[j] = get_u64(&r);
+        if (r.err) {
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated or bad record of layer %u", fn,
+                          what, (unsigned)i);
+            break;
+        }
+        if (i == n_enc) { /* the head: rebuilt by vae_model_build, compared below */
+            head_kind = kind;
+            head_act = act;
+            head_nf = nf;
+            memcpy(head_f, f, nf * sizeof *f);
+            continue;
+        }
+        vae_layer *l = NULL;
+        if ((rc = vae_layer_from_fields(&l, kind, (int)act, f, nf))) {
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u: %s", fn, what, (unsigned)i,
+                          vae_last_error());
+            break;
+        }
+        if (l->n_params != np) {
+            vae_layer_free(l);
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u claims %llu parameters, its sizes "
+                                          "give %zu",
+                          fn, what, (unsigned)i, (unsigned long long)np, l->n_params);
+            break;
+        }
+        rc = i < n_enc ? vae_model_add_encoder_layer(m, l) : vae_model_add_decoder_layer(m, l);
+        if (rc)
+            vae_layer_free(l);
+    }
+    if (!rc && (rc = vae_model_build(m, 0)))
+        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: the layers do not fit together: %s", fn, what,
+                      vae_last_error());
+    if (!rc) {
+        uint64_t f[VAE_LAYER_MAX_FIELDS];
+        const vae_layer *head = vae_model_head(m);
+        size_t nf = vae_layer_describe(head, f);
+        if (head_kind != (uint32_t)head->kind || head_act != (uint32_t)head->activation ||
+            head_nf != nf || memcmp(head_f, f, nf * sizeof *f) != 0)
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: the Gaussian head record does not match the "
+                                          "model",
+                          fn, what);
+    }
+    if (!rc) {
+        uint64_t np = get_u64(&r);
+        if (r.err || np != m->n_params || r.left != 4 * m->n_params)
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %llu parameters stored, the model has %zu", fn,
+                          what, (unsigned long long)np, m->n_params);
+    }
+    for (size_t i = 0; !rc && i < m->n_params; i++) {
+        m->params[i] = get_f32(&r);
+        if (!isfinite(m->params[i]))
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: parameter %zu is not finite", fn, what, i);
+    }
+    if (rc) {
+        vae_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return VAE_OK;
+}
+
+int vae_model_load_mem(vae_model **out, const void *buf, size_t size)
+{
+    const char *fn = "vae_model_load_mem";
+    if (!out || !buf)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "buf" : "out");
+    *out = NULL;
+    return decode(out, buf, size, "buffer", fn);
+}
+
+int vae_model_load(vae_model **out, const char *path)
+{
+    const char *fn = "vae_model_load";
+    if (!out || !path)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "path" : "out");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return vae_fail(VAE_ERR_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return vae_fail(VAE_ERR_IO, "%s: %s is not a regular file", fn, path);
+    }
+    size_t size = (size_t)st.st_size;
+    unsigned char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fclose(f);
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
+    }
+    size_t got = fread(buf, 1, size, f);
+    int err = ferror(f);
+    fclose(f);
+    int rc;
+    if (err || got != size)
+        rc = vae_fail(VAE_ERR_IO, "%s: cannot read %s", fn, path);
+    else
+        rc = decode(out, buf, size, path, fn);
+    free(buf);
+    return rc;
+}
