@@ -120,6 +120,30 @@ typedef struct vae_layer vae_layer;
  */
 VAE_API int vae_layer_dense_create(vae_layer **out, size_t in, size_t out_features,
                                    int activation);
+/**
+ * A 2-D convolution over NCHW images, fused with an activation. Each sample
+ * is a flat [in_channels][in_h][in_w] vector in, [out_channels][out_h][out_w]
+ * out, with out_h = (in_h + 2 padding - kernel_h) / stride + 1 (rounded down;
+ * likewise out_w), as PyTorch's Conv2d, so a dense layer can follow directly.
+ * Parameters: W[out_channels][in_channels][kernel_h][kernel_w] then
+ * b[out_channels]. VAE_ERR_INVALID on zero sizes, VAE_ERR_SHAPE when the
+ * kernel does not fit the padded input (the message gives the sizes).
+ */
+VAE_API int vae_layer_conv2d_create(vae_layer **out, size_t in_channels, size_t in_h,
+                                    size_t in_w, size_t out_channels, size_t kernel_h,
+                                    size_t kernel_w, size_t stride, size_t padding,
+                                    int activation);
+/**
+ * The transposed convolution (the adjoint of Conv2D with the same geometry),
+ * as PyTorch's ConvTranspose2d: out_h = (in_h - 1) stride - 2 padding +
+ * kernel_h + output_padding, likewise out_w. Parameters:
+ * W[in_channels][out_channels][kernel_h][kernel_w] then b[out_channels].
+ * VAE_ERR_SHAPE when output_padding >= stride or the output would be empty.
+ */
+VAE_API int vae_layer_conv2d_transpose_create(vae_layer **out, size_t in_channels, size_t in_h,
+                                              size_t in_w, size_t out_channels, size_t kernel_h,
+                                              size_t kernel_w, size_t stride, size_t padding,
+                                              size_t output_padding, int activation);
 /** Frees a layer the caller still owns. Never free a layer a model owns. */
 VAE_API void vae_layer_free(vae_layer *layer);
 /** Draws weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's default). */

@@ -158,6 +158,15 @@ size_t vae_layer_output_size(const vae_layer *layer)
 size_t vae_layer_describe(const vae_layer *l, uint64_t *fields)
 {
     switch (l->kind) {
+    case VAE_LAYER_CONV2D:
+    case VAE_LAYER_CONV2D_TRANSPOSE: {
+        size_t v[9] = {l->in_c, l->in_h, l->in_w, l->out_c, l->kh, l->kw, l->stride, l->pad,
+                       l->out_pad};
+        size_t n = l->kind == VAE_LAYER_CONV2D ? 8 : 9;
+        for (size_t i = 0; i < n; i++)
+            fields[i] = v[i];
+        return n;
+    }
     default: /* VAE_LAYER_DENSE */
         fields[0] = l->in;
         fields[1] = l->out;
@@ -176,6 +185,24 @@ int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
         if (fields[0] > SIZE_MAX || fields[1] > SIZE_MAX)
             return vae_fail(VAE_ERR_FORMAT, "dense layer sizes out of range");
         return vae_layer_dense_create(out, (size_t)fields[0], (size_t)fields[1], activation);
+    case VAE_LAYER_CONV2D:
+    case VAE_LAYER_CONV2D_TRANSPOSE: {
+        size_t want = kind == VAE_LAYER_CONV2D ? 8 : 9;
+        if (nfields != want)
+            return vae_fail(VAE_ERR_FORMAT, "convolution record has %zu fields, expected %zu",
+                            nfields, want);
+        size_t f[9];
+        for (size_t i = 0; i < want; i++) {
+            if (fields[i] > ((uint64_t)1 << 32))
+                return vae_fail(VAE_ERR_FORMAT, "convolution field %zu out of range", i);
+            f[i] = (size_t)fields[i];
+        }
+        if (kind == VAE_LAYER_CONV2D)
+            return vae_layer_conv2d_create(out, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+                                           activation);
+        return vae_layer_conv2d_transpose_create(out, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+                                                 f[7], f[8], activation);
+    }
     default:
         return vae_fail(VAE_ERR_FORMAT, "unknown layer kind %u", (unsigned)kind);
     }

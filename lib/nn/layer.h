@@ -9,7 +9,7 @@
 #include "vae/vae.h"
 
 /* Layer kinds as stored in model files: values are part of the file format. */
-enum { VAE_LAYER_DENSE = 1 };
+enum { VAE_LAYER_DENSE = 1, VAE_LAYER_CONV2D = 2, VAE_LAYER_CONV2D_TRANSPOSE = 3 };
 
 typedef struct vae_layer_ops {
     /* y[batch][out] = layer(x[batch][in]); scratch has scratch_floats(batch). */
@@ -30,6 +30,8 @@ struct vae_layer {
     size_t fan_in;           /* for the +-1/sqrt(fan_in) initialization */
     size_t n_weights;        /* then one bias per output (dense) */
     size_t n_params;
+    /* Convolution geometry (NCHW); unused by dense layers. */
+    size_t in_c, in_h, in_w, out_c, out_h, out_w, kh, kw, stride, pad, out_pad;
     float *w, *b;            /* views: into own storage or the model's slab */
     float *dw, *db;
     float *own;              /* standalone storage: params then grads; NULL in a model */
@@ -60,6 +62,23 @@ size_t vae_layer_describe(const vae_layer *l, uint64_t *fields);
  * constructor's status for invalid sizes. */
 int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
                           const uint64_t *fields, size_t nfields);
+
+/* Convolution helpers (im2col.c). For an image x[c][h][w] and a kernel
+ * kh x kw moved with stride and padding over it to oh x ow positions:
+ * col[(c*kh + i)*kw + j][y*ow + x] = x[c][y*stride - pad + i][x*stride - pad + j]
+ * (0 outside the image). col2im adds col back into x (the adjoint). */
+void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t kw,
+                size_t stride, size_t pad, size_t oh, size_t ow, float *col);
+void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
+                    size_t stride, size_t pad, size_t oh, size_t ow, float *x);
+
+/* Shared by both convolution kinds (conv2d.c). */
+int vae_conv_check(const char *fn, size_t in_c, size_t in_h, size_t in_w, size_t out_c,
+                   size_t kh, size_t kw, size_t stride, int activation);
+int vae_conv_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t in_c,
+                   size_t in_h, size_t in_w, size_t out_c, size_t out_h, size_t out_w,
+                   size_t kh, size_t kw, size_t stride, size_t pad, size_t out_pad,
+                   int activation, size_t fan_in, const char *fn);
 
 /* Dense kind, for the model's head. */
 extern const vae_layer_ops vae_dense_ops;

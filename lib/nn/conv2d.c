@@ -1,0 +1,139 @@
+/* Conv2D (NCHW) as im2col + GEMM per sample; derivation in docs/math.md,
+ * "Convolution". W[out_c][in_c][kh][kw] then b[out_c], as PyTorch. */
+#include "../blas/blas.h"
+#include "../core/core.h"
+#include "activation.h"
+#include "layer.h"
+
+#define CONV_MAX_SIDE ((size_t)1 << 16)
+#define CONV_MAX_FEATURES ((size_t)1 << 24)
+
+static void conv_forward(vae_layer *l, const float *x, size_t batch, float *y, float *col)
+{
+    const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
+    for (size_t b = 0; b < batch; b++) {
+        float *yb = y + b * l->out;
+        vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
+                   l->out_h, l->out_w, col);
+        /* y_b[out_c][ohw] = W[out_c][ckk] . col[ckk][ohw] */
+        vae_sgemm(0, 0, l->out_c, ohw, ckk, 1.0f, l->w, ckk, col, ohw, 0.0f, yb, ohw);
+        vae_act_bias_forward(l->activation, yb, l->out_c, ohw, l->b, 1);
+    }
+}
+
+static void conv_backward(vae_layer *l, const float *x, const float *y, float *dy, size_t batch,
+                          float *dx, float *scratch)
+{
+    const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
+    float *col = scratch, *dcol = scratch + ckk * ohw;
+    vae_act_backward(l->activation, y, dy, batch * l->out);
+    for (size_t b = 0; b < batch; b++) {
+        const float *dz = dy + b * l->out; /* [out_c][ohw] */
+        for (size_t c = 0; c < l->out_c; c++) {
+            float s = 0.0f;
+            for (size_t k = 0; k < ohw; k++)
+                s += dz[c * ohw + k];
+            l->db[c] += s;
+        }
+        /* The columns are rebuilt rather than kept from the forward pass:
+         * the copy costs less than B times the column memory. */
+        vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
+                   l->out_h, l->out_w, col);
+        /* dW[out_c][ckk] += dz[out_c][ohw] . col[ckk][ohw]^T */
+        vae_sgemm(0, 1, l->out_c, ckk, ohw, 1.0f, dz, ohw, col, ohw, 1.0f, l->dw, ckk);
+        if (dx) {
+            /* dcol[ckk][ohw] = W[out_c][ckk]^T . dz, then scattered back */
+            vae_sgemm(1, 0, ckk, ohw, l->out_c, 1.0f, l->w, ckk, dz, ohw, 0.0f, dcol, ohw);
+            float *dxb = dx + b * l->in;
+            for (size_t k = 0; k < l->in; k++)
+                dxb[k] = 0.0f;
+            vae_col2im_add(dcol, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
+                           l->out_h, l->out_w, dxb);
+        }
+    }
+}
+
+static size_t conv_scratch(const vae_layer *l, size_t batch)
+{
+    (void)batch;
+    return 2 * l->in_c * l->kh * l->kw * l->out_h * l->out_w;
+}
+
+static const vae_layer_ops conv_ops = {conv_forward, conv_backward, conv_scratch};
+
+/* Shared argument checks of both convolution kinds. */
+int vae_conv_check(const char *fn, size_t in_c, size_t in_h, size_t in_w, size_t out_c,
+                   size_t kh, size_t kw, size_t stride, int activation)
+{
+    if (in_c == 0 || in_h == 0 || in_w == 0 || out_c == 0 || kh == 0 || kw == 0 || stride == 0)
+        return vae_fail(VAE_ERR_INVALID,
+                        "%s: channels, image sizes, kernel and stride must be positive (in_c %zu, "
+                        "in %zux%zu, out_c %zu, kernel %zux%zu, stride %zu)",
+                        fn, in_c, in_h, in_w, out_c, kh, kw, stride);
+    if (in_c > CONV_MAX_SIDE || in_h > CONV_MAX_SIDE || in_w > CONV_MAX_SIDE ||
+        out_c > CONV_MAX_SIDE || kh > CONV_MAX_SIDE || kw > CONV_MAX_SIDE ||
+        stride > CONV_MAX_SIDE)
+        return vae_fail(VAE_ERR_INVALID, "%s: a size exceeds %zu", fn, CONV_MAX_SIDE);
+    if (!vae_act_valid(activation))
+        return vae_fail(VAE_ERR_INVALID, "%s: unknown activation %d", fn, activation);
+    return VAE_OK;
+}
+
+int vae_conv_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t in_c,
+                   size_t in_h, size_t in_w, size_t out_c, size_t out_h, size_t out_w,
+                   size_t kh, size_t kw, size_t stride, size_t pad, size_t out_pad,
+                   int activation, size_t fan_in, const char *fn)
+{
+    size_t in = in_c * in_h * in_w, outf = out_c * out_h * out_w;
+    double cols = (double)(kind == VAE_LAYER_CONV2D ? in_c : out_c) * (double)(kh * kw) *
+                  (double)(kind == VAE_LAYER_CONV2D ? out_h * out_w : in_h * in_w);
+    if (in > CONV_MAX_FEATURES || outf > CONV_MAX_FEATURES || cols > (double)(1u << 28) ||
+        (double)in_c * (double)out_c * (double)(kh * kw) > (double)(1u << 28))
+        return vae_fail(VAE_ERR_INVALID, "%s: layer too large (%zu inputs, %zu outputs)", fn, in,
+                        outf);
+    int rc = vae_layer_alloc(out, ops, kind, in, outf, activation, in_c * out_c * kh * kw,
+                             out_c, fan_in);
+    if (rc)
+        return rc;
+    vae_layer *l = *out;
+    l->in_c = in_c;
+    l->in_h = in_h;
+    l->in_w = in_w;
+    l->out_c = out_c;
+    l->out_h = out_h;
+    l->out_w = out_w;
+    l->kh = kh;
+    l->kw = kw;
+    l->stride = stride;
+    l->pad = pad;
+    l->out_pad = out_pad;
+    return VAE_OK;
+}
+
+int vae_layer_conv2d_create(vae_layer **out, size_t in_channels, size_t in_h, size_t in_w,
+                            size_t out_channels, size_t kernel_h, size_t kernel_w,
+                            size_t stride, size_t padding, int activation)
+{
+    const char *fn = "vae_layer_conv2d_create";
+    if (!out)
+        return vae_fail(VAE_ERR_INVALID, "%s: out is NULL", fn);
+    *out = NULL;
+    int rc = vae_conv_check(fn, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w,
+                            stride, activation);
+    if (rc)
+        return rc;
+    if (padding > CONV_MAX_SIDE)
+        return vae_fail(VAE_ERR_INVALID, "%s: padding %zu is too large", fn, padding);
+    if (kernel_h > in_h + 2 * padding || kernel_w > in_w + 2 * padding)
+        return vae_fail(VAE_ERR_SHAPE,
+                        "%s: kernel %zux%zu is larger than the padded input %zux%zu (input "
+                        "%zux%zu, padding %zu)",
+                        fn, kernel_h, kernel_w, in_h + 2 * padding, in_w + 2 * padding, in_h,
+                        in_w, padding);
+    /* out = floor((in + 2 pad - kernel) / stride) + 1, as PyTorch's Conv2d */
+    size_t oh = (in_h + 2 * padding - kernel_h) / stride + 1;
+    size_t ow = (in_w + 2 * padding - kernel_w) / stride + 1;
+    return vae_conv_alloc(out, &conv_ops, VAE_LAYER_CONV2D, in_channels, in_h, in_w,
+                          out_channels, oh, ow, kernel_h, kernel_w, stride, padding, 0,
+                          activation, in_channels * kernel_h * kernel_w, fn);
+}
