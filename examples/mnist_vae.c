@@ -1,0 +1,439 @@
+/*
+ * mnist_vae: trains a variational autoencoder on MNIST with libvae, reports
+ * the train and test loss per epoch, saves the model and draws pictures.
+ * `mnist_vae --help` lists every option.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vae/vae.h>
+
+#include "mnist_common.h"
+#include "mnist_pictures.h"
+
+enum { MAX_HIDDEN = 16, EXIT_USAGE = 2 };
+
+typedef struct config {
+    const char *mode; /* "train", "sample" or "reconstruct" */
+    size_t epochs, batch, latent;
+    size_t hidden[MAX_HIDDEN], n_hidden;
+    double lr, beta;
+    uint64_t seed;
+    size_t threads; /* 0: leave the BLAS alone */
+    int ae, binarize;
+    const char *data, *out, *model;
+    size_t train_limit, ll_k, ll_limit;
+} config;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"Usage: mnist_vae [train] [OPTIONS]\n"
+"       mnist_vae sample [--model FILE] [--out DIR] [--seed S]\n"
+"       mnist_vae reconstruct [--model FILE] [--data DIR] [--out DIR] [--ll K]\n"
+"\n"
+"train (the default) fits a VAE to the 60000 MNIST training images: by default\n"
+"784-400-20 with ReLU, a Bernoulli likelihood on the pixel intensities and\n"
+"Adam. Every epoch prints the mean training loss (-ELBO, nats per image) with\n"
+"its reconstruction and KL parts, the same over the 10000 test images, and\n"
+"the seconds taken. Then it writes OUT/model.vae and the pictures below.\n"
+"sample loads a saved model and writes OUT/samples.png (and manifold.png for\n"
+"a 2-D latent space). reconstruct loads a saved model, prints its test loss\n"
+"and writes reconstructions.png, interpolation.png (and manifold.png and\n"
+"latent_scatter.png for a 2-D latent space).\n"
+"\n"
+"Model and training:\n"
+"  --epochs N        passes over the training set (default 10)\n"
+"  --batch N         minibatch size (default 128)\n"
+"  --latent N        latent dimensions (default 20)\n"
+"  --hidden LIST     hidden layer sizes, input side first, e.g. 512,256\n"
+"                    (default 400); the decoder mirrors them\n"
+"  --lr X            Adam learning rate (default 1e-3; betas 0.9/0.999)\n"
+"  --beta X          weight of the KL term, beta-VAE (default 1)\n"
+"  --ae              plain autoencoder: z = mu and no KL term\n"
+"  --binarize        dynamic binarization: each training batch is resampled\n"
+"                    to 0/1 pixels (test losses use the intensities)\n"
+"  --train-limit N   train on the first N training images only (0 = all)\n"
+"  --seed S          seed of the weights, shuffling, noise and samples\n"
+"                    (default 1; same seed and threads give the same run)\n"
+"  --threads N       BLAS threads: sets OPENBLAS_NUM_THREADS (and OMP_/BLIS_)\n"
+"                    and calls openblas_set_num_threads() when the loaded BLAS\n"
+"                    has it; otherwise export OPENBLAS_NUM_THREADS=N before\n"
+"                    starting the program (default: the BLAS's own choice)\n"
+"Evaluation:\n"
+"  --ll K            also estimate the test negative log-likelihood by\n"
+"                    importance sampling with K samples per image (default 0 =\n"
+"                    off; K = 100..5000 is usual, cost grows with K)\n"
+"  --ll-limit N      use only the first N test images for --ll (0 = all)\n"
+"Files:\n"
+"  --data DIR        the four MNIST IDX files, plain or .gz (default ./data);\n"
+"                    examples/fetch_mnist.sh DIR gets them\n"
+"  --out DIR         output directory, created when missing (default ./out)\n"
+"  --model FILE      model to load in sample/reconstruct (default OUT/model.vae)\n"
+"  -h, --help        this text\n"
+"\n"
+"Pictures (white digits on black, pixel intensity = probability):\n"
+"  samples.png          8x8 decoded draws z ~ N(0, I)\n"
+"  reconstructions.png  8 rows of 8 pairs: test image | its reconstruction\n"
+"  interpolation.png    8 rows: test digit a, decodings along the line\n"
+"                       between the latent means of a and b, test digit b\n"
+"  manifold.png         --latent 2 only: decodings of a 20x20 grid on [-3,3]^2\n"
+"  latent_scatter.png   --latent 2 only: test-set means colored by digit\n"
+"\n"
+"Exit status: 0 on success, 1 when a library call or a file fails (the\n"
+"message names the call, the status and the library's detail), 2 on a bad\n"
+"command line.\n");
+}
+
+/* Returns 0, or EXIT_USAGE after printing why. */
+static int parse_args(int argc, char **argv, config *c)
+{
+    *c = (config){.mode = "train", .epochs = 10, .batch = 128, .latent = 20,
+                  .hidden = {400}, .n_hidden = 1, .lr = 1e-3, .beta = 1.0, .seed = 1,
+                  .data = "./data", .out = "./out"};
+    int i = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        c->mode = argv[1];
+        if (strcmp(c->mode, "train") && strcmp(c->mode, "sample") &&
+            strcmp(c->mode, "reconstruct")) {
+            fprintf(stderr, "error: unknown mode '%s' (train, sample or reconstruct)\n",
+                    c->mode);
+            return EXIT_USAGE;
+        }
+        i = 2;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int r;
+#define FLAG(name) ((r = flag_value(argc, argv, &i, name, &v)) != 0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--ae")) {
+            c->ae = 1;
+            continue;
+        } else if (!strcmp(a, "--binarize")) {
+            c->binarize = 1;
+            continue;
+        } else if (FLAG("--epochs")) {
+            if (r < 0 || parse_size(a, v, &c->epochs))
+                return EXIT_USAGE;
+        } else if (FLAG("--batch")) {
+            if (r < 0 || parse_size(a, v, &c->batch))
+                return EXIT_USAGE;
+        } else if (FLAG("--latent")) {
+            if (r < 0 || parse_size(a, v, &c->latent))
+                return EXIT_USAGE;
+        } else if (FLAG("--hidden")) {
+            if (r < 0 || parse_size_list(a, v, c->hidden, MAX_HIDDEN, &c->n_hidden))
+                return EXIT_USAGE;
+        } else if (FLAG("--lr")) {
+            if (r < 0 || parse_double(a, v, &c->lr))
+                return EXIT_USAGE;
+        } else if (FLAG("--beta")) {
+            if (r < 0 || parse_double(a, v, &c->beta))
+                return EXIT_USAGE;
+        } else if (FLAG("--seed")) {
+            if (r < 0 || parse_u64(a, v, &c->seed))
+                return EXIT_USAGE;
+        } else if (FLAG("--threads")) {
+            if (r < 0 || parse_size(a, v, &c->threads))
+                return EXIT_USAGE;
+        } else if (FLAG("--train-limit")) {
+            if (r < 0 || parse_size(a, v, &c->train_limit))
+                return EXIT_USAGE;
+        } else if (FLAG("--ll")) {
+            if (r < 0 || parse_size(a, v, &c->ll_k))
+                return EXIT_USAGE;
+        } else if (FLAG("--ll-limit")) {
+            if (r < 0 || parse_size(a, v, &c->ll_limit))
+                return EXIT_USAGE;
+        } else if (FLAG("--data")) {
+            if (r < 0)
+                return EXIT_USAGE;
+            c->data = v;
+        } else if (FLAG("--out")) {
+            if (r < 0)
+                return EXIT_USAGE;
+            c->out = v;
+        } else if (FLAG("--model")) {
+            if (r < 0)
+                return EXIT_USAGE;
+            c->model = v;
+        } else {
+            fprintf(stderr, "error: unknown argument '%s' (see --help)\n", a);
+            return EXIT_USAGE;
+        }
+#undef FLAG
+    }
+    if (c->epochs == 0 && !strcmp(c->mode, "train"))
+        fprintf(stderr, "note: --epochs 0 saves and draws the untrained model\n");
+    if (c->batch == 0 || c->latent == 0) {
+        fprintf(stderr, "error: --batch and --latent must be positive\n");
+        return EXIT_USAGE;
+    }
+    if (!(c->lr > 0.0) || c->beta < 0.0) {
+        fprintf(stderr, "error: --lr must be positive and --beta non-negative\n");
+        return EXIT_USAGE;
+    }
+    if (c->threads > 4096) {
+        fprintf(stderr, "error: --threads %zu is not a sensible thread count\n", c->threads);
+        return EXIT_USAGE;
+    }
+    if (!c->model)
+        c->model = join_path(c->out, "model.vae");
+    return 0;
+}
+
+/* "784-400-20" */
+static void describe_arch(char *buf, size_t cap, size_t in, const config *c)
+{
+    int n = snprintf(buf, cap, "%zu", in);
+    for (size_t k = 0; k < c->n_hidden && n > 0 && (size_t)n < cap; k++)
+        n += snprintf(buf + n, cap - (size_t)n, "-%zu", c->hidden[k]);
+    if (n > 0 && (size_t)n < cap)
+        snprintf(buf + n, cap - (size_t)n, "-%zu", c->latent);
+}
+
+/* Mean importance-sampled -log p(x) over the first `limit` test images,
+ * next to the -ELBO of the same images. */
+static int report_nll(vae_model *m, vae_elbo *e, const vae_dataset *test, size_t k, size_t limit,
+                      vae_rng *rng)
+{
+    enum { CHUNK = 100 };
+    int rc = VAE_OK;
+    size_t n = vae_dataset_count(test), d = vae_dataset_dim(test);
+    if (limit && limit < n)
+        n = limit;
+    float *x = malloc(CHUNK * d * sizeof *x);        /* x[CHUNK][d] */
+    double *ll = malloc(CHUNK * sizeof *ll);         /* ll[CHUNK] */
+    double *neg_elbo = malloc(CHUNK * sizeof *neg_elbo); /* per-sample -ELBO */
+    if (!x || !ll || !neg_elbo) {
+        fprintf(stderr, "error: out of memory\n");
+        rc = -1;
+        goto done;
+    }
+    progress bar;
+    char label[64];
+    snprintf(label, sizeof label, "NLL, K=%zu", k);
+    progress_begin(&bar, label);
+    double t0 = wall_seconds(), sum_ll = 0.0, sum_elbo = 0.0;
+    for (size_t first = 0; first < n; first += CHUNK) {
+        size_t b = n - first < CHUNK ? n - first : CHUNK;
+        CHECK(vae_dataset_range(test, first, b, x));
+        CHECK(vae_model_log_likelihood(m, x, b, k, rng, ll));
+        CHECK(vae_elbo_evaluate(e, m, x, b, NULL, rng, NULL, NULL, NULL, neg_elbo));
+        for (size_t i = 0; i < b; i++) {
+            sum_ll += ll[i];
+            sum_elbo += neg_elbo[i];
+        }
+        progress_update(&bar, first + b, n, -sum_ll / (double)(first + b));
+    }
+    progress_end(&bar);
+    printf("test NLL (importance sampling, K=%zu, %zu images): %.3f nats"
+           "  (-ELBO of the same images %.3f; %.1f s)\n",
+           k, n, -sum_ll / (double)n, sum_elbo / (double)n, wall_seconds() - t0);
+done:
+    free(x);
+    free(ll);
+    free(neg_elbo);
+    return rc;
+}
+
+static int check_dims(const vae_model *m, const vae_dataset *ds)
+{
+    if (vae_dataset_dim(ds) != vae_model_input_dim(m)) {
+        fprintf(stderr, "error: the data has %zu values per image, the model expects %zu\n",
+                vae_dataset_dim(ds), vae_model_input_dim(m));
+        return -1;
+    }
+    return 0;
+}
+
+/* The pictures that need test data; manifold/scatter only for a 2-D latent. */
+static int data_pictures(vae_model *m, const vae_dataset *test, const char *out)
+{
+    int rc;
+    if ((rc = picture_reconstructions(m, test, out)) || (rc = picture_interpolation(m, test, out)))
+        return rc;
+    if (vae_model_latent_dim(m) == 2 && (rc = picture_latent_scatter(m, test, out)))
+        return rc;
+    return VAE_OK;
+}
+
+static int run_train(const config *c)
+{
+    int rc = VAE_OK;
+    vae_dataset *train = NULL, *test = NULL;
+    vae_model *m = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *opt = NULL;
+    vae_rng *rng = NULL, *eval_rng = NULL, *pic_rng = NULL;
+
+    if ((rc = mnist_load(c->data, 1, &train)) || (rc = mnist_load(c->data, 0, &test)) ||
+        (rc = dataset_take_first(&train, c->train_limit)))
+        goto done;
+    size_t dim = vae_dataset_dim(train);
+    if (vae_dataset_dim(test) != dim) {
+        fprintf(stderr, "error: training images have %zu pixels, test images %zu\n", dim,
+                vae_dataset_dim(test));
+        rc = -1;
+        goto done;
+    }
+    if (make_dirs(c->out) != 0) {
+        rc = -1;
+        goto done;
+    }
+
+    CHECK(vae_model_create_mlp(&m, dim, c->hidden, c->n_hidden, c->latent, VAE_ACT_RELU,
+                               VAE_LIKELIHOOD_BERNOULLI, c->seed));
+    CHECK(vae_model_reserve(m, c->batch));
+    CHECK(vae_elbo_create(&e));
+    CHECK(vae_elbo_set_beta(e, (float)c->beta));
+    if (c->ae)
+        CHECK(vae_elbo_set_objective(e, VAE_OBJECTIVE_AUTOENCODER));
+    CHECK(vae_optimizer_adam_create(&opt, (float)c->lr, 0.9f, 0.999f, 1e-8f, 0.0f));
+    /* Separate streams, so evaluating or drawing never changes the training
+     * run: the same seed trains the same model whatever else is asked. */
+    CHECK(vae_rng_create(&rng, c->seed));
+    CHECK(vae_rng_create(&eval_rng, c->seed ^ 0x9E3779B97F4A7C15u));
+    CHECK(vae_rng_create(&pic_rng, c->seed + 1));
+
+    char arch[256];
+    describe_arch(arch, sizeof arch, dim, c);
+    printf("libvae %s: %s %s, ReLU, Bernoulli, Adam lr %g, batch %zu, %zu epochs, beta %g, "
+           "seed %llu%s\n",
+           vae_version_string(), arch, c->ae ? "autoencoder" : "VAE", c->lr, c->batch,
+           c->epochs, c->beta, (unsigned long long)c->seed,
+           c->binarize ? ", dynamic binarization" : "");
+    printf("data: %zu training images, %zu test images from %s\n", vae_dataset_count(train),
+           vae_dataset_count(test), c->data);
+    fflush(stdout);
+
+    vae_train_options opts;
+    vae_train_options_init(&opts);
+    opts.batch_size = c->batch;
+    opts.binarize = c->binarize;
+    progress bar;
+    opts.progress = progress_update;
+    opts.payload = &bar;
+    double total_train = 0.0;
+    for (size_t ep = 1; ep <= c->epochs; ep++) {
+        char label[64];
+        snprintf(label, sizeof label, "epoch %zu/%zu", ep, c->epochs);
+        progress_begin(&bar, label);
+        vae_epoch_stats st = {.size = sizeof st};
+        rc = vae_train_epoch(m, e, opt, train, rng, &opts, &st);
+        progress_end(&bar);
+        if (rc != VAE_OK) {
+            report(rc, "vae_train_epoch");
+            goto done;
+        }
+        double t0 = wall_seconds(), tl = 0, tr = 0, tk = 0;
+        CHECK(vae_evaluate_dataset(m, e, test, eval_rng, 500, &tl, &tr, &tk, NULL));
+        double te = wall_seconds() - t0;
+        total_train += st.seconds;
+        printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, kl %6.3f)  "
+               "test loss %8.3f (recon %8.3f, kl %6.3f)  %.2f s/epoch (+%.2f s test)\n",
+               ep, c->epochs, st.loss, st.recon, st.kl, tl, tr, tk, st.seconds, te);
+        fflush(stdout);
+    }
+    if (c->epochs)
+        printf("training: %.2f s in total, %.2f s per epoch\n", total_train,
+               total_train / (double)c->epochs);
+
+    CHECK(vae_model_save(m, c->model));
+    pictures_note_written(c->model);
+    if ((rc = picture_samples(m, pic_rng, c->out)) || (rc = data_pictures(m, test, c->out)))
+        goto done;
+    if (c->latent == 2 && (rc = picture_manifold(m, c->out)))
+        goto done;
+    if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, eval_rng)))
+        goto done;
+done:
+    pictures_print_written();
+    vae_rng_free(pic_rng);
+    vae_rng_free(eval_rng);
+    vae_rng_free(rng);
+    vae_optimizer_free(opt);
+    vae_elbo_free(e);
+    vae_model_free(m);
+    vae_dataset_free(test);
+    vae_dataset_free(train);
+    return rc;
+}
+
+static int run_saved(const config *c)
+{
+    int rc = VAE_OK;
+    vae_model *m = NULL;
+    vae_dataset *test = NULL;
+    vae_elbo *e = NULL;
+    vae_rng *rng = NULL;
+    int sample = !strcmp(c->mode, "sample");
+
+    rc = vae_model_load(&m, c->model);
+    if (rc != VAE_OK) {
+        report(rc, "vae_model_load");
+        fprintf(stderr, "(model file: %s; train one with `mnist_vae --out DIR`)\n", c->model);
+        goto done;
+    }
+    printf("loaded %s: %zu inputs, %zu latent dimensions\n", c->model, vae_model_input_dim(m),
+           vae_model_latent_dim(m));
+    if (make_dirs(c->out) != 0) {
+        rc = -1;
+        goto done;
+    }
+    CHECK(vae_rng_create(&rng, c->seed));
+    if (sample) {
+        if ((rc = picture_samples(m, rng, c->out)))
+            goto done;
+    } else {
+        if ((rc = mnist_load(c->data, 0, &test)) || (rc = check_dims(m, test)))
+            goto done;
+        CHECK(vae_elbo_create(&e));
+        double tl = 0, tr = 0, tk = 0;
+        CHECK(vae_evaluate_dataset(m, e, test, rng, 500, &tl, &tr, &tk, NULL));
+        printf("test loss %.3f (recon %.3f, kl %.3f) over %zu images\n", tl, tr, tk,
+               vae_dataset_count(test));
+        if ((rc = data_pictures(m, test, c->out)))
+            goto done;
+        if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, rng)))
+            goto done;
+    }
+    if (vae_model_latent_dim(m) == 2 && (rc = picture_manifold(m, c->out)))
+        goto done;
+done:
+    pictures_print_written();
+    vae_rng_free(rng);
+    vae_elbo_free(e);
+    vae_dataset_free(test);
+    vae_model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    config c;
+    int rc = parse_args(argc, argv, &c);
+    if (rc)
+        return rc;
+    if (vae_version_number() / 100 != VAE_VERSION_NUMBER / 100)
+        fprintf(stderr, "warning: built against libvae %d.%d, running with %s\n",
+                VAE_VERSION_MAJOR, VAE_VERSION_MINOR, vae_version_string());
+    if (c.threads) {
+        if (blas_set_threads((int)c.threads))
+            printf("BLAS threads: %zu\n", c.threads);
+        else
+            fprintf(stderr, "note: the BLAS has no run-time thread setter; --threads only "
+                            "set OPENBLAS_NUM_THREADS for child processes. Export "
+                            "OPENBLAS_NUM_THREADS=%zu before starting instead.\n",
+                    c.threads);
+    }
+    rc = !strcmp(c.mode, "train") ? run_train(&c) : run_saved(&c);
+    return rc == VAE_OK ? 0 : 1;
+}
