@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../core/core.h"
+#include "../core/numeric.h"
 #include "../core/rng.h"
 #include "elbo.h"
 #include "model.h"
@@ -81,7 +82,7 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
             double s = 0.0;
             for (size_t j = 0; j < D; j++) {
                 float a = l[j], t = expf(-fabsf(a));
-                s += (double)((a > 0.0f ? a : 0.0f) - a * xi[j] + log1pf(t));
+                s += (double)((a > 0.0f ? a : 0.0f) - a * xi[j] + vae_log1p_unit(t));
                 if (grad) {
                     float sig = a >= 0.0f ? 1.0f / (1.0f + t) : t / (1.0f + t);
                     grad[i * D + j] = gscale * (sig - xi[j]);

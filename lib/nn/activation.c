@@ -1,6 +1,7 @@
 #include <math.h>
 
 #include "vae/vae.h"
+#include "../core/numeric.h"
 #include "activation.h"
 
 int vae_act_valid(int act)
@@ -31,7 +32,7 @@ static float act_one(int act, float z)
         }
     case VAE_ACT_SOFTPLUS:
         /* log(1+e^z) = max(z,0) + log1p(e^-|z|) */
-        return (z > 0.0f ? z : 0.0f) + log1pf(expf(-fabsf(z)));
+        return (z > 0.0f ? z : 0.0f) + vae_log1p_unit(expf(-fabsf(z)));
     case VAE_ACT_ELU: return z > 0.0f ? z : expm1f(z);
     default: return z;
     }

@@ -67,6 +67,20 @@ int vae_optimizer_set_clip_norm(vae_optimizer *opt, float max_norm)
     return VAE_OK;
 }
 
+/* Sum of squares in double, in 8 interleaved partial sums: a fixed order (so
+ * the same on every run) that still vectorizes. */
+static double sum_squares(const float *g, size_t n)
+{
+    double part[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t j = 0; j < 8; j++)
+            part[j] += (double)g[i + j] * (double)g[i + j];
+    for (; i < n; i++)
+        part[0] += (double)g[i] * (double)g[i];
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 static int bind(vae_optimizer *o, const vae_model *m, const char *fn)
 {
     if (o->bound == m && o->n == m->n_params)
@@ -99,24 +113,18 @@ int vae_optimizer_step(vae_optimizer *opt, vae_model *m)
     if (rc)
         return rc;
     const size_t n = m->n_params;
-    /* The squared norm in double doubles as the finiteness check. */
-    double sq = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sq += (double)m->grads[i] * (double)m->grads[i];
-    if (!isfinite(sq)) {
-        size_t bad = 0;
-        if (!vae_all_finite(m->grads, n, &bad))
-            return vae_fail(VAE_ERR_NUMERIC,
-                            "%s: gradient %zu is not finite; parameters left unchanged", fn,
-                            bad);
-        return vae_fail(VAE_ERR_NUMERIC, "%s: the gradient norm overflows", fn);
-    }
+    size_t bad = 0;
+    if (!vae_all_finite(m->grads, n, &bad))
+        return vae_fail(VAE_ERR_NUMERIC,
+                        "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
     if ((rc = bind(opt, m, fn)))
         return rc;
     float gscale = 1.0f;
-    double norm = sqrt(sq);
-    if (opt->clip_norm > 0.0f && norm > opt->clip_norm)
-        gscale = (float)(opt->clip_norm / (norm + 1e-6));
+    if (opt->clip_norm > 0.0f) {
+        double norm = sqrt(sum_squares(m->grads, n));
+        if (norm > opt->clip_norm)
+            gscale = (float)(opt->clip_norm / (norm + 1e-6));
+    }
     opt->t++;
     if (opt->kind == VAE_OPT_ADAM)
         vae_adam_update(opt, m->params, m->grads, n, gscale);
