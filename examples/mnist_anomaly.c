@@ -211,11 +211,14 @@ static int write_picture(const config *c, const vae_dataset *test, const scored 
         top[i] = order[n - 1 - i]; /* highest score first */
         bottom[i] = order[i];      /* lowest score first */
     }
-    int block_h = 2 * MARGIN + image_text_height(2) + 2 * (ph * SCALE + PAD) + 10;
+    /* Matches draw_block(): title, 10 px, then the rows of images. */
+    int rows = (int)((k + COLS - 1) / COLS);
+    int block_h = image_text_height(2) + 10 + rows * (ph * SCALE + PAD);
     int width = 2 * MARGIN + COLS * (pw * SCALE + PAD);
+    int height = MARGIN + block_h + MARGIN + block_h + 4 + image_text_height(2) + MARGIN;
     image im;
     float *buf = malloc(d * sizeof *buf); /* one image */
-    if (!buf || image_create(&im, width, 2 * block_h + 40, PIC_BACKGROUND) != 0) {
+    if (!buf || image_create(&im, width, height, PIC_BACKGROUND) != 0) {
         free(buf);
         fprintf(stderr, "error: out of memory while drawing\n");
         return -1;

@@ -237,7 +237,7 @@ int picture_manifold(vae_model *m, const char *dir)
         }
     CHECK(vae_model_decode(m, z, N * N, y));
     int gw = image_grid_width(N, pw, SCALE, 0), gh = image_grid_height(N * N, N, ph, SCALE, 0);
-    if ((rc = titled_canvas(&im, gw, gh, "decoded z in [-3,3]^2 (z1 ->, z2 up)")) != 0)
+    if ((rc = titled_canvas(&im, gw, gh, "decoded z: z1 from -3 to 3 ->, z2 from -3 to 3 up")) != 0)
         goto done;
     image_put_grid(&im, MARGIN, block_top(), y, N * N, N, ph, pw, SCALE, 0);
     rc = pictures_save(&im, dir, "manifold.png");
@@ -278,12 +278,12 @@ int picture_latent_scatter(vae_model *m, const vae_dataset *test, const char *di
         CHECK(vae_dataset_range(test, first, b, x));
         CHECK(vae_model_encode(m, x, b, mu + first * 2, lv));
     }
-    /* Symmetric square range covering 99.5% of the coordinates, so a few
+    /* Symmetric square range covering 99.9% of the coordinates, so a few
      * far outliers do not squash the picture; those are left out. */
     for (size_t i = 0; i < 2 * n; i++)
         mag[i] = fabsf(mu[i]);
     qsort(mag, 2 * n, sizeof *mag, cmp_float);
-    double lim = ceil(mag[(size_t)(0.995 * (double)(2 * n - 1))]);
+    double lim = ceil(mag[(size_t)(0.999 * (double)(2 * n - 1))]);
     if (!(lim >= 1.0))
         lim = 1.0;
     int step = (int)ceil(2.0 * lim / 8.0);

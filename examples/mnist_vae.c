@@ -202,7 +202,7 @@ static void describe_arch(char *buf, size_t cap, size_t in, const config *c)
 /* Mean importance-sampled -log p(x) over the first `limit` test images,
  * next to the -ELBO of the same images. */
 static int report_nll(vae_model *m, vae_elbo *e, const vae_dataset *test, size_t k, size_t limit,
-                      vae_rng *rng)
+                      vae_rng *rng, const config *c)
 {
     enum { CHUNK = 100 };
     int rc = VAE_OK;
@@ -235,8 +235,13 @@ static int report_nll(vae_model *m, vae_elbo *e, const vae_dataset *test, size_t
     }
     progress_end(&bar);
     printf("test NLL (importance sampling, K=%zu, %zu images): %.3f nats"
-           "  (-ELBO of the same images %.3f; %.1f s)\n",
-           k, n, -sum_ll / (double)n, sum_elbo / (double)n, wall_seconds() - t0);
+           "  (%s of the same images %.3f; %.1f s)\n",
+           k, n, -sum_ll / (double)n,
+           c->ae ? "reconstruction loss" : c->beta != 1.0 ? "recon + beta KL" : "-ELBO",
+           sum_elbo / (double)n, wall_seconds() - t0);
+    if (c->ae)
+        printf("note: an autoencoder never trains its variance head, so this NLL estimate "
+               "says little\n");
 done:
     free(x);
     free(ll);
@@ -352,7 +357,7 @@ static int run_train(const config *c)
         goto done;
     if (c->latent == 2 && (rc = picture_manifold(m, c->out)))
         goto done;
-    if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, eval_rng)))
+    if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, eval_rng, c)))
         goto done;
 done:
     pictures_print_written();
@@ -402,7 +407,7 @@ static int run_saved(const config *c)
                vae_dataset_count(test));
         if ((rc = data_pictures(m, test, c->out)))
             goto done;
-        if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, rng)))
+        if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, rng, c)))
             goto done;
     }
     if (vae_model_latent_dim(m) == 2 && (rc = picture_manifold(m, c->out)))

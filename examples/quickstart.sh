@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Quick start: installs what is missing (Debian, as root), builds libvae and
+# its examples, fetches MNIST into data/ and trains the default VAE
+# (784-400-20, 10 epochs), writing the model and its pictures to out/.
+# Extra arguments go to mnist_vae, e.g. `bash examples/quickstart.sh --latent 2`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in pkg-config libopenblas-dev zlib1g-dev libpng-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "quickstart: missing packages: ${need[*]}; install them or run as root" >&2
+    exit 1
+  fi
+  echo "quickstart: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cmake -S . -B build/quickstart -DCMAKE_BUILD_TYPE=Release -DVAE_BUILD_TESTS=OFF >/dev/null
+cmake --build build/quickstart -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+bash examples/fetch_mnist.sh data
+# One BLAS thread: the GEMMs of a 128-image step are too small to gain from two.
+OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} \
+  build/quickstart/examples/mnist_vae --data data --out out "$@"
