@@ -9,17 +9,18 @@ int main(void)
     size_t hidden[] = {400};
     vae_model *m = NULL; vae_elbo *e = NULL; vae_optimizer *opt = NULL; vae_rng *rng = NULL;
     double loss = 0;
-    if (vae_rng_create(&rng, 42) || vae_rng_uniform(rng, x, N * D) ||
-        vae_model_create_mlp(&m, D, hidden, 1, L, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI, 42) ||
-        vae_elbo_create(&e) || vae_optimizer_adam_create(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0))
-        goto fail;
-    for (int step = 0; step < 100; step++)
-        if (vae_elbo_forward_backward(e, m, x, N, NULL, rng, &loss, NULL, NULL) ||
-            vae_optimizer_step(opt, m))
-            goto fail;
-    printf("loss after 100 steps: %.2f nats per sample\n", loss);
-fail:
-    if (*vae_last_error()) fprintf(stderr, "error: %s\n", vae_last_error());
+    int rc = vae_rng_create(&rng, 42);
+    if (!rc) rc = vae_rng_uniform(rng, x, N * D);
+    if (!rc) rc = vae_model_create_mlp(&m, D, hidden, 1, L, VAE_ACT_RELU,
+                                       VAE_LIKELIHOOD_BERNOULLI, 42);
+    if (!rc) rc = vae_elbo_create(&e);
+    if (!rc) rc = vae_optimizer_adam_create(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    for (int step = 0; step < 100 && !rc; step++) {
+        rc = vae_elbo_forward_backward(e, m, x, N, NULL, rng, &loss, NULL, NULL);
+        if (!rc) rc = vae_optimizer_step(opt, m);
+    }
+    if (rc) fprintf(stderr, "%s: %s\n", vae_strerror(rc), vae_last_error());
+    else printf("loss after 100 steps: %.2f nats per sample\n", loss);
     vae_optimizer_free(opt); vae_elbo_free(e); vae_model_free(m); vae_rng_free(rng);
-    return *vae_last_error() ? 1 : 0;
+    return rc ? 1 : 0;
 }
