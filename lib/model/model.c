@@ -130,7 +130,8 @@ int vae_model_build(vae_model *m, uint64_t seed)
     vae_layer *head = NULL;
     rc = vae_layer_dense_create(&head, head_in, 2 * m->latent_dim, VAE_ACT_IDENTITY);
     if (rc)
-        return rc;
+        return vae_fail(rc, "vae_model_build: cannot create the head (%zu -> %zu): %s", head_in,
+                        2 * m->latent_dim, vae_strerror(rc));
     size_t total = 0;
     for (size_t i = 0; i < m->n_layers; i++)
         total += m->layers[i]->n_params;
