@@ -91,7 +91,7 @@ static void expect_build_shape_error(vae_model *m, const char *layer_words)
 static void test_build_shape_errors(void **state)
 {
     (void)state;
-    /* Interleaving the adds must not matter: encoder and decoder are separate. */
+    /* Each message names the stack and the index of the offending layer. */
     {
         const size_t enc[] = {6, 5, 4, 3}, dec[] = {2, 6};
         expect_build_shape_error(assemble(6, 2, enc, 2, dec, 1), "encoder layer 1");
