@@ -210,14 +210,14 @@ static void test_create_bad_input(void **state)
     TU_EXPECT_ERR(vae_model_create_mlp(&m, 6, hidden, 2, 2, VAE_ACT_TANH,
                                        VAE_LIKELIHOOD_BERNOULLI, 1),
                   VAE_ERR_INVALID, "vae_model_create_mlp");
-    /* Errors from the pieces it is made of name those pieces. */
+    /* Its own argument errors name it, not the pieces it is made of. */
     TU_EXPECT_ERR(vae_model_create_mlp(&m, 0, hidden, 1, 2, VAE_ACT_TANH,
                                        VAE_LIKELIHOOD_BERNOULLI, 1),
-                  VAE_ERR_INVALID, "vae_model_create");
+                  VAE_ERR_INVALID, "vae_model_create_mlp");
     TU_EXPECT_ERR(vae_model_create_mlp(&m, 6, hidden, 1, 2, 7, VAE_LIKELIHOOD_BERNOULLI, 1),
-                  VAE_ERR_INVALID, "vae_layer_dense_create");
+                  VAE_ERR_INVALID, "vae_model_create_mlp");
     TU_EXPECT_ERR(vae_model_create_mlp(&m, 6, hidden, 1, 2, VAE_ACT_TANH, 5, 1),
-                  VAE_ERR_INVALID, "vae_model_create");
+                  VAE_ERR_INVALID, "vae_model_create_mlp");
     assert_null(m);
     /* No hidden layers: a linear encoder head and a linear decoder. */
     TU_OK(vae_model_create_mlp(&m, 6, NULL, 0, 2, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 1));

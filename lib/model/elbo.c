@@ -148,13 +148,22 @@ static int run(vae_elbo *e, vae_model *m, const float *x, size_t batch, const fl
                 m->eps[k] = vae_rng_gauss(rng);
             eps = m->eps;
         }
+        /* s^2 = exp(logvar) enters the KL gradient in float: past about
+         * logvar 88.7 it overflows although the double KL is still finite. */
+        int overflow = 0;
         for (size_t i = 0; i < batch; i++)
             for (size_t j = 0; j < L; j++) {
                 float mu = h[i * 2 * L + j], lv = h[i * 2 * L + L + j];
                 float s = expf(0.5f * lv);
+                overflow |= !(s * s < INFINITY);
                 m->std[i * L + j] = s;
                 m->z[i * L + j] = mu + s * eps[i * L + j];
             }
+        if (overflow)
+            return vae_fail(VAE_ERR_NUMERIC,
+                            "%s: exp(logvar) overflows float; the encoder's logvar output is "
+                            "too large",
+                            fn);
     } else {
         for (size_t i = 0; i < batch; i++)
             memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));

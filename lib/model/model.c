@@ -6,6 +6,7 @@
 
 #include "../core/core.h"
 #include "../core/rng.h"
+#include "../nn/activation.h"
 #include "model.h"
 
 int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int likelihood)
@@ -181,6 +182,13 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
     if (!out)
         return vae_fail(VAE_ERR_INVALID, "%s: out is NULL", fn);
     *out = NULL;
+    if (input_dim == 0 || latent_dim == 0)
+        return vae_fail(VAE_ERR_INVALID, "%s: dimensions must be positive (input %zu, latent %zu)",
+                        fn, input_dim, latent_dim);
+    if (!vae_act_valid(activation))
+        return vae_fail(VAE_ERR_INVALID, "%s: unknown activation %d", fn, activation);
+    if (likelihood != VAE_LIKELIHOOD_BERNOULLI && likelihood != VAE_LIKELIHOOD_GAUSSIAN)
+        return vae_fail(VAE_ERR_INVALID, "%s: unknown likelihood %d", fn, likelihood);
     if (n_hidden > 0 && !hidden)
         return vae_fail(VAE_ERR_INVALID, "%s: hidden is NULL with n_hidden %zu", fn, n_hidden);
     for (size_t i = 0; i < n_hidden; i++)
