@@ -1,4 +1,6 @@
-# Selects the CBLAS implementation and provides the target vae::blas.
+# Selects the CBLAS implementation and provides the INTERFACE target vae_blas,
+# plus for packaging: VAE_BLAS_PC_REQUIRES / VAE_BLAS_PC_LIBS (vae.pc) and
+# VAE_BLAS_LINK_LIBRARIES (absolute paths, for the installed static target).
 # VAE_BLAS=OpenBLAS (default) or BLIS. The reference netlib BLAS is never
 # picked up by accident: each choice looks for its own library by name and for
 # a cblas.h in its own include directory, and configuration stops with a
@@ -18,6 +20,7 @@ if(VAE_BLAS STREQUAL "OpenBLAS")
     target_link_libraries(vae_blas INTERFACE PkgConfig::VAE_OPENBLAS)
     set(VAE_BLAS_PC_REQUIRES "openblas")
     set(VAE_BLAS_PC_LIBS "")
+    set(VAE_BLAS_LINK_LIBRARIES ${VAE_OPENBLAS_LINK_LIBRARIES})
   else()
     find_library(VAE_OPENBLAS_LIBRARY NAMES openblas)
     find_path(VAE_OPENBLAS_INCLUDE_DIR cblas.h
@@ -35,6 +38,7 @@ if(VAE_BLAS STREQUAL "OpenBLAS")
     target_link_libraries(vae_blas INTERFACE ${VAE_OPENBLAS_LIBRARY})
     set(VAE_BLAS_PC_REQUIRES "")
     set(VAE_BLAS_PC_LIBS "-lopenblas")
+    set(VAE_BLAS_LINK_LIBRARIES ${VAE_OPENBLAS_LIBRARY})
   endif()
 elseif(VAE_BLAS STREQUAL "BLIS")
   find_library(VAE_BLIS_LIBRARY NAMES blis blis-mt)
@@ -54,6 +58,7 @@ elseif(VAE_BLAS STREQUAL "BLIS")
   target_link_libraries(vae_blas INTERFACE ${VAE_BLIS_LIBRARY})
   set(VAE_BLAS_PC_REQUIRES "")
   set(VAE_BLAS_PC_LIBS "-lblis")
+  set(VAE_BLAS_LINK_LIBRARIES ${VAE_BLIS_LIBRARY})
 else()
   message(FATAL_ERROR "VAE_BLAS must be OpenBLAS or BLIS, got '${VAE_BLAS}'")
 endif()

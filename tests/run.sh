@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what is missing on Debian,
 # then builds and runs the whole suite three times: Release with OpenBLAS
-# (warnings are errors), AddressSanitizer + UBSan, and Release with BLIS.
-# The MNIST end-to-end smoke test runs in the first build; MNIST is fetched
-# into data/ when it is not there yet.
+# and the static library (warnings are errors; also the API reference with
+# doxygen warnings as errors), AddressSanitizer + UBSan, and Release with
+# BLIS. The MNIST end-to-end smoke test and the installed-package tests run
+# in the first build; MNIST is fetched into data/ when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 jobs=$(nproc 2>/dev/null || echo 2)
 
 need=()
-for pkg in pkg-config libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev; do
+for pkg in pkg-config g++ libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev \
+           abigail-tools doxygen python3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -34,6 +36,6 @@ run_suite() { # name, ctest args, cmake args...
   (cd "$root/build/$name" && OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j"$jobs" $ctest_args)
 }
 
-run_suite release ""
+run_suite release "" -DVAE_BUILD_STATIC=ON
 run_suite asan "-LE mnist" -DCMAKE_BUILD_TYPE=Debug -DVAE_SANITIZE=address,undefined -DVAE_BUILD_BENCH=OFF
 run_suite blis "-LE mnist" -DVAE_BLAS=BLIS -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_EXAMPLES=OFF

@@ -1,0 +1,52 @@
+# ctest driver: installs the built libvae into a fresh prefix, then builds
+# and runs tests/consumer/consumer.c against the installed copy only.
+#   -DMODE=pkgconfig|cmake -DBUILD=<libvae build dir> -DWORK=<scratch dir>
+#   -DSRC=<tests/consumer> -DCC=<C compiler> -DSTATIC=ON|OFF
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    string(REPLACE ";" " " cmd "${ARGN}")
+    message(FATAL_ERROR "${cmd}\nfailed (${rc}):\n${out}\n${err}")
+  endif()
+  set(out "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE "${WORK}")
+set(prefix "${WORK}/prefix")
+run(${CMAKE_COMMAND} --install "${BUILD}" --prefix "${prefix}")
+if(NOT EXISTS "${prefix}/include/vae/vae.h")
+  message(FATAL_ERROR "the install did not put vae/vae.h under ${prefix}/include")
+endif()
+file(GLOB libdir LIST_DIRECTORIES true "${prefix}/lib*")
+
+if(MODE STREQUAL "pkgconfig")
+  find_program(PKG_CONFIG pkg-config REQUIRED)
+  set(ENV{PKG_CONFIG_PATH} "${libdir}/pkgconfig")
+  run(${PKG_CONFIG} --modversion vae)
+  message(STATUS "pkg-config finds vae ${out}")
+  run(${PKG_CONFIG} --cflags --libs vae)
+  separate_arguments(flags UNIX_COMMAND "${out}")
+  run(${CC} -std=c11 -Wall -Wextra -Werror "${SRC}/consumer.c" -o "${WORK}/consumer" ${flags}
+      "-Wl,-rpath,${libdir}")
+  run("${WORK}/consumer")
+  message(STATUS "${out}")
+  if(STATIC)
+    run(${PKG_CONFIG} --static --cflags --libs vae)
+    separate_arguments(flags UNIX_COMMAND "${out}")
+    run(${CC} -std=c11 -static-libgcc "${SRC}/consumer.c" -o "${WORK}/consumer_static"
+        "${libdir}/libvae.a" ${flags})
+    run("${WORK}/consumer_static")
+    message(STATUS "static: ${out}")
+  endif()
+elseif(MODE STREQUAL "cmake")
+  foreach(static OFF ${STATIC})
+    set(b "${WORK}/build-${static}")
+    run(${CMAKE_COMMAND} -S "${SRC}" -B "${b}" "-DCMAKE_PREFIX_PATH=${prefix}"
+        "-DCMAKE_C_COMPILER=${CC}" "-DVAE_CONSUMER_STATIC=${static}")
+    run(${CMAKE_COMMAND} --build "${b}")
+    run("${b}/consumer")
+    message(STATUS "static=${static}: ${out}")
+  endforeach()
+else()
+  message(FATAL_ERROR "MODE must be pkgconfig or cmake")
+endif()
