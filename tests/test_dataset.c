@@ -80,31 +80,38 @@ static int make_tmpdir(void **state)
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 
-static int remove_tmpdir(void **state)
+/* Removes a directory and everything below it, even after a test failed
+ * half-way and left files or subdirectories behind. */
+static int remove_tree(const char *dir)
 {
-    (void)state;
-    /* Removing entries while reading the directory may skip some: repeat
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    char path[1024];
+    /* Removing entries while reading the directory may skip some: rescan
      * until a pass finds nothing left. */
-    for (int pass = 0; pass < 100; pass++) {
-        DIR *d = opendir(tmpdir);
-        if (!d)
-            return -1;
-        struct dirent *e;
-        char path[512];
-        int removed = 0;
+    for (int found = 1; found;) {
+        found = 0;
+        rewinddir(d);
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
                 continue;
-            snprintf(path, sizeof path, "%s/%s", tmpdir, e->d_name);
-            if (rmdir(path) != 0)
-                unlink(path);
-            removed = 1;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? remove_tree(path) == 0
+                                                              : unlink(path) == 0)
+                found = 1;
         }
-        closedir(d);
-        if (!removed)
-            break;
     }
-    return rmdir(tmpdir);
+    closedir(d);
+    return rmdir(dir);
+}
+
+static int remove_tmpdir(void **state)
+{
+    (void)state;
+    return remove_tree(tmpdir);
 }
 
 /* Full path of `name` inside the temporary directory (static buffers, two
