@@ -9,10 +9,14 @@ static _Thread_local char last_error[512];
 
 int vae_fail(int status, const char *fmt, ...)
 {
+    /* Formatted aside first: an argument may be vae_last_error() itself, as
+     * when a caller wraps the message of a call that failed inside it. */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return status;
 }
 

@@ -50,9 +50,10 @@ int vae_dataset_from_floats(vae_dataset **out, const float *data, size_t count, 
                             const int32_t *labels)
 {
     const char *fn = "vae_dataset_from_floats";
+    if (out)
+        *out = NULL;
     if (!out || !data)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "data" : "out");
-    *out = NULL;
     if (count == 0 || dim == 0)
         return vae_fail(VAE_ERR_INVALID, "%s: count (%zu) and dim (%zu) must be positive", fn,
                         count, dim);
@@ -138,10 +139,11 @@ int vae_dataset_subset(vae_dataset **out, const vae_dataset *ds, const size_t *i
                        size_t n)
 {
     const char *fn = "vae_dataset_subset";
+    if (out)
+        *out = NULL;
     if (!out || !ds || !indices)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn,
                         !out ? "out" : !ds ? "dataset" : "indices");
-    *out = NULL;
     if (n == 0)
         return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
     for (size_t i = 0; i < n; i++)
@@ -161,9 +163,10 @@ int vae_dataset_subset(vae_dataset **out, const vae_dataset *ds, const size_t *i
 int vae_dataset_filter_label(vae_dataset **out, const vae_dataset *ds, int32_t label, int keep)
 {
     const char *fn = "vae_dataset_filter_label";
+    if (out)
+        *out = NULL;
     if (!out || !ds)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "dataset" : "out");
-    *out = NULL;
     if (!ds->labels)
         return vae_fail(VAE_ERR_STATE, "%s: the dataset has no labels", fn);
     size_t n = 0;
@@ -188,8 +191,11 @@ static void row_to_float(const vae_dataset *ds, size_t index, float *out)
     size_t d = ds->dim;
     if (ds->u8) {
         const uint8_t *p = ds->u8 + index * d;
+        /* A division, not a multiplication by 1/255 (which is off by one ulp
+         * for half of the pixel values): p / 255 correctly rounded, the
+         * value torchvision's ToTensor gives. */
         for (size_t j = 0; j < d; j++)
-            out[j] = (float)p[j] * (1.0f / 255.0f);
+            out[j] = (float)p[j] / 255.0f;
     } else {
         memcpy(out, ds->f32 + index * d, d * sizeof(float));
     }

@@ -46,6 +46,22 @@ static long long read_full(gzFile f, void *buf, size_t n)
     return (long long)got;
 }
 
+/* A failed gzread is either the system refusing to read (an I/O error, e.g.
+ * a directory or a bad disk) or zlib rejecting the stream (a format error). */
+static int read_failed(gzFile f, const char *fn, const char *path)
+{
+    int errnum = Z_OK;
+    const char *detail = gzerror(f, &errnum);
+    size_t plen = strlen(path);
+    if (!detail)
+        detail = "";
+    if (!strncmp(detail, path, plen) && detail[plen] == ':') /* zlib prefixes the path */
+        detail += plen + 1 + (detail[plen + 1] == ' ');
+    if (errnum == Z_ERRNO)
+        return vae_fail(VAE_ERR_IO, "%s: cannot read %s: %s", fn, path, detail);
+    return vae_fail(VAE_ERR_FORMAT, "%s: %s: corrupt gzip data (%s)", fn, path, detail);
+}
+
 static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max_dims,
                     const char *what)
 {
@@ -60,7 +76,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     unsigned char head[16];
     long long r = read_full(f, head, 4);
     if (r < 0) {
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: corrupt gzip data", fn, path);
+        rc = read_failed(f, fn, path);
         goto done;
     }
     if (r < 4) {
@@ -78,8 +94,8 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     out->ndims = head[3];
     r = read_full(f, head + 4, 4 * out->ndims);
     if (r < (long long)(4 * out->ndims)) {
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %s", fn, path,
-                      r < 0 ? "corrupt gzip data" : "truncated header");
+        rc = r < 0 ? read_failed(f, fn, path)
+                   : vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated header", fn, path);
         goto done;
     }
     size_t per_sample = 1;
@@ -115,7 +131,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
         r = read_full(f, buf + got, cap - got);
         if (r < 0) {
             free(buf);
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: corrupt gzip data", fn, path);
+            rc = read_failed(f, fn, path);
             goto done;
         }
         got += (size_t)r;
@@ -143,9 +159,10 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     r = read_full(f, &extra, 1);
     if (r != 0) {
         free(buf);
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %s", fn, path,
-                      r < 0 ? "corrupt gzip data"
-                            : "data continues past the size the header announces");
+        rc = r < 0 ? read_failed(f, fn, path)
+                   : vae_fail(VAE_ERR_FORMAT,
+                              "%s: %s: data continues past the size the header announces", fn,
+                              path);
         goto done;
     }
     out->data = buf;
@@ -158,9 +175,10 @@ done:
 int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char *labels_path)
 {
     const char *fn = "vae_dataset_load_idx";
+    if (out)
+        *out = NULL;
     if (!out || !images_path)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "images_path" : "out");
-    *out = NULL;
     idx_file img, lab = {0};
     int rc = read_idx(&img, images_path, 2, 3, "image");
     if (rc)

@@ -89,7 +89,9 @@ static float get_f32(reader *r)
 
 static size_t file_size(const vae_model *m)
 {
-    size_t n = HEADER_BYTES + 40 + 4; /* header, model fields, layer count words */
+    /* header; model fields: likelihood, reserved, sigma, reserved (4 bytes
+     * each), input and latent dims (8 each), layer and encoder counts (4 each) */
+    size_t n = HEADER_BYTES + 40;
     for (size_t i = 0; i < m->n_layers; i++) {
         uint64_t f[VAE_LAYER_MAX_FIELDS];
         n += 24 + 8 * vae_layer_describe(m->layers[i], f);
@@ -214,6 +216,44 @@ int vae_model_save(const vae_model *m, const char *path)
 
 /* ---- loading ------------------------------------------------------------ */
 
+/* A format error wrapping the message of a failed inner call. vae_fail()
+ * formats into the very buffer vae_last_error() returns, so the inner
+ * message is copied out first. */
+static int fail_inner(const char *fn, const char *what, const char *context)
+{
+    char inner[512];
+    snprintf(inner, sizeof inner, "%s", vae_last_error());
+    return vae_fail(VAE_ERR_FORMAT, "%s: %s: %s: %s", fn, what, context, inner);
+}
+
+/* a*b, saturating at UINT64_MAX. */
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return a != 0 && b > UINT64_MAX / a ? UINT64_MAX : a * b;
+}
+
+/* The parameter count docs/format.md gives for a record's geometry, so that
+ * a record's count is checked before its layer is constructed (the
+ * constructor allocates storage for that many parameters). Returns 0 with
+ * *count unset for a kind or field count the layer constructors reject
+ * themselves. */
+static int record_params(uint32_t kind, const uint64_t *f, uint32_t nf, uint64_t *count)
+{
+    if (kind == VAE_LAYER_DENSE && nf == 2) { /* W[out][in], b[out] */
+        uint64_t w = mul_sat(f[0], f[1]);
+        *count = w > UINT64_MAX - f[1] ? UINT64_MAX : w + f[1];
+        return 1;
+    }
+    if ((kind == VAE_LAYER_CONV2D && nf == 8) ||
+        (kind == VAE_LAYER_CONV2D_TRANSPOSE && nf == 9)) {
+        /* in_c x out_c x kh x kw weights, out_c biases */
+        uint64_t w = mul_sat(mul_sat(mul_sat(f[0], f[3]), f[4]), f[5]);
+        *count = w > UINT64_MAX - f[3] ? UINT64_MAX : w + f[3];
+        return 1;
+    }
+    return 0;
+}
+
 static int decode(vae_model **out, const unsigned char *buf, size_t size, const char *what,
                   const char *fn)
 {
@@ -255,7 +295,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
     uint32_t n_layers = get_u32(&r), n_enc = get_u32(&r);
     if (r.err)
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated model description", fn, what);
-    if (n_layers > MAX_LAYERS || n_enc + 2 > n_layers || input_dim > SIZE_MAX ||
+    if (n_layers > MAX_LAYERS || (uint64_t)n_enc + 2 > n_layers || input_dim > SIZE_MAX ||
         latent_dim > SIZE_MAX)
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: impossible layer counts (%u layers, %u in the "
                                         "encoder) or sizes",
@@ -263,16 +303,16 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
     vae_model *m = NULL;
     int rc = vae_model_create(&m, (size_t)input_dim, (size_t)latent_dim, (int)likelihood);
     if (rc)
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad model header: %s", fn, what,
-                        vae_last_error());
+        return fail_inner(fn, what, "bad model header");
     if (likelihood == VAE_LIKELIHOOD_GAUSSIAN && vae_model_set_gaussian_sigma(m, sigma)) {
         vae_model_free(m);
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad Gaussian sigma %g", fn, what,
                         (double)sigma);
     }
-    uint32_t head_kind = 0, head_act = 0;
-    uint64_t head_f[VAE_LAYER_MAX_FIELDS] = {0};
-    size_t head_nf = 0;
+    /* Parameters the records announce so far: they must all fit in what
+     * follows the records, so a short file cannot make the loader allocate
+     * more than it holds. */
+    uint64_t announced = 0;
     for (uint32_t i = 0; i < n_layers && !rc; i++) {
         uint32_t kind = get_u32(&r), act = get_u32(&r), nf = get_u32(&r);
         get_u32(&r);
@@ -287,17 +327,44 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
                           what, (unsigned)i);
             break;
         }
-        if (i == n_enc) { /* the head: rebuilt by vae_model_build, compared below */
-            head_kind = kind;
-            head_act = act;
-            head_nf = nf;
-            memcpy(head_f, f, nf * sizeof *f);
+        if (np > r.left / 4 || (announced += np) > r.left / 4) {
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u announces %llu parameters, more "
+                                          "than the %zu bytes left can hold",
+                          fn, what, (unsigned)i, (unsigned long long)np, r.left);
+            break;
+        }
+        if (i == n_enc) {
+            /* The head is rebuilt by vae_model_build from the encoder's
+             * output and the latent size: its record must describe exactly
+             * that layer, checked before anything of its size is allocated. */
+            uint64_t hin = m->n_enc ? m->layers[m->n_enc - 1]->out : m->input_dim;
+            uint64_t hout = 2 * (uint64_t)m->latent_dim;
+            if (kind != VAE_LAYER_DENSE || act != VAE_ACT_IDENTITY || nf != 2 || f[0] != hin ||
+                f[1] != hout || np != (hin + 1) * hout) {
+                rc = vae_fail(VAE_ERR_FORMAT,
+                              "%s: %s: the Gaussian head record (layer %u) does not match the "
+                              "model: expected a dense identity layer %llu -> %llu (latent "
+                              "size %zu) with %llu parameters",
+                              fn, what, (unsigned)i, (unsigned long long)hin,
+                              (unsigned long long)hout, m->latent_dim,
+                              (unsigned long long)((hin + 1) * hout));
+                break;
+            }
             continue;
+        }
+        uint64_t implied = 0;
+        if (record_params(kind, f, nf, &implied) && implied != np) {
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u claims %llu parameters, its sizes "
+                                          "give %llu",
+                          fn, what, (unsigned)i, (unsigned long long)np,
+                          (unsigned long long)implied);
+            break;
         }
         vae_layer *l = NULL;
         if ((rc = vae_layer_from_fields(&l, kind, (int)act, f, nf))) {
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u: %s", fn, what, (unsigned)i,
-                          vae_last_error());
+            char context[32];
+            snprintf(context, sizeof context, "layer %u", (unsigned)i);
+            rc = fail_inner(fn, what, context);
             break;
         }
         if (l->n_params != np) {
@@ -312,18 +379,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             vae_layer_free(l);
     }
     if (!rc && (rc = vae_model_build(m, 0)))
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: the layers do not fit together: %s", fn, what,
-                      vae_last_error());
-    if (!rc) {
-        uint64_t f[VAE_LAYER_MAX_FIELDS];
-        const vae_layer *head = vae_model_head(m);
-        size_t nf = vae_layer_describe(head, f);
-        if (head_kind != (uint32_t)head->kind || head_act != (uint32_t)head->activation ||
-            head_nf != nf || memcmp(head_f, f, nf * sizeof *f) != 0)
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: the Gaussian head record does not match the "
-                                          "model",
-                          fn, what);
-    }
+        rc = fail_inner(fn, what, "the layers do not fit together");
     if (!rc) {
         uint64_t np = get_u64(&r);
         if (r.err || np != m->n_params || r.left != 4 * m->n_params)
@@ -346,18 +402,20 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
 int vae_model_load_mem(vae_model **out, const void *buf, size_t size)
 {
     const char *fn = "vae_model_load_mem";
+    if (out)
+        *out = NULL;
     if (!out || !buf)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "buf" : "out");
-    *out = NULL;
     return decode(out, buf, size, "buffer", fn);
 }
 
 int vae_model_load(vae_model **out, const char *path)
 {
     const char *fn = "vae_model_load";
+    if (out)
+        *out = NULL;
     if (!out || !path)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "path" : "out");
-    *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         return vae_fail(VAE_ERR_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));

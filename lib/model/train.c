@@ -8,6 +8,7 @@
 #include "../core/core.h"
 #include "../core/rng.h"
 #include "../io/dataset.h"
+#include "elbo.h"
 #include "model.h"
 
 #define LOOP_MAX_BATCH ((size_t)1 << 20)
@@ -140,6 +141,8 @@ int vae_evaluate_dataset(vae_model *m, vae_elbo *e, const vae_dataset *ds, vae_r
         return rc;
     if (batch_size == 0 || batch_size > LOOP_MAX_BATCH)
         return vae_fail(VAE_ERR_INVALID, "%s: batch_size %zu is out of range", fn, batch_size);
+    if (!rng && e->objective == VAE_OBJECTIVE_ELBO)
+        return vae_fail(VAE_ERR_INVALID, "%s: rng is NULL; the ELBO draws z from it", fn);
     const size_t n = ds->count, bs = batch_size < n ? batch_size : n;
     if ((rc = vae_model_ensure(m, bs, fn)))
         return rc;
