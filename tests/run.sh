@@ -33,6 +33,9 @@ run_suite() { # name, ctest args, cmake args...
   echo "== $name"
   cmake -S "$root" -B "$root/build/$name" -DVAE_WERROR=ON -DVAE_MNIST_DIR="$root/data" "$@" >/dev/null
   cmake --build "$root/build/$name" -j"$jobs" >/dev/null
+  if [ "$name" = release ]; then # the API reference, doxygen warnings as errors
+    cmake --build "$root/build/$name" --target docs
+  fi
   (cd "$root/build/$name" && OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j"$jobs" $ctest_args)
 }
 

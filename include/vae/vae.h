@@ -731,6 +731,33 @@ VAE_API int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t
  */
 VAE_API int vae_model_reserve(vae_model *m, size_t max_batch);
 /**
+ * @brief Splits training and evaluation batches over n threads.
+ *
+ * vae_elbo_forward_backward() and vae_elbo_evaluate() (and so vae_train_epoch() and
+ * vae_evaluate_dataset()) give each of n workers a contiguous run of the batch's rows, with
+ * its own workspace and gradient buffer; the caller's thread is one of them. The noise is
+ * drawn for the whole batch before the split and per-sample losses are summed in row order,
+ * so losses depend on n only through the BLAS's rounding of shorter products (often not at
+ * all); gradients are summed in a fixed order, so results are bit-identical for the same n
+ * and seed. The GEMMs of
+ * each worker should run single-threaded: use a single-threaded BLAS setting (e.g. the
+ * environment variable OPENBLAS_NUM_THREADS=1) when n > 1. The threads live until the
+ * model is freed or n changes; the workspace is rebuilt for the new worker count.
+ * @param[in,out] m A built model.
+ * @param[in]     n Number of workers, 1 (the default: no threads) to 64.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID m is NULL, or n is 0 or above 64.
+ * @retval VAE_ERR_STATE   the model is not built, or the threads could not be started.
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_model_set_threads(vae_model *m, size_t n);
+/**
+ * @brief The number of workers set by vae_model_set_threads().
+ * @param[in] m The model.
+ * @return 1 unless vae_model_set_threads() chose otherwise; 0 when m is NULL.
+ */
+VAE_API size_t vae_model_threads(const vae_model *m);
+/**
  * @brief Sets sigma of the Gaussian likelihood (default 1).
  *
  * Used by the Gaussian likelihood only; a Bernoulli model accepts and ignores it. Saved in

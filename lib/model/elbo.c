@@ -115,6 +115,128 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
     return total;
 }
 
+/* A batch split over the model's workers: worker t takes a contiguous run
+ * of rows. The noise of the whole batch is drawn before the split and the
+ * per-sample terms are summed in row order afterwards, so the loss does not
+ * depend on the worker count; the gradient sums its workers' parts in a
+ * fixed order, so it is the same for the same worker count. */
+typedef struct elbo_job {
+    vae_elbo *e;
+    vae_model *m;
+    const float *x, *eps;
+    size_t batch;
+    int grads, sampled;
+    int overflow[VAE_MAX_THREADS];
+} elbo_job;
+
+static void rows_of(const elbo_job *j, size_t t, size_t *start, size_t *n)
+{
+    size_t T = j->m->n_threads, base = j->batch / T, extra = j->batch % T;
+    *start = t * base + (t < extra ? t : extra);
+    *n = base + (t < extra);
+}
+
+static void forward_part(void *ctx, size_t t)
+{
+    elbo_job *j = ctx;
+    vae_model *m = j->m;
+    vae_ws *w = &m->ws[t];
+    size_t start, b;
+    rows_of(j, t, &start, &b);
+    j->overflow[t] = 0;
+    if (b == 0)
+        return;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    const float *x = j->x + start * D;
+    vae_model_forward_encoder(m, w, x, b);
+    const float *h = w->acts[m->n_enc]; /* [b][mu | logvar] */
+    if (j->sampled) {
+        const float *eps = j->eps + start * L;
+        /* s^2 = exp(logvar) enters the KL gradient in float: past about
+         * logvar 88.7 it overflows although the double KL is still finite. */
+        int overflow = 0;
+        for (size_t i = 0; i < b; i++)
+            for (size_t k = 0; k < L; k++) {
+                float mu = h[i * 2 * L + k], lv = h[i * 2 * L + L + k];
+                float s = expf(0.5f * lv);
+                overflow |= !(s * s < INFINITY);
+                w->std[i * L + k] = s;
+                w->z[i * L + k] = mu + s * eps[i * L + k];
+            }
+        j->overflow[t] = overflow;
+    } else {
+        for (size_t i = 0; i < b; i++)
+            memcpy(w->z + i * L, h + i * 2 * L, L * sizeof(float));
+    }
+    vae_model_forward_decoder(m, w, w->z, b);
+    vae_recon_loss(m, x, vae_model_out(m, w), b, j->grads ? w->grad_a : NULL,
+                   1.0f / (float)j->batch, m->rec_ps + start);
+    /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2) */
+    for (size_t i = 0; i < b; i++) {
+        double k = 0.0;
+        for (size_t c = 0; j->sampled && c < L; c++) {
+            double mu = h[i * 2 * L + c], lv = h[i * 2 * L + L + c];
+            k += mu * mu + exp(lv) - 1.0 - lv;
+        }
+        m->kl_ps[start + i] = 0.5 * k;
+    }
+}
+
+static void backward_part(void *ctx, size_t t)
+{
+    elbo_job *j = ctx;
+    vae_model *m = j->m;
+    vae_ws *w = &m->ws[t];
+    size_t start, b;
+    rows_of(j, t, &start, &b);
+    if (w->grads)
+        memset(w->grads, 0, m->n_params * sizeof(float));
+    if (b == 0)
+        return;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    const float *h = w->acts[m->n_enc], *eps = j->sampled ? j->eps + start * L : NULL;
+    vae_model_backward_decoder(m, w, w->z, w->grad_a, b, w->dz);
+    /* dz -> [dmu | dlogvar], plus beta times the KL gradient (of the mean). */
+    const float fb = j->e->beta / (float)j->batch;
+    for (size_t i = 0; i < b; i++)
+        for (size_t k = 0; k < L; k++) {
+            float g = w->dz[i * L + k];
+            float *dh = w->dhead + i * 2 * L;
+            if (j->sampled) {
+                float mu = h[i * 2 * L + k], s = w->std[i * L + k];
+                dh[k] = g + fb * mu;
+                dh[L + k] = 0.5f * g * eps[i * L + k] * s + 0.5f * fb * (s * s - 1.0f);
+            } else {
+                dh[k] = g;
+                dh[L + k] = 0.0f;
+            }
+        }
+    vae_model_backward_encoder(m, w, j->x + start * D, w->dhead, b);
+}
+
+/* grads += the workers' private gradients, each worker summing one range of
+ * the slab over workers 1..T-1 in order. */
+static void reduce_part(void *ctx, size_t t)
+{
+    elbo_job *j = ctx;
+    vae_model *m = j->m;
+    size_t T = m->n_threads, n = m->n_params;
+    size_t lo = n * t / T, hi = n * (t + 1) / T;
+    for (size_t u = 1; u < T; u++) {
+        const float *g = m->ws[u].grads;
+        for (size_t i = lo; i < hi; i++)
+            m->grads[i] += g[i];
+    }
+}
+
+static void run_parts(vae_model *m, vae_pool_fn fn, elbo_job *j)
+{
+    if (m->n_threads > 1)
+        vae_pool_run(m->pool, fn, j);
+    else
+        fn(j, 0);
+}
+
 /* One pass shared by training and evaluation; grads != 0 adds the gradient. */
 static int run(vae_elbo *e, vae_model *m, const float *x, size_t batch, const float *eps,
                vae_rng *rng, int grads, double *loss, double *recon, double *kl,
@@ -139,55 +261,26 @@ static int run(vae_elbo *e, vae_model *m, const float *x, size_t batch, const fl
     if (sampled && eps && !vae_all_finite(eps, batch * L, &bad))
         return vae_fail(VAE_ERR_NUMERIC, "%s: eps[%zu][%zu] is not finite", fn, bad / L,
                         bad % L);
-
-    vae_model_forward_encoder(m, x, batch);
-    const float *h = m->acts[m->n_enc]; /* [B][mu | logvar] */
-    if (sampled) {
-        if (!eps) {
-            for (size_t k = 0; k < batch * L; k++)
-                m->eps[k] = vae_rng_gauss(rng);
-            eps = m->eps;
-        }
-        /* s^2 = exp(logvar) enters the KL gradient in float: past about
-         * logvar 88.7 it overflows although the double KL is still finite. */
-        int overflow = 0;
-        for (size_t i = 0; i < batch; i++)
-            for (size_t j = 0; j < L; j++) {
-                float mu = h[i * 2 * L + j], lv = h[i * 2 * L + L + j];
-                float s = expf(0.5f * lv);
-                overflow |= !(s * s < INFINITY);
-                m->std[i * L + j] = s;
-                m->z[i * L + j] = mu + s * eps[i * L + j];
-            }
-        if (overflow)
+    if (sampled && !eps) {
+        for (size_t k = 0; k < batch * L; k++)
+            m->eps[k] = vae_rng_gauss(rng);
+        eps = m->eps;
+    }
+    elbo_job job = {e, m, x, eps, batch, grads, sampled, {0}};
+    run_parts(m, forward_part, &job);
+    for (size_t t = 0; t < m->n_threads; t++)
+        if (job.overflow[t])
             return vae_fail(VAE_ERR_NUMERIC,
                             "%s: exp(logvar) overflows float; the encoder's logvar output is "
                             "too large",
                             fn);
-    } else {
-        for (size_t i = 0; i < batch; i++)
-            memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));
-    }
-    vae_model_forward_decoder(m, m->z, batch);
-
-    const float inv_b = 1.0f / (float)batch;
-    double rsum = vae_recon_loss(m, x, vae_model_out(m), batch, grads ? m->grad_a : NULL,
-                                 inv_b, per_sample);
-    /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2) */
-    double ksum = 0.0;
     const double beta = e->beta;
-    if (sampled) {
-        for (size_t i = 0; i < batch; i++) {
-            double k = 0.0;
-            for (size_t j = 0; j < L; j++) {
-                double mu = h[i * 2 * L + j], lv = h[i * 2 * L + L + j];
-                k += mu * mu + exp(lv) - 1.0 - lv;
-            }
-            k *= 0.5;
-            if (per_sample)
-                per_sample[i] += beta * k;
-            ksum += k;
-        }
+    double rsum = 0.0, ksum = 0.0;
+    for (size_t i = 0; i < batch; i++) {
+        rsum += m->rec_ps[i];
+        ksum += m->kl_ps[i];
+        if (per_sample)
+            per_sample[i] = m->rec_ps[i] + beta * m->kl_ps[i];
     }
     double r = rsum / (double)batch, kk = ksum / (double)batch, total = r + beta * kk;
     if (!isfinite(total))
@@ -196,23 +289,9 @@ static int run(vae_elbo *e, vae_model *m, const float *x, size_t batch, const fl
                         "output overflowed",
                         fn, r, kk);
     if (grads) {
-        vae_model_backward_decoder(m, m->z, m->grad_a, batch, m->dz);
-        /* dz -> [dmu | dlogvar], plus beta times the KL gradient. */
-        const float fb = (float)beta * inv_b;
-        for (size_t i = 0; i < batch; i++)
-            for (size_t j = 0; j < L; j++) {
-                float g = m->dz[i * L + j];
-                float *dh = m->dhead + i * 2 * L;
-                if (sampled) {
-                    float mu = h[i * 2 * L + j], s = m->std[i * L + j];
-                    dh[j] = g + fb * mu;
-                    dh[L + j] = 0.5f * g * eps[i * L + j] * s + 0.5f * fb * (s * s - 1.0f);
-                } else {
-                    dh[j] = g;
-                    dh[L + j] = 0.0f;
-                }
-            }
-        vae_model_backward_encoder(m, x, m->dhead, batch);
+        run_parts(m, backward_part, &job);
+        if (m->n_threads > 1)
+            vae_pool_run(m->pool, reduce_part, &job);
     }
     if (loss)
         *loss = total;

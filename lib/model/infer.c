@@ -23,11 +23,11 @@ static int prepare(vae_model *m, const void *in, const void *out, size_t n, size
     return vae_model_ensure(m, *chunk, fn);
 }
 
-/* Decodes m->z[b][latent] into out[b][input] as probabilities or means. */
+/* Decodes m->ws[0].z[b][latent] into out[b][input] as probabilities or means. */
 static void decode_chunk(vae_model *m, size_t b, float *out)
 {
-    vae_model_forward_decoder(m, m->z, b);
-    const float *o = vae_model_out(m);
+    vae_model_forward_decoder(m, &m->ws[0], m->ws[0].z, b);
+    const float *o = vae_model_out(m, &m->ws[0]);
     size_t n = b * m->input_dim;
     if (m->likelihood == VAE_LIKELIHOOD_BERNOULLI) {
         for (size_t k = 0; k < n; k++) {
@@ -53,8 +53,8 @@ int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu, float *l
     const size_t L = m->latent_dim, D = m->input_dim;
     for (size_t s = 0; s < n; s += chunk) {
         size_t b = n - s < chunk ? n - s : chunk;
-        vae_model_forward_encoder(m, x + s * D, b);
-        const float *h = m->acts[m->n_enc];
+        vae_model_forward_encoder(m, &m->ws[0], x + s * D, b);
+        const float *h = m->ws[0].acts[m->n_enc];
         for (size_t i = 0; i < b; i++) {
             memcpy(mu + (s + i) * L, h + i * 2 * L, L * sizeof(float));
             memcpy(logvar + (s + i) * L, h + i * 2 * L + L, L * sizeof(float));
@@ -75,7 +75,7 @@ int vae_model_decode(vae_model *m, const float *z, size_t n, float *out)
         return vae_fail(VAE_ERR_NUMERIC, "%s: z[%zu][%zu] is not finite", fn, bad / L, bad % L);
     for (size_t s = 0; s < n; s += chunk) {
         size_t b = n - s < chunk ? n - s : chunk;
-        memcpy(m->z, z + s * L, b * L * sizeof(float));
+        memcpy(m->ws[0].z, z + s * L, b * L * sizeof(float));
         decode_chunk(m, b, out + s * D);
     }
     return VAE_OK;
@@ -92,7 +92,7 @@ int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out)
     for (size_t s = 0; s < n; s += chunk) {
         size_t b = n - s < chunk ? n - s : chunk;
         for (size_t k = 0; k < b * L; k++)
-            m->z[k] = vae_rng_gauss(rng);
+            m->ws[0].z[k] = vae_rng_gauss(rng);
         decode_chunk(m, b, out + s * D);
     }
     return VAE_OK;
@@ -110,10 +110,10 @@ int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out)
     const size_t L = m->latent_dim, D = m->input_dim;
     for (size_t s = 0; s < n; s += chunk) {
         size_t b = n - s < chunk ? n - s : chunk;
-        vae_model_forward_encoder(m, x + s * D, b);
-        const float *h = m->acts[m->n_enc];
+        vae_model_forward_encoder(m, &m->ws[0], x + s * D, b);
+        const float *h = m->ws[0].acts[m->n_enc];
         for (size_t i = 0; i < b; i++)
-            memcpy(m->z + i * L, h + i * 2 * L, L * sizeof(float));
+            memcpy(m->ws[0].z + i * L, h + i * 2 * L, L * sizeof(float));
         decode_chunk(m, b, out + s * D);
     }
     return VAE_OK;

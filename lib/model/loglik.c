@@ -41,8 +41,8 @@ int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, size_t k, v
     }
     for (size_t i = 0; i < n && !rc; i++) {
         const float *xi = x + i * D;
-        vae_model_forward_encoder(m, xi, 1);
-        memcpy(post, m->acts[m->n_enc], 2 * L * sizeof *post);
+        vae_model_forward_encoder(m, &m->ws[0], xi, 1);
+        memcpy(post, m->ws[0].acts[m->n_enc], 2 * L * sizeof *post);
         double sum_lv = 0.0;
         for (size_t j = 0; j < L; j++)
             sum_lv += post[L + j];
@@ -54,14 +54,14 @@ int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, size_t k, v
                 for (size_t j = 0; j < L; j++) {
                     float e = vae_rng_gauss(rng);
                     float z = post[j] + expf(0.5f * post[L + j]) * e;
-                    m->z[r * L + j] = z;
+                    m->ws[0].z[r * L + j] = z;
                     zz += (double)z * z;
                     ee += (double)e * e;
                 }
                 logw[s + r] = 0.5 * (ee - zz + sum_lv);
             }
-            vae_model_forward_decoder(m, m->z, b);
-            const float *out = vae_model_out(m);
+            vae_model_forward_decoder(m, &m->ws[0], m->ws[0].z, b);
+            const float *out = vae_model_out(m, &m->ws[0]);
             for (size_t r = 0; r < b; r++)
                 logw[s + r] -= vae_recon_loss(m, xi, out + r * D, 1, NULL, 0.0f, NULL);
         }

@@ -29,6 +29,7 @@ int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int l
     m->latent_dim = latent_dim;
     m->likelihood = likelihood;
     m->sigma = 1.0f;
+    m->n_threads = 1;
     *out = m;
     return VAE_OK;
 }
@@ -40,10 +41,11 @@ void vae_model_free(vae_model *m)
     for (size_t i = 0; i < m->n_layers; i++)
         vae_layer_free(m->layers[i]);
     free(m->layers);
+    vae_pool_free(m->pool);
+    free(m->ws[0].acts);
     free(m->params);
     free(m->grads);
-    free(m->ws);
-    free(m->acts);
+    free(m->mem);
     free(m);
 }
 
@@ -159,6 +161,7 @@ int vae_model_build(vae_model *m, uint64_t seed)
     for (size_t i = 0; i < m->n_layers; i++) {
         vae_layer *l = m->layers[i];
         vae_layer_bind(l, params + off, grads + off);
+        l->offset = off;
         free(l->own);
         l->own = NULL;
         free(l->cache);
@@ -234,7 +237,8 @@ int vae_model_ensure(vae_model *m, size_t batch, const char *fn)
 {
     if (batch <= m->ws_batch)
         return VAE_OK;
-    size_t L = m->latent_dim, width = 2 * L, scratch = 0, acts = 0;
+    const size_t L = m->latent_dim, T = m->n_threads;
+    size_t width = 2 * L, scratch = 0, acts = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         const vae_layer *l = m->layers[i];
         if (l->in > width)
@@ -250,37 +254,88 @@ int vae_model_ensure(vae_model *m, size_t batch, const char *fn)
     if (batch > (1u << 24) || (double)batch * (double)width > (double)INT_MAX)
         return vae_fail(VAE_ERR_INVALID, "%s: batch %zu is too large for this model", fn,
                         batch);
-    double total_d = (double)batch * (double)(acts + 6 * L + 2 * width) + (double)scratch;
+    /* Per worker: activations, z/std/dz, dhead, two gradient buffers, scratch
+     * and (workers > 0) a gradient slab. Shared: eps and two double arrays. */
+    double per_d = (double)batch * (double)(acts + 5 * L + 2 * width) + (double)scratch;
+    double total_d = per_d * (double)T + (double)(T - 1) * (double)m->n_params +
+                     (double)batch * (double)(L + 4);
     if (total_d * sizeof(float) > (double)(SIZE_MAX / 2))
         return vae_fail(VAE_ERR_NOMEM, "%s: workspace for batch %zu is too large", fn, batch);
-    size_t total = batch * (acts + 6 * L + 2 * width) + scratch;
-    float *ws = malloc(total * sizeof(float));
-    float **ap = malloc(m->n_layers * sizeof *ap);
-    if (!ws || !ap) {
-        free(ws);
+    size_t per = batch * (acts + 5 * L + 2 * width) + scratch;
+    size_t total = per * T + (T - 1) * m->n_params + batch * (L + 4);
+    float *mem = malloc(total * sizeof(float));
+    float **ap = malloc(T * m->n_layers * sizeof *ap);
+    if (!mem || !ap) {
+        free(mem);
         free(ap);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for a workspace of batch %zu", fn,
                         batch);
     }
-    free(m->ws);
-    free(m->acts);
-    m->ws = ws;
-    m->acts = ap;
-    float *p = ws;
-    for (size_t i = 0; i < m->n_layers; i++) {
-        ap[i] = p;
-        p += batch * m->layers[i]->out;
+    free(m->mem);
+    free(m->ws[0].acts);
+    m->mem = mem;
+    float *p = mem;
+    for (size_t t = 0; t < T; t++) {
+        vae_ws *w = &m->ws[t];
+        w->acts = ap + t * m->n_layers;
+        for (size_t i = 0; i < m->n_layers; i++) {
+            w->acts[i] = p;
+            p += batch * m->layers[i]->out;
+        }
+        w->z = p; p += batch * L;
+        w->std = p; p += batch * L;
+        w->dz = p; p += batch * L;
+        w->dhead = p; p += batch * 2 * L;
+        w->grad_a = p; p += batch * width;
+        w->grad_b = p; p += batch * width;
+        w->scratch = p; p += scratch;
+        w->grads = NULL;
+        if (t > 0) {
+            w->grads = p;
+            p += m->n_params;
+        }
     }
-    m->z = p; p += batch * L;
     m->eps = p; p += batch * L;
-    m->std = p; p += batch * L;
-    m->dz = p; p += batch * L;
-    m->dhead = p; p += batch * 2 * L;
-    m->grad_a = p; p += batch * width;
-    m->grad_b = p; p += batch * width;
-    m->scratch = p;
+    /* doubles, 8-byte aligned: every float count above is even or not, so
+     * round up to an even float offset first */
+    if ((size_t)(p - mem) % 2)
+        p++;
+    m->rec_ps = (double *)(void *)p;
+    m->kl_ps = m->rec_ps + batch;
     m->ws_batch = batch;
     return VAE_OK;
+}
+
+int vae_model_set_threads(vae_model *m, size_t n)
+{
+    const char *fn = "vae_model_set_threads";
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (n == 0 || n > VAE_MAX_THREADS)
+        return vae_fail(VAE_ERR_INVALID, "%s: %zu threads; 1 to %d are possible", fn, n,
+                        VAE_MAX_THREADS);
+    if (n == m->n_threads)
+        return VAE_OK;
+    vae_pool *pool = NULL;
+    if (n > 1 && (rc = vae_pool_create(&pool, n)))
+        return vae_fail(rc, "%s: %s", fn, vae_last_error());
+    size_t batch = m->ws_batch;
+    vae_pool_free(m->pool);
+    m->pool = pool;
+    m->n_threads = n;
+    /* The workspace is rebuilt for the new worker count on the next use. */
+    free(m->mem);
+    free(m->ws[0].acts);
+    memset(m->ws, 0, sizeof m->ws);
+    m->mem = NULL;
+    m->ws_batch = 0;
+    return batch ? vae_model_ensure(m, batch, fn) : VAE_OK;
+}
+
+size_t vae_model_threads(const vae_model *m)
+{
+    return m ? m->n_threads : 0;
 }
 
 int vae_model_reserve(vae_model *m, size_t max_batch)
@@ -303,48 +358,54 @@ int vae_model_check_ready(const vae_model *m, const char *fn)
     return VAE_OK;
 }
 
-void vae_model_forward_encoder(vae_model *m, const float *x, size_t batch)
+void vae_model_forward_encoder(vae_model *m, vae_ws *w, const float *x, size_t batch)
 {
     const float *in = x;
     for (size_t i = 0; i <= m->n_enc; i++) {
         vae_layer *l = m->layers[i];
-        l->ops->forward(l, in, batch, m->acts[i], m->scratch);
-        in = m->acts[i];
+        l->ops->forward(l, in, batch, w->acts[i], w->scratch);
+        in = w->acts[i];
     }
 }
 
-void vae_model_forward_decoder(vae_model *m, const float *z, size_t batch)
+void vae_model_forward_decoder(vae_model *m, vae_ws *w, const float *z, size_t batch)
 {
     const float *in = z;
     for (size_t i = m->n_enc + 1; i < m->n_layers; i++) {
         vae_layer *l = m->layers[i];
-        l->ops->forward(l, in, batch, m->acts[i], m->scratch);
-        in = m->acts[i];
+        l->ops->forward(l, in, batch, w->acts[i], w->scratch);
+        in = w->acts[i];
     }
 }
 
-void vae_model_backward_decoder(vae_model *m, const float *z, float *dout, size_t batch,
-                                float *dz)
+static float *layer_grad(vae_model *m, vae_ws *w, const vae_layer *l)
+{
+    return (w->grads ? w->grads : m->grads) + l->offset;
+}
+
+void vae_model_backward_decoder(vae_model *m, vae_ws *w, const float *z, float *dout,
+                                size_t batch, float *dz)
 {
     float *cur = dout;
     size_t first = m->n_enc + 1;
     for (size_t i = m->n_layers; i-- > first;) {
         vae_layer *l = m->layers[i];
-        const float *x = i == first ? z : m->acts[i - 1];
-        float *dx = i == first ? dz : (cur == m->grad_a ? m->grad_b : m->grad_a);
-        l->ops->backward(l, x, m->acts[i], cur, batch, dx, m->scratch);
+        const float *x = i == first ? z : w->acts[i - 1];
+        float *dx = i == first ? dz : (cur == w->grad_a ? w->grad_b : w->grad_a);
+        l->ops->backward(l, x, w->acts[i], cur, batch, dx, w->scratch, layer_grad(m, w, l));
         cur = dx;
     }
 }
 
-void vae_model_backward_encoder(vae_model *m, const float *x, float *dhead, size_t batch)
+void vae_model_backward_encoder(vae_model *m, vae_ws *w, const float *x, float *dhead,
+                                size_t batch)
 {
     float *cur = dhead;
     for (size_t i = m->n_enc + 1; i-- > 0;) {
         vae_layer *l = m->layers[i];
-        const float *in = i == 0 ? x : m->acts[i - 1];
-        float *dx = i == 0 ? NULL : (cur == m->grad_a ? m->grad_b : m->grad_a);
-        l->ops->backward(l, in, m->acts[i], cur, batch, dx, m->scratch);
+        const float *in = i == 0 ? x : w->acts[i - 1];
+        float *dx = i == 0 ? NULL : (cur == w->grad_a ? w->grad_b : w->grad_a);
+        l->ops->backward(l, in, w->acts[i], cur, batch, dx, w->scratch, layer_grad(m, w, l));
         cur = dx;
     }
 }

@@ -22,8 +22,9 @@ static void conv_forward(vae_layer *l, const float *x, size_t batch, float *y, f
 }
 
 static void conv_backward(vae_layer *l, const float *x, const float *y, float *dy, size_t batch,
-                          float *dx, float *scratch)
+                          float *dx, float *scratch, float *grad)
 {
+    float *dw = grad, *db = grad + l->n_weights;
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
     float *col = scratch, *dcol = scratch + ckk * ohw;
     vae_act_backward(l->activation, y, dy, batch * l->out);
@@ -33,14 +34,14 @@ static void conv_backward(vae_layer *l, const float *x, const float *y, float *d
             float s = 0.0f;
             for (size_t k = 0; k < ohw; k++)
                 s += dz[c * ohw + k];
-            l->db[c] += s;
+            db[c] += s;
         }
         /* The columns are rebuilt rather than kept from the forward pass:
          * the copy costs less than B times the column memory. */
         vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
                    l->out_h, l->out_w, col);
         /* dW[out_c][ckk] += dz[out_c][ohw] . col[ckk][ohw]^T */
-        vae_sgemm(0, 1, l->out_c, ckk, ohw, 1.0f, dz, ohw, col, ohw, 1.0f, l->dw, ckk);
+        vae_sgemm(0, 1, l->out_c, ckk, ohw, 1.0f, dz, ohw, col, ohw, 1.0f, dw, ckk);
         if (dx) {
             /* dcol[ckk][ohw] = W[out_c][ckk]^T . dz, then scattered back */
             vae_sgemm(1, 0, ckk, ohw, l->out_c, 1.0f, l->w, ckk, dz, ohw, 0.0f, dcol, ohw);

@@ -24,8 +24,9 @@ static void convt_forward(vae_layer *l, const float *x, size_t batch, float *y, 
 }
 
 static void convt_backward(vae_layer *l, const float *x, const float *y, float *dy,
-                           size_t batch, float *dx, float *col)
+                           size_t batch, float *dx, float *col, float *grad)
 {
+    float *dw = grad, *db = grad + l->n_weights;
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
     const size_t ohw = l->out_h * l->out_w;
     vae_act_backward(l->activation, y, dy, batch * l->out);
@@ -35,12 +36,12 @@ static void convt_backward(vae_layer *l, const float *x, const float *y, float *
             float s = 0.0f;
             for (size_t k = 0; k < ohw; k++)
                 s += dz[c * ohw + k];
-            l->db[c] += s;
+            db[c] += s;
         }
         vae_im2col(dz, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride, l->pad, l->in_h,
                    l->in_w, col);
         /* dW[in_c][out_c kk] += x_b[in_c][hw] . col[out_c kk][hw]^T */
-        vae_sgemm(0, 1, l->in_c, ckk, hw, 1.0f, x + b * l->in, hw, col, hw, 1.0f, l->dw, ckk);
+        vae_sgemm(0, 1, l->in_c, ckk, hw, 1.0f, x + b * l->in, hw, col, hw, 1.0f, dw, ckk);
         /* dx_b[in_c][hw] = W[in_c][out_c kk] . col */
         if (dx)
             vae_sgemm(0, 0, l->in_c, hw, ckk, 1.0f, l->w, ckk, col, hw, 0.0f, dx + b * l->in,

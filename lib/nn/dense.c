@@ -13,19 +13,20 @@ static void dense_forward(vae_layer *l, const float *x, size_t batch, float *y, 
 }
 
 static void dense_backward(vae_layer *l, const float *x, const float *y, float *dy,
-                           size_t batch, float *dx, float *scratch)
+                           size_t batch, float *dx, float *scratch, float *grad)
 {
     (void)scratch;
+    float *dw = grad, *db = grad + l->n_weights;
     /* dy becomes dz = dy * act'(z) in place. */
     vae_act_backward(l->activation, y, dy, batch * l->out);
     /* db[out] += sum over the batch of dz */
     for (size_t r = 0; r < batch; r++) {
         const float *row = dy + r * l->out;
         for (size_t j = 0; j < l->out; j++)
-            l->db[j] += row[j];
+            db[j] += row[j];
     }
     /* dW[out][in] += dz[B][out]^T . x[B][in] */
-    vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, 1.0f, l->dw, l->in);
+    vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, 1.0f, dw, l->in);
     /* dx[B][in] = dz[B][out] . W[out][in] */
     if (dx)
         vae_sgemm(0, 0, batch, l->in, l->out, 1.0f, dy, l->out, l->w, l->in, 0.0f, dx, l->in);

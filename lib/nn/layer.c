@@ -127,7 +127,7 @@ int vae_layer_backward(vae_layer *layer, const float *dy, float *dx)
     size_t batch = layer->cache_batch;
     memcpy(layer->cache_dy, dy, batch * layer->out * sizeof(float));
     layer->ops->backward(layer, layer->cache_x, layer->cache_y, layer->cache_dy, batch, dx,
-                         layer->cache_scratch);
+                         layer->cache_scratch, layer->dw);
     return VAE_OK;
 }
 

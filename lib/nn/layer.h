@@ -15,10 +15,11 @@ typedef struct vae_layer_ops {
     /* y[batch][out] = layer(x[batch][in]); scratch has scratch_floats(batch). */
     void (*forward)(vae_layer *l, const float *x, size_t batch, float *y, float *scratch);
     /* dy[batch][out] holds dL/dy and may be overwritten. Adds dL/dW, dL/db to
-     * the layer's gradients; writes dx[batch][in] unless dx is NULL. x and y
-     * are what the matching forward saw and produced. */
+     * grad (n_params floats laid out like the parameters: the layer's own
+     * gradients, or a worker's private copy); writes dx[batch][in] unless dx
+     * is NULL. x and y are what the matching forward saw and produced. */
     void (*backward)(vae_layer *l, const float *x, const float *y, float *dy, size_t batch,
-                     float *dx, float *scratch);
+                     float *dx, float *scratch, float *grad);
     size_t (*scratch_floats)(const vae_layer *l, size_t batch);
 } vae_layer_ops;
 
@@ -30,6 +31,7 @@ struct vae_layer {
     size_t fan_in;           /* for the +-1/sqrt(fan_in) initialization */
     size_t n_weights;        /* then one bias per output (dense) */
     size_t n_params;
+    size_t offset;           /* of the parameters in the model's slab */
     /* Convolution geometry (NCHW); unused by dense layers. */
     size_t in_c, in_h, in_w, out_c, out_h, out_w, kh, kw, stride, pad, out_pad;
     float *w, *b;            /* views: into own storage or the model's slab */

@@ -28,7 +28,7 @@ int vae_optimizer_adam_create(vae_optimizer **out, float lr, float beta1, float 
     return VAE_OK;
 }
 
-void vae_adam_update(vae_optimizer *o, float *p, const float *g, size_t n, float gscale)
+void vae_adam_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale)
 {
     const double t = (double)o->t;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
@@ -36,8 +36,9 @@ void vae_adam_update(vae_optimizer *o, float *p, const float *g, size_t n, float
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow(o->beta2, t)));
     const float decay = 1.0f - o->lr * o->weight_decay;
     float *m = o->s1, *v = o->s2;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         float gi = gscale * g[i];
+        g[i] = 0.0f;
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         p[i] = p[i] * decay - step * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);

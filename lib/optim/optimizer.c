@@ -104,6 +104,24 @@ static int bind(vae_optimizer *o, const vae_model *m, const char *fn)
     return VAE_OK;
 }
 
+/* The update is elementwise: the model's workers take one range each. */
+typedef struct step_job {
+    vae_optimizer *opt;
+    vae_model *m;
+    float gscale;
+} step_job;
+
+static void step_part(void *ctx, size_t t)
+{
+    step_job *j = ctx;
+    size_t n = j->m->n_params, T = j->m->n_threads;
+    size_t lo = n * t / T, hi = n * (t + 1) / T;
+    if (j->opt->kind == VAE_OPT_ADAM)
+        vae_adam_update(j->opt, j->m->params, j->m->grads, lo, hi, j->gscale);
+    else
+        vae_sgd_update(j->opt, j->m->params, j->m->grads, lo, hi, j->gscale);
+}
+
 int vae_optimizer_step(vae_optimizer *opt, vae_model *m)
 {
     const char *fn = "vae_optimizer_step";
@@ -126,10 +144,10 @@ int vae_optimizer_step(vae_optimizer *opt, vae_model *m)
             gscale = (float)(opt->clip_norm / (norm + 1e-6));
     }
     opt->t++;
-    if (opt->kind == VAE_OPT_ADAM)
-        vae_adam_update(opt, m->params, m->grads, n, gscale);
+    step_job job = {opt, m, gscale};
+    if (m->n_threads > 1)
+        vae_pool_run(m->pool, step_part, &job);
     else
-        vae_sgd_update(opt, m->params, m->grads, n, gscale);
-    memset(m->grads, 0, n * sizeof(float));
+        step_part(&job, 0);
     return VAE_OK;
 }

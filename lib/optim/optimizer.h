@@ -22,8 +22,9 @@ struct vae_optimizer {
 
 int vae_optimizer_new(vae_optimizer **out, int kind, float lr, float weight_decay,
                       const char *fn);
-/* p -= update(g) over n values; t is already incremented. Kind-specific. */
-void vae_sgd_update(vae_optimizer *o, float *p, const float *g, size_t n, float gscale);
-void vae_adam_update(vae_optimizer *o, float *p, const float *g, size_t n, float gscale);
+/* Updates p[lo..hi) from gscale * g[lo..hi) and zeroes those gradients; t is
+ * already incremented. Kind-specific; ranges of one step may run in parallel. */
+void vae_sgd_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale);
+void vae_adam_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale);
 
 #endif

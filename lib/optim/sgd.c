@@ -25,13 +25,14 @@ int vae_optimizer_sgd_create(vae_optimizer **out, float lr, float momentum, int 
     return VAE_OK;
 }
 
-void vae_sgd_update(vae_optimizer *o, float *p, const float *g, size_t n, float gscale)
+void vae_sgd_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale)
 {
     const float lr = o->lr, wd = o->weight_decay, mu = o->momentum;
     float *b = o->s1;
     const int first = o->t == 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         float d = gscale * g[i] + wd * p[i];
+        g[i] = 0.0f;
         if (b) {
             b[i] = first ? d : mu * b[i] + d;
             d = o->nesterov ? d + mu * b[i] : b[i];
