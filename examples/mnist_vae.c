@@ -71,10 +71,9 @@ static void usage(FILE *f)
 "  --train-limit N   train on the first N training images only (0 = all)\n"
 "  --seed S          seed of the weights, shuffling, noise and samples\n"
 "                    (default 1; same seed and threads give the same run)\n"
-"  --threads N       BLAS threads: sets OPENBLAS_NUM_THREADS (and OMP_/BLIS_)\n"
-"                    and calls openblas_set_num_threads() when the loaded BLAS\n"
-"                    has it; otherwise export OPENBLAS_NUM_THREADS=N before\n"
-"                    starting the program (default: the BLAS's own choice)\n"
+"  --threads N       split every batch over N threads (vae_model_set_threads),\n"
+"                    each running single-threaded GEMMs: the BLAS is set to\n"
+"                    one thread (default 0: one worker, the BLAS's own choice)\n"
 "Evaluation:\n"
 "  --ll K            also estimate the test negative log-likelihood by\n"
 "                    importance sampling with K samples per image (default 0 =\n"
@@ -203,8 +202,8 @@ static int parse_args(int argc, char **argv, config *c)
     if (c->conv && strcmp(c->mode, "train"))
         fprintf(stderr, "note: --conv only matters for train; %s uses the architecture stored "
                         "in the model file\n", c->mode);
-    if (c->threads > 4096) {
-        fprintf(stderr, "error: --threads %zu is not a sensible thread count\n", c->threads);
+    if (c->threads > 64) {
+        fprintf(stderr, "error: --threads %zu: at most 64 are possible\n", c->threads);
         return EXIT_USAGE;
     }
     if (!c->model)
@@ -401,6 +400,8 @@ static int run_train(const config *c)
     }
     size_t n_params = 0;
     (void)vae_model_params(m, &n_params);
+    if (c->threads)
+        CHECK(vae_model_set_threads(m, c->threads));
     CHECK(vae_model_reserve(m, c->batch));
     CHECK(vae_elbo_create(&e));
     CHECK(vae_elbo_set_beta(e, (float)c->beta));
@@ -535,15 +536,11 @@ int main(int argc, char **argv)
     if (vae_version_number() / 100 != VAE_VERSION_NUMBER / 100)
         fprintf(stderr, "warning: built against libvae %d.%d, running with %s\n",
                 VAE_VERSION_MAJOR, VAE_VERSION_MINOR, vae_version_string());
-    if (c.threads) {
-        if (blas_set_threads((int)c.threads))
-            printf("BLAS threads: %zu\n", c.threads);
-        else
-            fprintf(stderr, "note: the BLAS has no run-time thread setter; --threads only "
-                            "set OPENBLAS_NUM_THREADS for child processes. Export "
-                            "OPENBLAS_NUM_THREADS=%zu before starting instead.\n",
-                    c.threads);
-    }
+    /* With --threads the parallelism is libvae's: each worker's GEMMs are
+     * too small to gain from BLAS threads, which would only compete. */
+    if (c.threads && !blas_set_threads(1))
+        fprintf(stderr, "note: the BLAS has no run-time thread setter; export "
+                        "OPENBLAS_NUM_THREADS=1 before starting for --threads to pay off\n");
     rc = !strcmp(c.mode, "train") ? run_train(&c) : run_saved(&c);
     return rc == VAE_OK ? 0 : 1;
 }
