@@ -699,11 +699,33 @@ static void test_build_error_names_build(void **state)
                  msg);
 }
 
+/* Freeing a layer the model owns is ignored: the model frees it once (a
+ * double free would show under AddressSanitizer), and it keeps working. */
+static void test_free_owned_layer_ignored(void **state)
+{
+    (void)state;
+    vae_model *m = NULL;
+    vae_layer *enc = NULL, *dec = NULL;
+    TU_OK(vae_model_create(&m, 4, 1, VAE_LIKELIHOOD_GAUSSIAN));
+    TU_OK(vae_layer_dense_create(&enc, 4, 3, VAE_ACT_TANH));
+    TU_OK(vae_layer_dense_create(&dec, 1, 4, VAE_ACT_IDENTITY));
+    TU_OK(vae_model_add_encoder_layer(m, enc));
+    TU_OK(vae_model_add_decoder_layer(m, dec));
+    vae_layer_free(enc);
+    TU_OK(vae_model_build(m, 1));
+    vae_layer_free(dec);
+    float z[2] = {0.5f, -1.0f}, out[8];
+    TU_OK(vae_model_decode(m, z, 2, out));
+    assert_int_equal(vae_layer_output_size(dec), 4);
+    vae_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_shape_errors),
         cmocka_unit_test(test_build_state_and_ownership),
+        cmocka_unit_test(test_free_owned_layer_ignored),
         cmocka_unit_test(test_create_bad_input),
         cmocka_unit_test(test_getters),
         cmocka_unit_test(test_slab_count),

@@ -489,10 +489,10 @@ VAE_API int vae_layer_conv2d_transpose_create(vae_layer **out, size_t in_channel
 /**
  * @brief Frees a layer the caller still owns.
  *
- * Never free a layer a model owns (one added successfully with
- * vae_model_add_encoder_layer() or vae_model_add_decoder_layer()): vae_model_free() frees
- * it.
- * @param[in] layer The layer to free; NULL is ignored.
+ * A layer a model owns (one added successfully with vae_model_add_encoder_layer() or
+ * vae_model_add_decoder_layer()) is freed by vae_model_free(); passing it here does
+ * nothing, so that mistake cannot free it twice.
+ * @param[in] layer The layer to free; NULL and layers owned by a model are ignored.
  */
 VAE_API void vae_layer_free(vae_layer *layer);
 /**

@@ -39,7 +39,7 @@ void vae_model_free(vae_model *m)
     if (!m)
         return;
     for (size_t i = 0; i < m->n_layers; i++)
-        vae_layer_free(m->layers[i]);
+        vae_layer_destroy(m->layers[i]);
     free(m->layers);
     vae_pool_free(m->pool);
     free(m->ws[0].acts);
@@ -144,7 +144,7 @@ int vae_model_build(vae_model *m, uint64_t seed)
     if (!params || !grads) {
         free(params);
         free(grads);
-        vae_layer_free(head);
+        vae_layer_destroy(head);
         return vae_fail(VAE_ERR_NOMEM, "vae_model_build: out of memory for %zu parameters",
                         total);
     }

@@ -51,13 +51,21 @@ void vae_layer_init_rng(vae_layer *l, vae_rng *rng)
         l->w[i] = (float)((2.0 * vae_rng_double(rng) - 1.0) * bound);
 }
 
-void vae_layer_free(vae_layer *layer)
+void vae_layer_destroy(vae_layer *layer)
 {
     if (!layer)
         return;
     free(layer->own);
     free(layer->cache);
     free(layer);
+}
+
+void vae_layer_free(vae_layer *layer)
+{
+    /* A layer a model owns is freed with the model; freeing it here too
+     * would be a double free, so that mistake is ignored. */
+    if (layer && !layer->owned_by_model)
+        vae_layer_destroy(layer);
 }
 
 int vae_layer_init(vae_layer *layer, vae_rng *rng)

@@ -54,6 +54,8 @@ int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t 
 /* Points w, b, dw, db into the given storage (params and grads of n_params). */
 void vae_layer_bind(vae_layer *l, float *params, float *grads);
 void vae_layer_init_rng(vae_layer *l, vae_rng *rng);
+/* Frees any layer, owned by a model or not (vae_layer_free refuses owned ones). */
+void vae_layer_destroy(vae_layer *l);
 
 /* Geometry of a layer as the model file stores it: fields[] gets up to
  * VAE_LAYER_MAX_FIELDS sizes (dense: in, out) and the count is returned. */
