@@ -30,12 +30,7 @@ static void conv_backward(vae_layer *l, const float *x, const float *y, float *d
     vae_act_backward(l->activation, y, dy, batch * l->out);
     for (size_t b = 0; b < batch; b++) {
         const float *dz = dy + b * l->out; /* [out_c][ohw] */
-        for (size_t c = 0; c < l->out_c; c++) {
-            float s = 0.0f;
-            for (size_t k = 0; k < ohw; k++)
-                s += dz[c * ohw + k];
-            db[c] += s;
-        }
+        vae_conv_bias_grad(dz, l->out_c, ohw, db);
         /* The columns are rebuilt rather than kept from the forward pass:
          * the copy costs less than B times the column memory. */
         vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
@@ -61,6 +56,16 @@ static size_t conv_scratch(const vae_layer *l, size_t batch)
 }
 
 static const vae_layer_ops conv_ops = {conv_forward, conv_backward, conv_scratch};
+
+void vae_conv_bias_grad(const float *dz, size_t channels, size_t hw, float *db)
+{
+    for (size_t c = 0; c < channels; c++) {
+        float s = 0.0f;
+        for (size_t k = 0; k < hw; k++)
+            s += dz[c * hw + k];
+        db[c] += s;
+    }
+}
 
 /* Shared argument checks of both convolution kinds. */
 int vae_conv_check(const char *fn, size_t in_c, size_t in_h, size_t in_w, size_t out_c,

@@ -32,12 +32,7 @@ static void convt_backward(vae_layer *l, const float *x, const float *y, float *
     vae_act_backward(l->activation, y, dy, batch * l->out);
     for (size_t b = 0; b < batch; b++) {
         const float *dz = dy + b * l->out; /* [out_c][ohw] */
-        for (size_t c = 0; c < l->out_c; c++) {
-            float s = 0.0f;
-            for (size_t k = 0; k < ohw; k++)
-                s += dz[c * ohw + k];
-            db[c] += s;
-        }
+        vae_conv_bias_grad(dz, l->out_c, ohw, db);
         vae_im2col(dz, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride, l->pad, l->in_h,
                    l->in_w, col);
         /* dW[in_c][out_c kk] += x_b[in_c][hw] . col[out_c kk][hw]^T */

@@ -76,7 +76,8 @@ void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t 
 void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
                     size_t stride, size_t pad, size_t oh, size_t ow, float *x);
 
-/* Shared by both convolution kinds (conv2d.c). */
+/* Shared by both convolution kinds (conv2d.c). db[c] += sum of dz[c][0..hw). */
+void vae_conv_bias_grad(const float *dz, size_t channels, size_t hw, float *db);
 int vae_conv_check(const char *fn, size_t in_c, size_t in_h, size_t in_w, size_t out_c,
                    size_t kh, size_t kw, size_t stride, int activation);
 int vae_conv_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t in_c,
