@@ -262,7 +262,8 @@ int vae_model_ensure(vae_model *m, size_t batch, const char *fn)
     if (total_d * sizeof(float) > (double)(SIZE_MAX / 2))
         return vae_fail(VAE_ERR_NOMEM, "%s: workspace for batch %zu is too large", fn, batch);
     size_t per = batch * (acts + 5 * L + 2 * width) + scratch;
-    size_t total = per * T + (T - 1) * m->n_params + batch * (L + 4);
+    /* + 1: the doubles start at an even float offset */
+    size_t total = per * T + (T - 1) * m->n_params + batch * (L + 4) + 1;
     float *mem = malloc(total * sizeof(float));
     float **ap = malloc(T * m->n_layers * sizeof *ap);
     if (!mem || !ap) {
@@ -296,8 +297,7 @@ int vae_model_ensure(vae_model *m, size_t batch, const char *fn)
         }
     }
     m->eps = p; p += batch * L;
-    /* doubles, 8-byte aligned: every float count above is even or not, so
-     * round up to an even float offset first */
+    /* doubles, 8-byte aligned: malloc's block is, so an even float offset is */
     if ((size_t)(p - mem) % 2)
         p++;
     m->rec_ps = (double *)(void *)p;
