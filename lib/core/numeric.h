@@ -3,6 +3,8 @@
 #ifndef VAE_NUMERIC_H
 #define VAE_NUMERIC_H
 
+#include <stdint.h>
+
 /* log(1 + t) for t in [0, 1], as 2 atanh(u) with u = t / (2 + t) in [0, 1/3]:
  * 2 (u + u^3/3 + ... + u^15/15); the first omitted term is below 1.5e-9
  * relative, under float rounding. Several times faster than log1pf, which
@@ -19,6 +21,33 @@ static inline float vae_log1p_unit(float t)
     p = p * u2 + 1.0f / 3.0f;
     p = p * u2 + 1.0f;
     return 2.0f * u * p;
+}
+
+/* e^x for x <= 0, to 2 ulp, with no call, table or branch, so that loops
+ * around it vectorize (even on baseline SSE2). Arguments below -87 give
+ * e^-87 ~ 1.6e-38 instead of smaller values: results stay normal floats,
+ * whose arithmetic is fast, and no use of it here can tell the
+ * difference. x = k ln2 + r, |r| <= ln2/2 (Cody-Waite), e^r by Taylor to
+ * r^7, then the exponent field gets k. */
+static inline float vae_exp_nonpos(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    int k = (int)(x * 1.44269504088896341f - 0.5f); /* round half down; x <= 0 */
+    float kf = (float)k;
+    float r = (x - kf * 0.693145751953125f) - kf * 1.42860682030941723212e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        uint32_t u;
+        float f;
+    } scale = {(uint32_t)(k + 127) << 23};
+    return p * scale.f;
 }
 
 #endif
