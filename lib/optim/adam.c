@@ -39,8 +39,9 @@ void vae_adam_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi,
     for (size_t i = lo; i < hi; i++) {
         float gi = gscale * g[i];
         g[i] = 0.0f;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        p[i] = p[i] * decay - step * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+        float mi = b1 * m[i] + (1.0f - b1) * gi, vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi = fabsf(mi) < VAE_STATE_FLUSH ? 0.0f : mi;
+        v[i] = vi = vi < VAE_STATE_FLUSH ? 0.0f : vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
     }
 }

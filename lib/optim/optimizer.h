@@ -25,6 +25,14 @@ int vae_optimizer_new(vae_optimizer **out, int kind, float lr, float weight_deca
 /* Updates p[lo..hi) from gscale * g[lo..hi) and zeroes those gradients; t is
  * already incremented. Kind-specific; ranges of one step may run in parallel. */
 void vae_sgd_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale);
+/* State values below this are set to 0. A parameter whose gradient stays 0
+ * (a dead ReLU unit, a pixel that is always black) has its momentum decay
+ * geometrically into subnormal floats, whose arithmetic the CPU runs in
+ * microcode: measured, Adam's update went from 1.5 to 4.1 ms per step of a
+ * 784-400-20 model within two MNIST epochs. Values this small change no
+ * update by more than float rounding (docs/math.md, "Optimizers"). */
+#define VAE_STATE_FLUSH 1e-30f
+
 void vae_adam_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, float gscale);
 
 #endif

@@ -34,7 +34,8 @@ void vae_sgd_update(vae_optimizer *o, float *p, float *g, size_t lo, size_t hi, 
         float d = gscale * g[i] + wd * p[i];
         g[i] = 0.0f;
         if (b) {
-            b[i] = first ? d : mu * b[i] + d;
+            float bi = first ? d : mu * b[i] + d;
+            b[i] = fabsf(bi) < VAE_STATE_FLUSH ? 0.0f : bi;
             d = o->nesterov ? d + mu * b[i] : b[i];
         }
         p[i] -= lr * d;
