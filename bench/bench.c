@@ -1,7 +1,7 @@
 /*
  * vae_bench: where the time of one training step of the 784-400-20 VAE goes.
  *
- *   OPENBLAS_NUM_THREADS=1 vae_bench [--batch 128] [--reps 200]
+ *   OPENBLAS_NUM_THREADS=1 vae_bench [--batch 128] [--reps 200] [--model-threads 1]
  *
  * Three groups of rows, each the median (and minimum) over --reps timed
  * repetitions after a warm-up:
@@ -12,11 +12,14 @@
  *      model's own layer cost.
  *  (b) the whole training step: vae_elbo_forward_backward (Bernoulli, eps
  *      drawn from the generator) then vae_optimizer_step (Adam), also split
- *      into its two calls.
+ *      into its two calls. --model-threads n > 1 splits each batch over n
+ *      workers (vae_model_set_threads); pair it with OPENBLAS_NUM_THREADS=1.
  *  (c) the 11 bare cblas_sgemm calls of that step, with the same shapes,
  *      transpose flags and leading dimensions as lib/nn/dense.c: forward and
  *      dW for every layer, dX for all but the first. Their sum is the limit
- *      the library can reach with this BLAS on one GEMM stream.
+ *      the library can reach with this BLAS on one GEMM stream. The whole
+ *      set of 11 is timed alternately with the training step of (b), in the
+ *      same loop, so that machine noise affects both alike.
  * GFLOP/s counts only GEMM work (2 B in out per GEMM; docs/math.md, "FLOP
  * count of a training step"). "x GEMM" is the row's time over the time of
  * its own bare GEMMs. OpenBLAS threads come from OPENBLAS_NUM_THREADS.
@@ -161,6 +164,7 @@ int main(int argc, char **argv)
 {
     size_t B = 128;
     int reps = 200;
+    size_t model_threads = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
             long v = strtol(argv[++i], NULL, 10);
@@ -176,8 +180,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             reps = (int)v;
+        } else if (!strcmp(argv[i], "--model-threads") && i + 1 < argc) {
+            long v = strtol(argv[++i], NULL, 10);
+            if (v < 1 || v > 64) {
+                fprintf(stderr, "vae_bench: --model-threads must be in 1..64\n");
+                return 2;
+            }
+            model_threads = (size_t)v;
         } else {
-            fprintf(stderr, "usage: %s [--batch N] [--reps N]\n"
+            fprintf(stderr, "usage: %s [--batch N] [--reps N] [--model-threads N]\n"
                             "OpenBLAS threads: set OPENBLAS_NUM_THREADS.\n",
                     argv[0]);
             return 2;
@@ -190,8 +201,8 @@ int main(int argc, char **argv)
     const char *thr = getenv("OPENBLAS_NUM_THREADS");
 
     printf("libvae %s, 784-400-20 VAE, batch %zu, %d reps after %d warm-up, "
-           "OPENBLAS_NUM_THREADS=%s\n",
-           vae_version_string(), B, reps, warmup, thr ? thr : "(unset)");
+           "OPENBLAS_NUM_THREADS=%s, model threads %zu\n",
+           vae_version_string(), B, reps, warmup, thr ? thr : "(unset)", model_threads);
 
     vae_rng *rng = NULL;
     check(vae_rng_create(&rng, 42), "vae_rng_create");
@@ -236,14 +247,6 @@ int main(int argc, char **argv)
         g_dw[l] = summarize(t2, reps);
         g_dx[l] = summarize(t3, reps);
     }
-    for (int r = -warmup; r < reps; r++) {
-        double t0 = now_ms();
-        gemm_step(g, B);
-        if (r >= 0)
-            t[r] = now_ms() - t0;
-    }
-    timing g_step = summarize(t, reps);
-
     /* ---- (a) standalone layers. */
     timing l_fwd[N_LAYERS], l_bwd[N_LAYERS];
     for (int l = 0; l < N_LAYERS; l++) {
@@ -283,6 +286,8 @@ int main(int argc, char **argv)
     vae_optimizer *opt = NULL;
     check(vae_model_create_mlp(&m, 784, hidden, 1, 20, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI, 1),
           "vae_model_create_mlp");
+    if (model_threads > 1)
+        check(vae_model_set_threads(m, model_threads), "vae_model_set_threads");
     check(vae_model_reserve(m, B), "vae_model_reserve");
     check(vae_elbo_create(&e), "vae_elbo_create");
     check(vae_optimizer_adam_create(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f),
@@ -293,9 +298,16 @@ int main(int argc, char **argv)
     float *data = xmalloc(N_DATA_BATCHES * B * 784 * sizeof *data);
     check(vae_rng_uniform(rng, data, N_DATA_BATCHES * B * 784), "vae_rng_uniform");
     double loss = 0.0, first_loss = 0.0;
+    double *t4 = xmalloc((size_t)reps * sizeof *t4);
+    /* The 11 bare GEMMs and the library's step alternate within one loop, so
+     * that a noisy machine slows both alike and their ratio stays meaningful. */
     for (int r = -warmup; r < reps; r++) {
         const float *x = data + (size_t)((r + warmup) % N_DATA_BATCHES) * B * 784;
+        double tg = now_ms();
+        gemm_step(g, B);
         double t0 = now_ms();
+        if (r >= 0)
+            t4[r] = t0 - tg;
         check(vae_elbo_forward_backward(e, m, x, B, NULL, rng, &loss, NULL, NULL),
               "vae_elbo_forward_backward");
         double t1 = now_ms();
@@ -310,6 +322,8 @@ int main(int argc, char **argv)
         }
     }
     timing s_fb = summarize(t, reps), s_opt = summarize(t2, reps), s_step = summarize(t3, reps);
+    timing g_step = summarize(t4, reps);
+    free(t4);
 
     /* ---- report. */
     printf("\n(a) standalone layers via vae_layer_forward/backward "
@@ -325,8 +339,8 @@ int main(int argc, char **argv)
     }
 
     printf("\n(b) training step, vae_model_create_mlp(784, {400}, 1, 20, RELU, BERNOULLI), "
-           "Adam, %zu parameters\n",
-           n_params);
+           "Adam, %zu parameters, %zu model thread%s\n",
+           n_params, model_threads, model_threads == 1 ? "" : "s");
     print_header();
     double g_fb = g_step.median; /* every GEMM of the step is in forward_backward */
     print_row("elbo_forward_backward", s_fb, f_step, g_fb);
@@ -345,7 +359,8 @@ int main(int argc, char **argv)
             print_row(name, g_dx[l], f_layer[l], 0.0);
         }
     }
-    print_row("11 GEMMs of one step", g_step, f_step, 0.0);
+    print_row("11 GEMMs of one step (*)", g_step, f_step, 0.0);
+    printf("(*) timed alternately with the training step of (b), in the same loop\n");
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -354,6 +369,11 @@ int main(int argc, char **argv)
            "time\n",
            s_step.median, g_step.median, s_step.median / g_step.median, f_step * 1e-6,
            f_step * 1e-6 / (double)B, s_step.median * 1e-3 * 60000.0 / (double)B);
+    if (model_threads > 1)
+        printf("with %zu model threads the ideal is the GEMM limit / %zu = %.3f ms; "
+               "step/ideal %.2f\n",
+               model_threads, model_threads, g_step.median / (double)model_threads,
+               s_step.median * (double)model_threads / g_step.median);
     printf("loss %.2f after the first step, %.2f after the last (synthetic data); "
            "peak RSS %.1f MB\n",
            first_loss, loss, (double)ru.ru_maxrss / 1024.0);
