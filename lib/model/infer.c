@@ -9,14 +9,14 @@
 #include "elbo.h"
 #include "model.h"
 
-static int prepare(vae_model *m, const void *in, const void *out, size_t n, size_t *chunk,
-                   const char *fn)
+static int prepare(vae_model *m, const void *in, const char *in_name, const void *out,
+                   const char *out_name, size_t n, size_t *chunk, const char *fn)
 {
     int rc = vae_model_check_ready(m, fn);
     if (rc)
         return rc;
     if (!in || !out)
-        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, !in ? "input" : "output");
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, !in ? in_name : out_name);
     if (n == 0)
         return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
     *chunk = m->ws_batch ? m->ws_batch : (n < 256 ? n : 256);
@@ -43,7 +43,7 @@ int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu, float *l
 {
     const char *fn = "vae_model_encode";
     size_t chunk = 0;
-    int rc = prepare(m, x, mu, n, &chunk, fn);
+    int rc = prepare(m, x, "x", mu, "mu", n, &chunk, fn);
     if (rc)
         return rc;
     if (!logvar)
@@ -67,7 +67,7 @@ int vae_model_decode(vae_model *m, const float *z, size_t n, float *out)
 {
     const char *fn = "vae_model_decode";
     size_t chunk = 0, bad = 0;
-    int rc = prepare(m, z, out, n, &chunk, fn);
+    int rc = prepare(m, z, "z", out, "out", n, &chunk, fn);
     if (rc)
         return rc;
     const size_t L = m->latent_dim, D = m->input_dim;
@@ -85,7 +85,7 @@ int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out)
 {
     const char *fn = "vae_model_sample";
     size_t chunk = 0;
-    int rc = prepare(m, rng, out, n, &chunk, fn);
+    int rc = prepare(m, rng, "rng", out, "out", n, &chunk, fn);
     if (rc)
         return rc;
     const size_t L = m->latent_dim, D = m->input_dim;
@@ -102,7 +102,7 @@ int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out)
 {
     const char *fn = "vae_model_reconstruct";
     size_t chunk = 0;
-    int rc = prepare(m, x, out, n, &chunk, fn);
+    int rc = prepare(m, x, "x", out, "out", n, &chunk, fn);
     if (rc)
         return rc;
     if ((rc = vae_check_input(m, x, n, fn)))
