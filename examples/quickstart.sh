@@ -23,6 +23,9 @@ fi
 cmake -S . -B build/quickstart -DCMAKE_BUILD_TYPE=Release -DVAE_BUILD_TESTS=OFF >/dev/null
 cmake --build build/quickstart -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 bash examples/fetch_mnist.sh data
-# One BLAS thread: the GEMMs of a 128-image step are too small to gain from two.
-OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} \
-  build/quickstart/examples/mnist_vae --data data --out out "$@"
+# Two workers with one BLAS thread each: the fastest setting on two cores
+# (docs/performance.md).
+threads=$(nproc 2>/dev/null || echo 1)
+[ "$threads" -gt 2 ] && threads=2
+OPENBLAS_NUM_THREADS=1 build/quickstart/examples/mnist_vae --threads "$threads" --data data \
+  --out out "$@"
