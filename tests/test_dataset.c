@@ -19,6 +19,8 @@
 
 #include "vae/vae.h"
 
+#include "test_util.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 /* A loader that believes a header and allocates what it announces would ask
  * for tens of megabytes (or terabytes) here: make any allocation above 64 MB
@@ -33,41 +35,10 @@ const char *__asan_default_options(void)
 
 /* ---- error checks --------------------------------------------------------- */
 
-/* The call must return `expected` and leave a fresh message in
- * vae_last_error() that contains `fn` and `needle` (either may be NULL). A
- * known message from another function is planted first, so a failure that
- * records nothing is caught instead of passing on a stale message. */
-static void check_err(int rc, int expected, const char *fn, const char *needle,
-                      const char *call, const char *file, int line)
-{
-    const char *msg = vae_last_error();
-    if (rc != expected)
-        fail_msg("%s:%d: %s returned %d (%s), expected %d (%s); last error \"%s\"", file, line,
-                 call, rc, vae_strerror(rc), expected, vae_strerror(expected), msg);
-    if (!msg || !msg[0] || strstr(msg, "vae_rng_uniform: rng is NULL"))
-        fail_msg("%s:%d: %s recorded no message of its own (\"%s\")", file, line, call,
-                 msg ? msg : "(null)");
-    if (fn && !strstr(msg, fn))
-        fail_msg("%s:%d: %s: message \"%s\" does not name %s", file, line, call, msg, fn);
-    if (needle && !strstr(msg, needle))
-        fail_msg("%s:%d: %s: message \"%s\" does not mention \"%s\"", file, line, call, msg,
-                 needle);
-}
-
-#define EXPECT_ERR(call, expected, fn, needle)                                              \
-    do {                                                                                    \
-        (void)vae_rng_uniform(NULL, NULL, 0);                                               \
-        int rc_ = (call);                                                                   \
-        check_err(rc_, (expected), (fn), (needle), #call, __FILE__, __LINE__);              \
-    } while (0)
-
-#define OK(call)                                                                            \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
-        if (rc_ != VAE_OK)                                                                  \
-            fail_msg("%s:%d: %s returned %d (%s): %s", __FILE__, __LINE__, #call, rc_,      \
-                     vae_strerror(rc_), vae_last_error());                                  \
-    } while (0)
+/* Error checks from test_util.h: the exact status, and a fresh message that
+ * names fn and mentions needle (either may be NULL). */
+#define EXPECT_ERR(call, expected, fn, needle) TU_EXPECT_ERR_MSG(call, expected, fn, needle)
+#define OK(call) TU_OK(call)
 
 /* ---- temporary directory and file writers ---------------------------------- */
 

@@ -33,6 +33,8 @@
 
 #include "vae/vae.h"
 
+#include "test_util.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 /* A loader that allocates whatever a crafted file announces fails here with
  * VAE_ERR_NOMEM ("out of memory") instead of quietly taking gigabytes. */
@@ -43,41 +45,10 @@ const char *__asan_default_options(void)
 }
 #endif
 
-/* ---- error checks --------------------------------------------------------- */
-
-static void check_err(int rc, int expected, const char *fn, const char *needle,
-                      const char *call, const char *file, int line)
-{
-    const char *msg = vae_last_error();
-    if (rc != expected)
-        fail_msg("%s:%d: %s returned %d (%s), expected %d (%s); last error \"%s\"", file, line,
-                 call, rc, vae_strerror(rc), expected, vae_strerror(expected), msg);
-    if (!msg || !msg[0] || strstr(msg, "vae_rng_uniform: rng is NULL"))
-        fail_msg("%s:%d: %s recorded no message of its own (\"%s\")", file, line, call,
-                 msg ? msg : "(null)");
-    if (fn && !strstr(msg, fn))
-        fail_msg("%s:%d: %s: message \"%s\" does not name %s", file, line, call, msg, fn);
-    if (needle && !strstr(msg, needle))
-        fail_msg("%s:%d: %s: message \"%s\" does not mention \"%s\"", file, line, call, msg,
-                 needle);
-}
-
-/* The call must return `expected` with a fresh message containing fn and
- * needle (either may be NULL); a stale message is planted first. */
-#define EXPECT_ERR(call, expected, fn, needle)                                              \
-    do {                                                                                    \
-        (void)vae_rng_uniform(NULL, NULL, 0);                                               \
-        int rc_ = (call);                                                                   \
-        check_err(rc_, (expected), (fn), (needle), #call, __FILE__, __LINE__);              \
-    } while (0)
-
-#define OK(call)                                                                            \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
-        if (rc_ != VAE_OK)                                                                  \
-            fail_msg("%s:%d: %s returned %d (%s): %s", __FILE__, __LINE__, #call, rc_,      \
-                     vae_strerror(rc_), vae_last_error());                                  \
-    } while (0)
+/* Error checks from test_util.h: the exact status, and a fresh message that
+ * names fn and mentions needle (either may be NULL). */
+#define EXPECT_ERR(call, expected, fn, needle) TU_EXPECT_ERR_MSG(call, expected, fn, needle)
+#define OK(call) TU_OK(call)
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -997,12 +968,10 @@ static void test_save_replaces_atomically(void **state)
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     (void)vae_rng_uniform(NULL, NULL, 0);
     int rc = vae_model_save(m, tpath("atomic/model.vae"));
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", vae_last_error());
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, old_handler);
-    check_err(rc, VAE_ERR_IO, "vae_model_save", "model.vae", "save over a size limit", __FILE__,
-              __LINE__);
+    tu_check_error_msg(rc, VAE_ERR_IO, "vae_model_save", "model.vae", "save over a size limit",
+                       __FILE__, __LINE__);
     file = read_all(tpath("atomic/model.vae"), &fsize);
     assert_int_equal(fsize, bsize);
     assert_memory_equal(file, bmem, bsize);

@@ -14,39 +14,12 @@
 
 #include "vae/vae.h"
 
-static void check_err(int rc, int expected, const char *fn, const char *needle,
-                      const char *call, const char *file, int line)
-{
-    const char *msg = vae_last_error();
-    if (rc != expected)
-        fail_msg("%s:%d: %s returned %d (%s), expected %d (%s); last error \"%s\"", file, line,
-                 call, rc, vae_strerror(rc), expected, vae_strerror(expected), msg);
-    if (!msg || !msg[0] || strstr(msg, "vae_rng_uniform: rng is NULL"))
-        fail_msg("%s:%d: %s recorded no message of its own (\"%s\")", file, line, call,
-                 msg ? msg : "(null)");
-    if (fn && !strstr(msg, fn))
-        fail_msg("%s:%d: %s: message \"%s\" does not name %s", file, line, call, msg, fn);
-    if (needle && !strstr(msg, needle))
-        fail_msg("%s:%d: %s: message \"%s\" does not mention \"%s\"", file, line, call, msg,
-                 needle);
-}
+#include "test_util.h"
 
-/* The call must return `expected` with a fresh message containing fn and
- * needle (either may be NULL); a stale message is planted first. */
-#define EXPECT_ERR(call, expected, fn, needle)                                              \
-    do {                                                                                    \
-        (void)vae_rng_uniform(NULL, NULL, 0);                                               \
-        int rc_ = (call);                                                                   \
-        check_err(rc_, (expected), (fn), (needle), #call, __FILE__, __LINE__);              \
-    } while (0)
-
-#define OK(call)                                                                            \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
-        if (rc_ != VAE_OK)                                                                  \
-            fail_msg("%s:%d: %s returned %d (%s): %s", __FILE__, __LINE__, #call, rc_,      \
-                     vae_strerror(rc_), vae_last_error());                                  \
-    } while (0)
+/* Error checks from test_util.h: the exact status, and a fresh message that
+ * names fn and mentions needle (either may be NULL). */
+#define EXPECT_ERR(call, expected, fn, needle) TU_EXPECT_ERR_MSG(call, expected, fn, needle)
+#define OK(call) TU_OK(call)
 
 /* ---- synthetic data and a standard setup --------------------------------------- */
 

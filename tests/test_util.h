@@ -41,6 +41,35 @@ static inline void tu_check_error(int rc, int expected, const char *fn, const ch
                  call, msg ? msg : "(null)", fn);
 }
 
+/* As tu_check_error, and the message must also contain needle; fn or needle
+ * may be NULL to skip that part. */
+static inline void tu_check_error_msg(int rc, int expected, const char *fn, const char *needle,
+                                      const char *call, const char *file, int line)
+{
+    const char *msg = vae_last_error();
+    if (rc != expected)
+        fail_msg("%s:%d: %s returned %d (%s), expected %d (%s); last error: \"%s\"", file, line,
+                 call, rc, vae_strerror(rc), expected, vae_strerror(expected),
+                 msg ? msg : "(null)");
+    if (!msg || !msg[0] || strstr(msg, "vae_rng_uniform: rng is NULL"))
+        fail_msg("%s:%d: %s recorded no message of its own (\"%s\")", file, line, call,
+                 msg ? msg : "(null)");
+    if (fn && !strstr(msg, fn))
+        fail_msg("%s:%d: %s: message \"%s\" does not name %s", file, line, call, msg, fn);
+    if (needle && !strstr(msg, needle))
+        fail_msg("%s:%d: %s: message \"%s\" does not mention \"%s\"", file, line, call, msg,
+                 needle);
+}
+
+/* call must return `expected` with a fresh message containing fn and needle
+ * (either may be NULL); a known message is planted first. */
+#define TU_EXPECT_ERR_MSG(call, expected, fn, needle)                                       \
+    do {                                                                                    \
+        (void)vae_rng_uniform(NULL, NULL, 0);                                               \
+        int tu_rc_ = (call);                                                                \
+        tu_check_error_msg(tu_rc_, (expected), (fn), (needle), #call, __FILE__, __LINE__);  \
+    } while (0)
+
 /* call must return exactly `expected` and leave a message naming fn. */
 #define TU_EXPECT_ERR(call, expected, fn)                                                   \
     do {                                                                                    \
