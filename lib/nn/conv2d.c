@@ -1,5 +1,7 @@
-/* Conv2D (NCHW) as im2col + GEMM per sample; derivation in docs/math.md,
+/* Conv2D (NCHW) as im2col + GEMM over chunks of samples; derivation in docs/math.md,
  * "Convolution". W[out_c][in_c][kh][kw] then b[out_c], as PyTorch. */
+#include <string.h>
+
 #include "../blas/blas.h"
 #include "../core/core.h"
 #include "activation.h"
@@ -8,17 +10,26 @@
 #define CONV_MAX_SIDE ((size_t)1 << 16)
 #define CONV_MAX_FEATURES ((size_t)1 << 24)
 
-static void conv_forward(vae_layer *l, const float *x, size_t batch, float *y, float *col)
+/* Samples go through in chunks of bc: their columns side by side make one
+ * GEMM of N = bc*ohw columns instead of bc small ones. Scratch: col
+ * [ckk][N], then a [ckk][N] buffer (dcol), then [out_c][N] (outputs and
+ * output gradients in channel-major order). */
+static void conv_forward(vae_layer *l, const float *x, size_t batch, float *y, float *scratch)
 {
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
-    for (size_t b = 0; b < batch; b++) {
-        float *yb = y + b * l->out;
-        vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
-                   l->out_h, l->out_w, col);
-        /* y_b[out_c][ohw] = W[out_c][ckk] . col[ckk][ohw] */
-        vae_sgemm(0, 0, l->out_c, ohw, ckk, 1.0f, l->w, ckk, col, ohw, 0.0f, yb, ohw);
-        vae_act_bias_forward(l->activation, yb, l->out_c, ohw, l->b, 1);
+    const size_t bc = vae_conv_chunk(ckk * ohw, batch);
+    float *col = scratch, *cn = scratch + 2 * ckk * bc * ohw;
+    for (size_t b0 = 0; b0 < batch; b0 += bc) {
+        size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * ohw;
+        for (size_t b = 0; b < nb; b++)
+            vae_im2col(x + (b0 + b) * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw,
+                       l->stride, l->pad, l->out_h, l->out_w, col + b * ohw, n);
+        /* cn[out_c][n] = W[out_c][ckk] . col[ckk][n] */
+        vae_sgemm(0, 0, l->out_c, n, ckk, 1.0f, l->w, ckk, col, n, 0.0f, cn, n);
+        vae_cn_to_nchw(cn, nb, l->out_c, ohw, y + b0 * l->out);
     }
+    for (size_t b = 0; b < batch; b++) /* one bias per channel: per sample */
+        vae_act_bias_forward(l->activation, y + b * l->out, l->out_c, ohw, l->b, 1);
 }
 
 static void conv_backward(vae_layer *l, const float *x, const float *y, float *dy, size_t batch,
@@ -26,33 +37,39 @@ static void conv_backward(vae_layer *l, const float *x, const float *y, float *d
 {
     float *dw = grad, *db = grad + l->n_weights;
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
-    float *col = scratch, *dcol = scratch + ckk * ohw;
+    const size_t bc = vae_conv_chunk(ckk * ohw, batch);
+    float *col = scratch, *dcol = scratch + ckk * bc * ohw, *dz = dcol + ckk * bc * ohw;
     vae_act_backward(l->activation, y, dy, batch * l->out);
-    for (size_t b = 0; b < batch; b++) {
-        const float *dz = dy + b * l->out; /* [out_c][ohw] */
-        vae_conv_bias_grad(dz, l->out_c, ohw, db);
+    for (size_t b = 0; b < batch; b++)
+        vae_conv_bias_grad(dy + b * l->out, l->out_c, ohw, db);
+    for (size_t b0 = 0; b0 < batch; b0 += bc) {
+        size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * ohw;
+        vae_nchw_to_cn(dy + b0 * l->out, nb, l->out_c, ohw, dz);
         /* The columns are rebuilt rather than kept from the forward pass:
          * the copy costs less than B times the column memory. */
-        vae_im2col(x + b * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
-                   l->out_h, l->out_w, col);
-        /* dW[out_c][ckk] += dz[out_c][ohw] . col[ckk][ohw]^T */
-        vae_sgemm(0, 1, l->out_c, ckk, ohw, 1.0f, dz, ohw, col, ohw, 1.0f, dw, ckk);
+        for (size_t b = 0; b < nb; b++)
+            vae_im2col(x + (b0 + b) * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw,
+                       l->stride, l->pad, l->out_h, l->out_w, col + b * ohw, n);
+        /* dW[out_c][ckk] += dz[out_c][n] . col[ckk][n]^T */
+        vae_sgemm(0, 1, l->out_c, ckk, n, 1.0f, dz, n, col, n, 1.0f, dw, ckk);
         if (dx) {
-            /* dcol[ckk][ohw] = W[out_c][ckk]^T . dz, then scattered back */
-            vae_sgemm(1, 0, ckk, ohw, l->out_c, 1.0f, l->w, ckk, dz, ohw, 0.0f, dcol, ohw);
-            float *dxb = dx + b * l->in;
-            for (size_t k = 0; k < l->in; k++)
-                dxb[k] = 0.0f;
-            vae_col2im_add(dcol, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->pad,
-                           l->out_h, l->out_w, dxb);
+            /* dcol[ckk][n] = W[out_c][ckk]^T . dz, then scattered back */
+            vae_sgemm(1, 0, ckk, n, l->out_c, 1.0f, l->w, ckk, dz, n, 0.0f, dcol, n);
+            for (size_t b = 0; b < nb; b++) {
+                float *dxb = dx + (b0 + b) * l->in;
+                memset(dxb, 0, l->in * sizeof *dxb);
+                vae_col2im_add(dcol + b * ohw, l->in_c, l->in_h, l->in_w, l->kh, l->kw,
+                               l->stride, l->pad, l->out_h, l->out_w, dxb, n);
+            }
         }
     }
 }
 
 static size_t conv_scratch(const vae_layer *l, size_t batch)
 {
-    (void)batch;
-    return 2 * l->in_c * l->kh * l->kw * l->out_h * l->out_w;
+    const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
+    size_t bc = vae_conv_chunk(ckk * ohw, batch ? batch : 1);
+    return (2 * ckk + l->out_c) * bc * ohw;
 }
 
 static const vae_layer_ops conv_ops = {conv_forward, conv_backward, conv_scratch};

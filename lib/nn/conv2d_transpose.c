@@ -2,52 +2,68 @@
  * convolution's input gradient (GEMM then col2im) and its input gradient is a
  * convolution (im2col then GEMM). W[in_c][out_c][kh][kw] then b[out_c], as
  * PyTorch stores it. Derivation in docs/math.md, "Transposed convolution". */
+#include <string.h>
+
 #include "../blas/blas.h"
 #include "../core/core.h"
 #include "activation.h"
 #include "layer.h"
 
-static void convt_forward(vae_layer *l, const float *x, size_t batch, float *y, float *col)
+/* Chunks of bc samples as in conv2d.c, N = bc*hw columns per GEMM. Scratch:
+ * col [out_c kk][N], then the input (or its gradient) in channel-major
+ * order [in_c][N], twice. */
+static void convt_forward(vae_layer *l, const float *x, size_t batch, float *y, float *scratch)
 {
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
-    const size_t ohw = l->out_h * l->out_w;
-    for (size_t b = 0; b < batch; b++) {
-        float *yb = y + b * l->out;
-        /* col[out_c kk][hw] = W[in_c][out_c kk]^T . x_b[in_c][hw] */
-        vae_sgemm(1, 0, ckk, hw, l->in_c, 1.0f, l->w, ckk, x + b * l->in, hw, 0.0f, col, hw);
-        for (size_t k = 0; k < l->out; k++)
-            yb[k] = 0.0f;
-        vae_col2im_add(col, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride, l->pad,
-                       l->in_h, l->in_w, yb);
-        vae_act_bias_forward(l->activation, yb, l->out_c, ohw, l->b, 1);
+    const size_t ohw = l->out_h * l->out_w, bc = vae_conv_chunk(ckk * hw, batch);
+    float *col = scratch, *xt = scratch + ckk * bc * hw;
+    for (size_t b0 = 0; b0 < batch; b0 += bc) {
+        size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * hw;
+        vae_nchw_to_cn(x + b0 * l->in, nb, l->in_c, hw, xt);
+        /* col[out_c kk][n] = W[in_c][out_c kk]^T . xt[in_c][n] */
+        vae_sgemm(1, 0, ckk, n, l->in_c, 1.0f, l->w, ckk, xt, n, 0.0f, col, n);
+        for (size_t b = 0; b < nb; b++) {
+            float *yb = y + (b0 + b) * l->out;
+            memset(yb, 0, l->out * sizeof *yb);
+            vae_col2im_add(col + b * hw, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride,
+                           l->pad, l->in_h, l->in_w, yb, n);
+        }
     }
+    for (size_t b = 0; b < batch; b++) /* one bias per channel: per sample */
+        vae_act_bias_forward(l->activation, y + b * l->out, l->out_c, ohw, l->b, 1);
 }
 
 static void convt_backward(vae_layer *l, const float *x, const float *y, float *dy,
-                           size_t batch, float *dx, float *col, float *grad)
+                           size_t batch, float *dx, float *scratch, float *grad)
 {
     float *dw = grad, *db = grad + l->n_weights;
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
-    const size_t ohw = l->out_h * l->out_w;
+    const size_t ohw = l->out_h * l->out_w, bc = vae_conv_chunk(ckk * hw, batch);
+    float *col = scratch, *xt = scratch + ckk * bc * hw, *dxt = xt + l->in_c * bc * hw;
     vae_act_backward(l->activation, y, dy, batch * l->out);
-    for (size_t b = 0; b < batch; b++) {
-        const float *dz = dy + b * l->out; /* [out_c][ohw] */
-        vae_conv_bias_grad(dz, l->out_c, ohw, db);
-        vae_im2col(dz, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride, l->pad, l->in_h,
-                   l->in_w, col);
-        /* dW[in_c][out_c kk] += x_b[in_c][hw] . col[out_c kk][hw]^T */
-        vae_sgemm(0, 1, l->in_c, ckk, hw, 1.0f, x + b * l->in, hw, col, hw, 1.0f, dw, ckk);
-        /* dx_b[in_c][hw] = W[in_c][out_c kk] . col */
-        if (dx)
-            vae_sgemm(0, 0, l->in_c, hw, ckk, 1.0f, l->w, ckk, col, hw, 0.0f, dx + b * l->in,
-                      hw);
+    for (size_t b = 0; b < batch; b++)
+        vae_conv_bias_grad(dy + b * l->out, l->out_c, ohw, db);
+    for (size_t b0 = 0; b0 < batch; b0 += bc) {
+        size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * hw;
+        for (size_t b = 0; b < nb; b++)
+            vae_im2col(dy + (b0 + b) * l->out, l->out_c, l->out_h, l->out_w, l->kh, l->kw,
+                       l->stride, l->pad, l->in_h, l->in_w, col + b * hw, n);
+        vae_nchw_to_cn(x + b0 * l->in, nb, l->in_c, hw, xt);
+        /* dW[in_c][out_c kk] += xt[in_c][n] . col[out_c kk][n]^T */
+        vae_sgemm(0, 1, l->in_c, ckk, n, 1.0f, xt, n, col, n, 1.0f, dw, ckk);
+        if (dx) {
+            /* dxt[in_c][n] = W[in_c][out_c kk] . col */
+            vae_sgemm(0, 0, l->in_c, n, ckk, 1.0f, l->w, ckk, col, n, 0.0f, dxt, n);
+            vae_cn_to_nchw(dxt, nb, l->in_c, hw, dx + b0 * l->in);
+        }
     }
 }
 
 static size_t convt_scratch(const vae_layer *l, size_t batch)
 {
-    (void)batch;
-    return l->out_c * l->kh * l->kw * l->in_h * l->in_w;
+    const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
+    size_t bc = vae_conv_chunk(ckk * hw, batch ? batch : 1);
+    return (ckk + 2 * l->in_c) * bc * hw;
 }
 
 static const vae_layer_ops convt_ops = {convt_forward, convt_backward, convt_scratch};

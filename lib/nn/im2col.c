@@ -1,13 +1,15 @@
 /* im2col and its adjoint col2im, shared by Conv2D and ConvTranspose2D. */
+#include <string.h>
+
 #include "layer.h"
 
 void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                size_t stride, size_t pad, size_t oh, size_t ow, float *col)
+                size_t stride, size_t pad, size_t oh, size_t ow, float *col, size_t ld)
 {
     for (size_t ch = 0; ch < c; ch++)
         for (size_t i = 0; i < kh; i++)
             for (size_t j = 0; j < kw; j++) {
-                float *row = col + ((ch * kh + i) * kw + j) * oh * ow;
+                float *row = col + ((ch * kh + i) * kw + j) * ld;
                 for (size_t y = 0; y < oh; y++) {
                     /* iy = y*stride + i - pad, checked in signed arithmetic */
                     long iy = (long)(y * stride + i) - (long)pad;
@@ -27,12 +29,12 @@ void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t 
 }
 
 void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                    size_t stride, size_t pad, size_t oh, size_t ow, float *x)
+                    size_t stride, size_t pad, size_t oh, size_t ow, float *x, size_t ld)
 {
     for (size_t ch = 0; ch < c; ch++)
         for (size_t i = 0; i < kh; i++)
             for (size_t j = 0; j < kw; j++) {
-                const float *row = col + ((ch * kh + i) * kw + j) * oh * ow;
+                const float *row = col + ((ch * kh + i) * kw + j) * ld;
                 for (size_t y = 0; y < oh; y++) {
                     long iy = (long)(y * stride + i) - (long)pad;
                     if (iy < 0 || iy >= (long)h)
@@ -46,4 +48,26 @@ void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, s
                     }
                 }
             }
+}
+
+void vae_nchw_to_cn(const float *src, size_t batch, size_t c, size_t hw, float *dst)
+{
+    for (size_t b = 0; b < batch; b++)
+        for (size_t ch = 0; ch < c; ch++)
+            memcpy(dst + ch * batch * hw + b * hw, src + (b * c + ch) * hw, hw * sizeof(float));
+}
+
+void vae_cn_to_nchw(const float *src, size_t batch, size_t c, size_t hw, float *dst)
+{
+    for (size_t b = 0; b < batch; b++)
+        for (size_t ch = 0; ch < c; ch++)
+            memcpy(dst + (b * c + ch) * hw, src + ch * batch * hw + b * hw, hw * sizeof(float));
+}
+
+size_t vae_conv_chunk(size_t per_sample, size_t batch)
+{
+    size_t n = per_sample ? VAE_CONV_CHUNK_FLOATS / per_sample : batch;
+    if (n < 1)
+        n = 1;
+    return n < batch ? n : batch;
 }

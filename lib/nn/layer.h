@@ -70,11 +70,23 @@ int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
 /* Convolution helpers (im2col.c). For an image x[c][h][w] and a kernel
  * kh x kw moved with stride and padding over it to oh x ow positions:
  * col[(c*kh + i)*kw + j][y*ow + x] = x[c][y*stride - pad + i][x*stride - pad + j]
- * (0 outside the image). col2im adds col back into x (the adjoint). */
+ * (0 outside the image), rows ld floats apart, so that the columns of
+ * several samples sit side by side for one GEMM. col2im adds col back into
+ * x (the adjoint). */
 void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                size_t stride, size_t pad, size_t oh, size_t ow, float *col);
+                size_t stride, size_t pad, size_t oh, size_t ow, float *col, size_t ld);
 void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                    size_t stride, size_t pad, size_t oh, size_t ow, float *x);
+                    size_t stride, size_t pad, size_t oh, size_t ow, float *x, size_t ld);
+/* [batch][c][hw] <-> [c][batch * hw]: a batch as one matrix of channels. */
+void vae_nchw_to_cn(const float *src, size_t batch, size_t c, size_t hw, float *dst);
+void vae_cn_to_nchw(const float *src, size_t batch, size_t c, size_t hw, float *dst);
+/* Samples per GEMM so that a chunk's columns stay near VAE_CONV_CHUNK_FLOATS
+ * (per_sample floats each): at least 1, at most batch. 512 KB of columns stay
+ * in a core's L2 cache while the GEMM reads them: measured on the MNIST conv
+ * VAE, a step took 108 ms with one GEMM per sample, 83 ms with 256 KB to 1 MB
+ * chunks and 123 ms with 8 MB ones. */
+#define VAE_CONV_CHUNK_FLOATS ((size_t)1 << 17)
+size_t vae_conv_chunk(size_t per_sample, size_t batch);
 
 /* Shared by both convolution kinds (conv2d.c). db[c] += sum of dz[c][0..hw). */
 void vae_conv_bias_grad(const float *dz, size_t channels, size_t hw, float *db);
