@@ -171,6 +171,27 @@ static int write_all(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* Makes a rename inside the directory of `path` durable: the new name is
+ * on disk once the directory itself is flushed. Best effort: some file
+ * systems refuse fsync on a directory, and the file is complete either way.
+ * `path` is scratch space (the temporary name, no longer in use). */
+static void sync_parent(char *path)
+{
+    char *slash = strrchr(path, '/');
+    const char *dir = ".";
+    if (slash == path)
+        dir = "/";
+    else if (slash) {
+        *slash = '\0';
+        dir = path;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 int vae_model_save(const vae_model *m, const char *path)
 {
     const char *fn = "vae_model_save";
@@ -207,6 +228,8 @@ int vae_model_save(const vae_model *m, const char *path)
         if (bad) {
             unlink(tmp);
             rc = vae_fail(VAE_ERR_IO, "%s: cannot write %s: %s", fn, path, strerror(err));
+        } else {
+            sync_parent(tmp);
         }
     }
     free(tmp);
