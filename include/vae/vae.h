@@ -1485,8 +1485,9 @@ VAE_API int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, siz
  * @brief Writes the architecture and parameters to `path` atomically.
  *
  * Writes a temporary file `path.XXXXXX` in the same directory, flushes it to disk, gives
- * it mode 0644 and renames it over the target: `path` holds either its old contents or
- * the complete new file, never a partial one. The temporary file is removed on failure.
+ * it mode 0644, renames it over the target and flushes the directory: `path` holds either
+ * its old contents or the complete new file, never a partial one. The temporary file is
+ * removed on failure.
  * Allocates a buffer of the file's size. Does not modify the model.
  * @param[in] m    A built model.
  * @param[in] path Destination path.
