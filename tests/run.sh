@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 root=$PWD
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# libgfortran-12-dev: `pkg-config --static vae` ends in OpenBLAS's -lgfortran,
+# which the installed-package test links.
 need=()
 for pkg in pkg-config g++ libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev \
-           abigail-tools doxygen python3; do
+           libgfortran-12-dev abigail-tools doxygen python3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
