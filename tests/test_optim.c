@@ -314,6 +314,71 @@ static void test_binding_and_state(void **state)
     vae_model_free(u);
 }
 
+/* A model freed and replaced must not inherit the state of the optimizer
+ * that stepped it, even when the new model is allocated at the same address
+ * (glibc usually gives it back; under AddressSanitizer it never does, and the
+ * rule holds either way). */
+static void test_replaced_model_is_refused(void **state)
+{
+    (void)state;
+    for (int adam = 0; adam < 2; adam++) {
+        vae_optimizer *o = NULL;
+        if (adam)
+            TU_OK(vae_optimizer_adam_create(&o, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f));
+        else
+            TU_OK(vae_optimizer_sgd_create(&o, 0.01f, 0.9f, 0, 0.0f));
+        vae_model *a = tiny(6);
+        set_grads(a, 1);
+        TU_OK(vae_optimizer_step(o, a));
+        uintptr_t old = (uintptr_t)a;
+        vae_model_free(a);
+        vae_model *b = tiny(6); /* same layout, so same parameter count */
+        size_t n = 0;
+        float *pb = vae_model_params(b, &n), pb0[10];
+        memcpy(pb0, pb, sizeof pb0);
+        set_grads(b, 1);
+        TU_EXPECT_ERR_MSG(vae_optimizer_step(o, b), VAE_ERR_STATE, "vae_optimizer_step",
+                          "another model");
+        assert_memory_equal(pb, pb0, sizeof pb0);
+        print_message("optimizer %d: the new model %s the freed one's address\n", adam,
+                      (uintptr_t)b == old ? "reuses" : "does not reuse");
+        /* A fresh optimizer serves it. */
+        vae_optimizer *o2 = NULL;
+        TU_OK(vae_optimizer_sgd_create(&o2, 0.01f, 0.0f, 0, 0.0f));
+        TU_OK(vae_optimizer_step(o2, b));
+        vae_optimizer_free(o2);
+        vae_optimizer_free(o);
+        vae_model_free(b);
+    }
+}
+
+/* Switching a model to another optimizer leaves the first one's state
+ * behind: the first is refused from then on, the second keeps working. */
+static void test_model_switched_to_another_optimizer(void **state)
+{
+    (void)state;
+    vae_model *m = tiny(3);
+    vae_optimizer *a = NULL, *b = NULL;
+    TU_OK(vae_optimizer_adam_create(&a, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f));
+    TU_OK(vae_optimizer_sgd_create(&b, 0.01f, 0.5f, 1, 0.0f));
+    set_grads(m, 1);
+    TU_OK(vae_optimizer_step(a, m));
+    set_grads(m, 2);
+    TU_OK(vae_optimizer_step(b, m));
+    size_t n = 0;
+    float *p = vae_model_params(m, &n), p0[10];
+    memcpy(p0, p, sizeof p0);
+    set_grads(m, 3);
+    TU_EXPECT_ERR_MSG(vae_optimizer_step(a, m), VAE_ERR_STATE, "vae_optimizer_step",
+                      "another optimizer now steps");
+    assert_memory_equal(p, p0, sizeof p0);
+    TU_OK(vae_optimizer_step(b, m));
+    assert_memory_not_equal(p, p0, sizeof p0);
+    vae_optimizer_free(a);
+    vae_optimizer_free(b);
+    vae_model_free(m);
+}
+
 static void test_bad_constructor_args(void **state)
 {
     (void)state;
@@ -403,6 +468,8 @@ int main(void)
         cmocka_unit_test(test_clip_norm),
         cmocka_unit_test(test_nonfinite_gradient),
         cmocka_unit_test(test_binding_and_state),
+        cmocka_unit_test(test_replaced_model_is_refused),
+        cmocka_unit_test(test_model_switched_to_another_optimizer),
         cmocka_unit_test(test_bad_constructor_args),
         cmocka_unit_test(test_bad_setters),
     };

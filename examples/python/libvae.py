@@ -1211,12 +1211,11 @@ class Elbo(_Handle):
 
 class Optimizer(_Handle):
     """Optimizer.adam(...) or Optimizer.sgd(...). One optimizer per model: it
-    binds to the first model it steps."""
+    binds to the first model it steps and raises StateError on any other."""
 
     _free = "vae_optimizer_free"
 
     def _setup(self):
-        self._bound = None
         self._lr = None
         self._clip = 0.0
 
@@ -1264,21 +1263,10 @@ class Optimizer(_Handle):
 
     clip = set_clip_norm
 
-    def _bind(self, model):
-        # The library recognizes its model by address; this guards against a
-        # new model reusing a closed one's address.
-        if self._bound is not None and self._bound is not model:
-            raise StateError(ERR_STATE, "the optimizer holds state for another model%s; "
-                             "create one per model"
-                             % (" (now closed)" if self._bound.closed else ""))
-
     def step(self, model):
         """Updates the parameters from the gradients, then zeroes the gradients."""
         p = self._p()
-        m = _handle(model, Model, "model")
-        self._bind(model)
-        _lib.vae_optimizer_step(p, m)
-        self._bound = model
+        _lib.vae_optimizer_step(p, _handle(model, Model, "model"))
 
 
 class Dataset(_Handle):
@@ -1431,7 +1419,6 @@ def train_epoch(model, elbo, optimizer, dataset, rng, batch_size=128, shuffle=Tr
     o = _handle(optimizer, Optimizer, "optimizer")
     d = _handle(dataset, Dataset, "dataset")
     r = _handle(rng, Rng, "rng")
-    optimizer._bind(model)
     opts = TrainOptions()
     _lib.vae_train_options_init(byref(opts))
     opts.batch_size = _size(batch_size, "batch_size")
@@ -1460,9 +1447,6 @@ def train_epoch(model, elbo, optimizer, dataset, rng, batch_size=128, shuffle=Tr
         if pending:
             raise pending[0] from None
         raise
-    finally:
-        if stats.steps:
-            optimizer._bound = model
     return _stats(stats)
 
 

@@ -634,7 +634,7 @@ VAE_API int vae_model_create(vae_model **out, size_t input_dim, size_t latent_di
  *
  * Every pointer borrowed from the model (its layers, vae_model_params(),
  * vae_model_grads()) becomes invalid. An optimizer that stepped this model holds state
- * for it and cannot serve another model: free it too.
+ * for it and refuses every other model (VAE_ERR_STATE): free it too.
  * @param[in] m The model to free; NULL is ignored.
  */
 VAE_API void vae_model_free(vae_model *m);
@@ -1053,8 +1053,8 @@ VAE_API int vae_elbo_evaluate(vae_elbo *e, vae_model *m, const float *x, size_t 
  * @brief An optimizer with its state (Adam's m and v, SGD's momentum buffer).
  *
  * Opaque. Created by vae_optimizer_adam_create() or vae_optimizer_sgd_create(), released
- * by vae_optimizer_free(). Its state has the layout of the first model it steps, so use one
- * optimizer per model.
+ * by vae_optimizer_free(). Its state belongs to the first model it steps, so use one
+ * optimizer per model (see vae_optimizer_step()).
  */
 typedef struct vae_optimizer vae_optimizer;
 
@@ -1126,15 +1126,17 @@ VAE_API int vae_optimizer_set_clip_norm(vae_optimizer *opt, float max_norm);
  *
  * The optimizer binds to the first model it steps and allocates its state then (two
  * floats per parameter for Adam, one for SGD with momentum, none for plain SGD); later
- * steps do not allocate. Stepping another model gives
- * VAE_ERR_STATE. A non-finite gradient gives VAE_ERR_NUMERIC and leaves parameters, state
+ * steps do not allocate. Stepping another model gives VAE_ERR_STATE, also when it is a
+ * new model that happens to occupy a freed model's memory. A model follows the last
+ * optimizer that bound it: once another optimizer has stepped it, the first one gives
+ * VAE_ERR_STATE on it. A non-finite gradient gives VAE_ERR_NUMERIC and leaves parameters, state
  * and gradients untouched; every other failure also leaves them untouched.
  * @param[in,out] opt The optimizer; its state advances.
  * @param[in,out] m   A built model: its parameters are updated and its gradients zeroed.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID opt or m is NULL.
- * @retval VAE_ERR_STATE   the model is not built, or the optimizer holds state for another
- *                         model.
+ * @retval VAE_ERR_STATE   the model is not built, the optimizer holds state for another
+ *                         model, or another optimizer has stepped this model since.
  * @retval VAE_ERR_NUMERIC a gradient is NaN or infinite.
  * @retval VAE_ERR_NOMEM   allocating the state at the first step failed.
  */

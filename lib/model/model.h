@@ -36,6 +36,10 @@ struct vae_model {
 
     float *params, *grads;      /* slabs of n_params floats, same layout */
     size_t n_params;
+    /* The optimizer whose state follows this model: set by its first step,
+     * only compared. With the optimizer's own pointer back to the model it
+     * tells a model from a new one allocated at a freed model's address. */
+    uintptr_t stepped_by;
 
     /* Workspace for batches up to ws_batch: one per worker, plus what the
      * whole batch shares. One allocation (mem). */

@@ -81,13 +81,22 @@ static double sum_squares(const float *g, size_t n)
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-static int bind(vae_optimizer *o, const vae_model *m, const char *fn)
+/* Both sides must agree: the optimizer names the model and the model names
+ * the optimizer. A model created after the bound one was freed, even at the
+ * same address, names no optimizer; a model that another optimizer has
+ * stepped since names that one. */
+static int bind(vae_optimizer *o, vae_model *m, const char *fn)
 {
-    if (o->bound == m && o->n == m->n_params)
+    const uintptr_t me = (uintptr_t)o, it = (uintptr_t)m;
+    if (o->bound == it && m->stepped_by == me && o->n == m->n_params)
         return VAE_OK;
     if (o->bound)
         return vae_fail(VAE_ERR_STATE,
-                        "%s: the optimizer holds state for another model; create one per model",
+                        o->bound == it && m->stepped_by
+                            ? "%s: another optimizer now steps this model (or it is a new "
+                              "model at a freed one's address); this one's state is not its"
+                            : "%s: the optimizer holds state for another model (freed or "
+                              "alive); create one optimizer per model",
                         fn);
     size_t states = o->kind == VAE_OPT_ADAM ? 2 : (o->momentum > 0.0f ? 1 : 0);
     float *s1 = NULL, *s2 = NULL;
@@ -100,7 +109,8 @@ static int bind(vae_optimizer *o, const vae_model *m, const char *fn)
     o->s1 = s1;
     o->s2 = s2;
     o->n = m->n_params;
-    o->bound = m;
+    o->bound = it;
+    m->stepped_by = me;
     return VAE_OK;
 }
 

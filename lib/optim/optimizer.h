@@ -15,7 +15,8 @@ struct vae_optimizer {
     float momentum;              /* SGD */
     int nesterov;
     uint64_t t;                  /* steps taken */
-    const vae_model *bound;      /* the model whose layout the state has */
+    uintptr_t bound;             /* address of the model whose layout the state has;
+                                    an integer, as that model may be freed since */
     size_t n;                    /* state length (the model's parameters) */
     float *s1, *s2;              /* Adam m and v; SGD momentum buffer in s1 */
 };

@@ -715,8 +715,13 @@ class ErrorTest(unittest.TestCase):
             self.elbo.forward_backward(other, self.x, rng=self.rng)
             self.assertVaeError(vae.StateError, opt.step, other)
             self.model.close()
-            # Even when a new model could reuse the address of the closed one.
-            self.assertVaeError(vae.StateError, opt.step, other)
+            # A new model of the same layout, likely at the closed one's address.
+            with vae.Model.mlp(D, [8], L, seed=1) as again:
+                self.elbo.forward_backward(again, self.x, rng=self.rng)
+                exc = self.assertVaeError(vae.StateError, opt.step, again)
+                self.assertIn("another model", exc.message)
+                with vae.Optimizer.sgd(lr=0.1) as fresh:
+                    fresh.step(again)
 
     def test_corrupted_bytes(self):
         data = bytearray(self.model.save_mem())
