@@ -658,6 +658,56 @@ static void test_inference_bad_input(void **state)
 /* A failure inside a convenience call is reported under the name of the
  * function the caller called, as the header promises ("a message specific to
  * the call"), not under an internal helper's name. */
+/* Finite but huge parameters overflow the activations; inference reports it
+ * instead of returning inf or NaN. Every parameter is 3e38 except: the first
+ * decoder layer has zero weights, so its output is its bias 3e38 whatever z
+ * is; the second then overflows to +inf; the last layer's weights are +-1
+ * along each row, so every output is inf - inf = NaN, which a Bernoulli
+ * model's sigmoid does not hide (a lone +-inf logit would give a finite 0 or
+ * 1, and fused multiply-adds can turn a finite inf - inf into inf). */
+static void test_inference_overflow(void **state)
+{
+    (void)state;
+    for (int lik = 0; lik < 2; lik++) {
+        vae_model *m = NULL;
+        const size_t hidden[2] = {H, H};
+        TU_OK(vae_model_create_mlp(&m, D, hidden, 2, L, VAE_ACT_IDENTITY, lik, 1));
+        size_t n = 0;
+        float *p = vae_model_params(m, &n);
+        const size_t last = n - (D * H + D), dec2 = last - (H * H + H), dec1 = dec2 - (L * H + H);
+        for (size_t i = 0; i < n; i++)
+            p[i] = 3e38f;
+        for (size_t k = 0; k < L * H; k++)
+            p[dec1 + k] = 0.0f;
+        for (size_t k = 0; k < D * H + D; k++)
+            p[last + k] = k >= D * H ? 0.0f : (k % H) % 2 ? -1.0f : 1.0f;
+        float x[2 * D], z[2 * L], out[2 * D], mu[2 * L], lv[2 * L];
+        for (size_t i = 0; i < 2 * D; i++)
+            x[i] = 0.5f;
+        for (size_t i = 0; i < 2 * L; i++)
+            z[i] = 1.0f;
+        vae_rng *rng = NULL;
+        TU_OK(vae_rng_create(&rng, 3));
+        TU_EXPECT_ERR_MSG(vae_model_encode(m, x, 2, mu, lv), VAE_ERR_NUMERIC, "vae_model_encode",
+                          "[mu | logvar][0][0] is not finite");
+        TU_EXPECT_ERR_MSG(vae_model_decode(m, z, 2, out), VAE_ERR_NUMERIC, "vae_model_decode",
+                          "out[0][0] is not finite: the model's activations overflow");
+        TU_EXPECT_ERR_MSG(vae_model_sample(m, rng, 2, out), VAE_ERR_NUMERIC, "vae_model_sample",
+                          "overflow");
+        TU_EXPECT_ERR_MSG(vae_model_reconstruct(m, x, 2, out), VAE_ERR_NUMERIC,
+                          "vae_model_reconstruct", "overflow");
+        /* Ordinary parameters again: the same calls succeed. */
+        for (size_t i = 0; i < n; i++)
+            p[i] = 0.01f;
+        TU_OK(vae_model_encode(m, x, 2, mu, lv));
+        TU_OK(vae_model_decode(m, z, 2, out));
+        TU_OK(vae_model_sample(m, rng, 2, out));
+        TU_OK(vae_model_reconstruct(m, x, 2, out));
+        vae_rng_free(rng);
+        vae_model_free(m);
+    }
+}
+
 static void test_create_mlp_error_names_create_mlp(void **state)
 {
     (void)state;
@@ -737,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_sample),
         cmocka_unit_test(test_large_batches_in_chunks),
         cmocka_unit_test(test_inference_bad_input),
+        cmocka_unit_test(test_inference_overflow),
         cmocka_unit_test(test_create_mlp_error_names_create_mlp),
         cmocka_unit_test(test_build_error_names_build),
     };

@@ -830,6 +830,10 @@ VAE_API int vae_model_zero_grads(vae_model *m);
  * Inference. n is any batch size: the samples are processed in chunks of the workspace's
  * batch size (vae_model_reserve()); a model with no workspace yet first gets one for
  * min(n, 256) samples. The workspace is overwritten, so the model is needed exclusively.
+ *
+ * On VAE_OK every value written is finite. Parameters that make a layer overflow (finite
+ * but huge weights) give VAE_ERR_NUMERIC instead, naming the first bad value; the output
+ * buffers then hold unspecified values.
  */
 
 /**
@@ -847,7 +851,7 @@ VAE_API int vae_model_zero_grads(vae_model *m);
  * @retval VAE_ERR_INVALID m, x, mu or logvar is NULL, n is 0, or a Bernoulli input lies
  *                         outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input is NaN or infinite.
+ * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
  * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
 VAE_API int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu,
@@ -864,7 +868,7 @@ VAE_API int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu,
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID m, z or out is NULL, or n is 0.
  * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC a value of z is NaN or infinite.
+ * @retval VAE_ERR_NUMERIC a value of z is NaN or infinite, or an output overflowed.
  * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
 VAE_API int vae_model_decode(vae_model *m, const float *z, size_t n, float *out);
@@ -880,6 +884,7 @@ VAE_API int vae_model_decode(vae_model *m, const float *z, size_t n, float *out)
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID m, rng or out is NULL, or n is 0.
  * @retval VAE_ERR_STATE   the model is not built.
+ * @retval VAE_ERR_NUMERIC an output overflowed.
  * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
 VAE_API int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out);
@@ -896,7 +901,7 @@ VAE_API int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out);
  * @retval VAE_ERR_INVALID m, x or out is NULL, n is 0, or a Bernoulli input lies outside
  *                         [0, 1].
  * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input is NaN or infinite.
+ * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
  * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
 VAE_API int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out);

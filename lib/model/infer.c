@@ -23,6 +23,21 @@ static int prepare(vae_model *m, const void *in, const char *in_name, const void
     return vae_model_ensure(m, *chunk, fn);
 }
 
+/* Finite inputs still give inf or NaN when the parameters make a layer
+ * overflow (weights near FLT_MAX, say): report it instead of returning the
+ * values, as the ELBO does for its loss. rows[0..b) of v start at row s. */
+static int check_out(const float *v, size_t s, size_t b, size_t cols, const char *what,
+                     const char *fn)
+{
+    size_t bad = 0;
+    if (vae_all_finite(v, b * cols, &bad))
+        return VAE_OK;
+    return vae_fail(VAE_ERR_NUMERIC,
+                    "%s: %s[%zu][%zu] is not finite: the model's activations overflow for "
+                    "this input",
+                    fn, what, s + bad / cols, bad % cols);
+}
+
 /* Decodes m->ws[0].z[b][latent] into out[b][input] as probabilities or means. */
 static void decode_chunk(vae_model *m, size_t b, float *out)
 {
@@ -55,6 +70,8 @@ int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu, float *l
         size_t b = n - s < chunk ? n - s : chunk;
         vae_model_forward_encoder(m, &m->ws[0], x + s * D, b);
         const float *h = m->ws[0].acts[m->n_enc];
+        if ((rc = check_out(h, s, b, 2 * L, "[mu | logvar]", fn)))
+            return rc;
         for (size_t i = 0; i < b; i++) {
             memcpy(mu + (s + i) * L, h + i * 2 * L, L * sizeof(float));
             memcpy(logvar + (s + i) * L, h + i * 2 * L + L, L * sizeof(float));
@@ -77,6 +94,8 @@ int vae_model_decode(vae_model *m, const float *z, size_t n, float *out)
         size_t b = n - s < chunk ? n - s : chunk;
         memcpy(m->ws[0].z, z + s * L, b * L * sizeof(float));
         decode_chunk(m, b, out + s * D);
+        if ((rc = check_out(out + s * D, s, b, D, "out", fn)))
+            return rc;
     }
     return VAE_OK;
 }
@@ -94,6 +113,8 @@ int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out)
         for (size_t k = 0; k < b * L; k++)
             m->ws[0].z[k] = vae_rng_gauss(rng);
         decode_chunk(m, b, out + s * D);
+        if ((rc = check_out(out + s * D, s, b, D, "out", fn)))
+            return rc;
     }
     return VAE_OK;
 }
@@ -115,6 +136,8 @@ int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out)
         for (size_t i = 0; i < b; i++)
             memcpy(m->ws[0].z + i * L, h + i * 2 * L, L * sizeof(float));
         decode_chunk(m, b, out + s * D);
+        if ((rc = check_out(out + s * D, s, b, D, "out", fn)))
+            return rc;
     }
     return VAE_OK;
 }
