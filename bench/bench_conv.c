@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 {
     size_t B = 128, threads = 1;
     int reps = 20;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* flag, value */
         long v = i + 1 < argc ? strtol(argv[i + 1], NULL, 10) : 0;
         if (!strcmp(argv[i], "--batch") && v >= 1 && v <= 4096)
             B = (size_t)v;
@@ -110,7 +110,6 @@ int main(int argc, char **argv)
                     argv[0]);
             return 2;
         }
-        i++;
     }
     const int warmup = 3;
     double *t = malloc((size_t)reps * sizeof *t), *t2 = malloc((size_t)reps * sizeof *t2);
