@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed inputs of tests/fuzz/corpus/ (run from the repository root
 with LIBVAE_PATH naming a built libvae.so). Seeds are small valid files in the
-framing each target expects (see the comment at the top of each target);
-inputs the fuzzer failed on are added beside them by hand, named crash-*."""
+framing each target expects (see the comment at the top of each target).
+Beside them: inputs the fuzzer failed on, named crash-*, and the corpus the
+fuzzer grew from the seeds, reduced with -merge=1 (files named by their SHA-1),
+so the replay under ctest covers what fuzzing reached."""
 import gzip
 import os
 import struct
