@@ -7,8 +7,10 @@
  *    specific to the call, kept per thread until the next failure.
  *  - Constructors write the new object through an `out` parameter; on failure
  *    *out is set to NULL. Every *_free accepts NULL.
- *  - Handles are opaque. One object is used by one thread at a time; distinct
- *    objects may be used from distinct threads concurrently.
+ *  - Three kinds of state: a vae_model (architecture and parameters, read-only
+ *    during inference, shared by any number of threads), a vae_context
+ *    (workspace and workers, one caller at a time) and a vae_trainer
+ *    (everything training mutates).
  *  - Buffers are float32, row-major, batch-first: a batch of n vectors of
  *    dimension d is n*d floats, vector i at offset i*d.
  *  - The library never prints, exits or aborts.
@@ -21,7 +23,8 @@
  * @brief The whole public API of libvae, in one header that C99 and C++ compilers accept.
  *
  * Include it as `#include <vae/vae.h>`. The API reference is grouped by topic; see the
- * main page for the conventions every function follows.
+ * main page for the conventions every function follows. `vae/vae_ffi.h` holds the same
+ * declarations without preprocessor directives or attributes, for FFI parsers.
  */
 
 /**
@@ -36,16 +39,19 @@
  * - @ref errors "Status codes and errors": status codes and the per-thread error message.
  * - @ref rng "Random numbers": the seeded generator all randomness comes from.
  * - @ref layers "Layers": dense and convolution layers, standalone or in a model.
- * - @ref models "Models": encoder and decoder stacks, parameter slabs, inference.
- * - @ref objective "Objective": the negative ELBO and its gradient.
- * - @ref optimizers "Optimizers": SGD and Adam, gradient clipping.
+ * - @ref models "Models": architecture, parameters, introspection and named tensors.
+ * - @ref contexts "Contexts": workspace and worker threads of the calls that compute.
+ * - @ref inference "Inference": encode, decode, sample, reconstruct, log-likelihood,
+ *   per-sample ELBO.
+ * - @ref objective "Objective": the negative ELBO and its settings.
+ * - @ref optimizers "Optimizers": SGD and Adam/AdamW hyperparameters.
+ * - @ref training "Trainers": steps, epochs, gradients.
  * - @ref datasets "Datasets": IDX files and float arrays in memory.
- * - @ref training "Training and evaluation": epochs, whole-dataset evaluation, log-likelihood.
  * - @ref model_files "Model files": saving and loading models.
  *
  * The mathematics (objective, every backward pass, optimizers, the log-likelihood estimate)
  * is derived in `docs/math.md`; the model file and IDX formats are specified byte by byte in
- * `docs/format.md`.
+ * `docs/format.md`; what may change between releases is in `docs/abi.md`.
  *
  * @section mp_status Status codes and error messages
  *
@@ -54,23 +60,40 @@
  * function lists the codes it returns and when. vae_strerror() names a code;
  * vae_last_error() gives the detailed message of the last failure on the calling thread,
  * starting with the name of the function that failed. A successful call leaves that message
- * alone. Getters that cannot fail return their value directly, with a neutral value
- * (0, NULL or -1, as documented) for a NULL handle. The library never prints, never calls
- * `exit` or `abort` and never asserts on user input.
+ * alone. A failing call leaves every handle it was given as it was (a generator passed to
+ * it may have advanced). Getters that cannot fail return their value directly, with a
+ * neutral value (0, NULL or -1, as documented) for a NULL handle. The library never prints,
+ * never calls `exit` or `abort` and never asserts on user input.
+ *
+ * @section mp_state Models, contexts and trainers
+ *
+ * - A vae_model is an architecture and its parameters. Inference takes it as
+ *   `const vae_model *` and never writes to it, so any number of threads may run inference
+ *   on one model at the same time, each with its own context.
+ * - A vae_context is where computation happens: the workspace and the worker threads. One
+ *   caller uses it at a time; a call that finds its context in use by another call (from
+ *   another thread, or from a callback inside a call on it) fails with VAE_ERR_STATE
+ *   instead of waiting or corrupting anything.
+ * - A vae_trainer holds what training mutates: the gradient slab, the optimizer's state
+ *   (Adam's moments, SGD's momentum), a generator and the step and epoch counters. It
+ *   borrows a model, an objective, an optimizer and a context, which must all outlive it.
+ *   While a trainer steps a model, no other thread may read that model.
  *
  * @section mp_ownership Ownership and lifetimes
  *
- * - Handles are opaque: `vae_rng`, `vae_layer`, `vae_model`, `vae_elbo`, `vae_optimizer`
- *   and `vae_dataset` are declared but never defined here, so their layout can change
- *   without breaking the ABI.
+ * - Handles are opaque: `vae_rng`, `vae_layer`, `vae_model`, `vae_context`, `vae_elbo`,
+ *   `vae_optimizer`, `vae_trainer` and `vae_dataset` are declared but never defined here,
+ *   so their layout can change without breaking the ABI.
  * - A constructor writes the new object through its `out` parameter and sets `*out` to NULL
  *   when it fails. The object belongs to the caller, who releases it with the matching
  *   `*_free` function; every `*_free` accepts NULL.
- * - The exception: a layer added to a model belongs to the model from then on and is freed
- *   with it.
- * - Pointers returned by getters (vae_model_params(), vae_layer_grads(), vae_last_error(),
- *   vae_strerror(), ...) are borrowed: never free them. Each getter says how long its
- *   pointer stays valid.
+ * - The exception: vae_model_add_encoder_layer() and vae_model_add_decoder_layer() take
+ *   the layer from the caller's pointer and set that pointer to NULL, whether they succeed
+ *   (the model owns the layer) or fail (the layer is freed). A layer can therefore never be
+ *   freed twice or used after its model is gone.
+ * - Pointers returned by getters (vae_model_params(), vae_trainer_grads(), vae_model_layer(),
+ *   vae_last_error(), vae_strerror(), ...) are borrowed: never free them. Each getter says
+ *   how long its pointer stays valid.
  * - Buffers passed by the caller are used only during the call; the library keeps no pointer
  *   to them. Output buffers must not overlap input buffers.
  *
@@ -81,52 +104,44 @@
  * Convolution layers read each sample as a flat NCHW image `[channels][height][width]`.
  * Sizes are `size_t`; losses are `double`, in nats per sample.
  *
- * @section mp_threads Threads
+ * @section mp_threads Threads and reproducibility
  *
- * One object is used by one thread at a time; distinct objects may be used from distinct
- * threads concurrently. A call that takes several objects (vae_train_epoch() takes a model,
- * an objective, an optimizer, a dataset and a generator) needs all of them for its
- * duration. Inference writes the model's workspace, so vae_model_encode() and the other
- * inference functions need the model to themselves too. Datasets are the exception: no
- * function modifies a dataset after it is created, so several threads may read one dataset
- * at the same time as long as none frees it. vae_version_number(), vae_version_string() and
- * vae_strerror() may be called from any thread at any time; vae_last_error() reports the
- * calling thread's last failure only. The BLAS library may run its own threads inside one
- * call (OpenBLAS follows `OPENBLAS_NUM_THREADS`).
+ * A context splits every batch into blocks of 64 samples (the last one smaller; a batch of
+ * n samples has ceil(n/64) blocks of nearly equal size) and runs the blocks on its workers.
+ * Noise is drawn per sample in sample order, each block's gradient is computed on its own
+ * and the blocks' gradients are summed in block order, so losses, gradients and parameters
+ * are bit-identical for the same seed and inputs whatever the number of workers
+ * (docs/math.md, "Reproducibility"). vae_version_number(), vae_version_string(),
+ * vae_strerror() and the BLAS thread functions may be called from any thread at any
+ * time; vae_last_error() reports the calling thread's last failure only. A dataset is
+ * never modified after it is created, so several threads may read one dataset at once.
  *
  * @section mp_alloc Allocation
  *
- * Objects allocate when they are created. A model's workspace is sized for a batch size:
- * vae_model_reserve() sizes it once, and afterwards vae_elbo_forward_backward() and
- * vae_elbo_evaluate() on batches up to that size never allocate. vae_optimizer_step()
- * allocates the optimizer state on its first call only. So once the model is reserved and
- * the first step is done, a training step allocates nothing. A larger batch grows the
- * workspace on demand (the workspace never shrinks). Inference functions process any number
- * of samples in chunks of the workspace's batch size. vae_train_epoch() and
- * vae_evaluate_dataset() allocate their buffers once per call, never per step.
+ * Objects allocate when they are created. A context's workspace grows to fit the largest
+ * call it has served and never shrinks; vae_context_reserve() and vae_trainer_reserve()
+ * size it beforehand, so that afterwards a training step and inference calls up to that
+ * batch size allocate nothing. vae_trainer_train_epoch() and vae_evaluate_dataset()
+ * allocate their buffers once per call, never per step.
  *
  * @section mp_options Structures that may grow
  *
  * The only public structures, vae_train_options and vae_epoch_stats, start with a
  * `size_t size` field holding `sizeof` the structure as the caller compiled it, so that
- * fields can be appended in later versions. Fill options with vae_train_options_init(); set
- * `stats.size = sizeof stats` yourself. The library writes a vae_epoch_stats only as far
- * as its size reaches; vae_train_epoch() rejects options whose size is smaller than the
- * library's own vae_train_options.
- *
- * @section mp_random Reproducibility
- *
- * All randomness comes from vae_rng objects created with an explicit seed: the same seed
- * and the same sequence of calls give the same numbers. The noise of the
- * reparameterization can also be passed in explicitly (the `eps` argument of
- * vae_elbo_forward_backward()), which makes a loss and its gradient a deterministic
- * function of the inputs.
+ * fields can be appended in later versions. A structure from an older header (smaller
+ * size) is accepted and its missing fields take their defaults; one from a newer header
+ * (larger size) is accepted when every byte past the fields this library knows is zero.
+ * Fill options with vae_train_options_init(); set `stats.size = sizeof stats` yourself.
+ * Settings of the opaque objects are read and written through typed parameter functions
+ * (vae_optimizer_set_param(), vae_elbo_set_param(), vae_model_set_param(),
+ * vae_layer_get_param()), so new settings arrive as new enum values, never as new
+ * signatures.
  *
  * @section mp_versions Versions
  *
  * `VAE_VERSION_NUMBER` is the version of the header a program was compiled with;
- * vae_version_number() is the version of the library it runs with. A signature never
- * changes once released; a changed function gets a new name.
+ * vae_version_number() is the version of the library it runs with. Within 1.x the ABI only
+ * grows: a signature never changes once released; a changed function gets a new name.
  *
  * @section mp_example Example
  *
@@ -141,21 +156,23 @@
  *     enum { N = 64, D = 784, L = 20 };
  *     static float x[N * D];
  *     size_t hidden[] = {400};
- *     vae_model *m = NULL; vae_elbo *e = NULL; vae_optimizer *opt = NULL; vae_rng *rng = NULL;
- *     double loss = 0;
+ *     vae_model *m = NULL; vae_context *ctx = NULL; vae_elbo *e = NULL;
+ *     vae_optimizer *opt = NULL; vae_trainer *t = NULL; vae_rng *rng = NULL;
+ *     vae_epoch_stats st = {sizeof st};
  *     int rc = vae_rng_create(&rng, 42);
  *     if (!rc) rc = vae_rng_uniform(rng, x, N * D);
  *     if (!rc) rc = vae_model_create_mlp(&m, D, hidden, 1, L, VAE_ACT_RELU,
  *                                        VAE_LIKELIHOOD_BERNOULLI, 42);
+ *     if (!rc) rc = vae_context_create(&ctx);
  *     if (!rc) rc = vae_elbo_create(&e);
- *     if (!rc) rc = vae_optimizer_adam_create(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f);
- *     for (int step = 0; step < 100 && !rc; step++) {
- *         rc = vae_elbo_forward_backward(e, m, x, N, NULL, rng, &loss, NULL, NULL);
- *         if (!rc) rc = vae_optimizer_step(opt, m);
- *     }
+ *     if (!rc) rc = vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM);
+ *     if (!rc) rc = vae_trainer_create(&t, m, e, opt, ctx, 42);
+ *     for (int step = 0; step < 100 && !rc; step++)
+ *         rc = vae_trainer_step(t, x, N, &st);
  *     if (rc) fprintf(stderr, "%s: %s\n", vae_strerror(rc), vae_last_error());
- *     else printf("loss after 100 steps: %.2f nats per sample\n", loss);
- *     vae_optimizer_free(opt); vae_elbo_free(e); vae_model_free(m); vae_rng_free(rng);
+ *     else printf("loss after 100 steps: %.2f nats per sample\n", st.loss);
+ *     vae_trainer_free(t); vae_optimizer_free(opt); vae_elbo_free(e);
+ *     vae_context_free(ctx); vae_model_free(m); vae_rng_free(rng);
  *     return rc ? 1 : 0;
  * }
  * @endcode
@@ -201,18 +218,18 @@ extern "C" {
  * @brief The version of the header at compile time and of the library at run time.
  *
  * Compare VAE_VERSION_NUMBER (the header the program was compiled with) with
- * vae_version_number() (the library actually loaded) to detect a mismatch. Before 1.0 the
- * shared library's soname changes with MAJOR.MINOR.
+ * vae_version_number() (the library actually loaded) to detect a mismatch. The shared
+ * library's soname carries the major version (`libvae.so.1`).
  * @{
  */
 
 /** Major version of this header. */
-#define VAE_VERSION_MAJOR 0
+#define VAE_VERSION_MAJOR 1
 /** Minor version of this header. */
-#define VAE_VERSION_MINOR 1
+#define VAE_VERSION_MINOR 0
 /** Patch version of this header. */
 #define VAE_VERSION_PATCH 0
-/** MAJOR*10000 + MINOR*100 + PATCH, so 0.1.0 is 100. */
+/** MAJOR*10000 + MINOR*100 + PATCH, so 1.0.0 is 10000. */
 #define VAE_VERSION_NUMBER \
     (VAE_VERSION_MAJOR * 10000 + VAE_VERSION_MINOR * 100 + VAE_VERSION_PATCH)
 
@@ -220,14 +237,14 @@ extern "C" {
  * @brief Version of the library actually loaded.
  *
  * Safe to call from any thread.
- * @return The version in the encoding of VAE_VERSION_NUMBER (100 for 0.1.0).
+ * @return The version in the encoding of VAE_VERSION_NUMBER (10000 for 1.0.0).
  */
 VAE_API unsigned vae_version_number(void);
 /**
  * @brief Version string of the library actually loaded.
  *
  * Safe to call from any thread.
- * @return "MAJOR.MINOR.PATCH", such as "0.1.0", in static storage: never NULL, never freed.
+ * @return "MAJOR.MINOR.PATCH", such as "1.0.0", in static storage: never NULL, never freed.
  */
 VAE_API const char *vae_version_string(void);
 
@@ -260,7 +277,7 @@ enum {
     VAE_ERR_IO = -4,        /**< a file could not be opened, read or written */
     VAE_ERR_FORMAT = -5,    /**< a file or buffer is not in the expected format */
     VAE_ERR_NUMERIC = -6,   /**< a NaN or infinity in input, loss or gradient */
-    VAE_ERR_STATE = -7,     /**< call out of order, such as training before build */
+    VAE_ERR_STATE = -7,     /**< call out of order, or a context already in use */
     VAE_ERR_CANCELLED = -8  /**< a callback asked to stop */
 };
 
@@ -299,8 +316,8 @@ VAE_API const char *vae_last_error(void);
  * @brief The seeded generator that every random draw of the library comes from.
  *
  * Weight initialization, the noise of the reparameterization, shuffling, binarization and
- * sampling all draw from a vae_rng passed explicitly (model building draws from a seed),
- * so results depend only on seeds and the order of calls.
+ * sampling all draw from a vae_rng passed explicitly or from a seed (model building, the
+ * trainer), so results depend only on seeds and the order of calls.
  * @{
  */
 
@@ -369,7 +386,8 @@ VAE_API int vae_rng_uniform(vae_rng *rng, float *out, size_t n);
  * A layer is created standalone, owning its parameters and gradients. It can be run on
  * its own with vae_layer_forward() and vae_layer_backward() (to test it, or to build
  * something other than a VAE), or handed to a model with vae_model_add_encoder_layer() or
- * vae_model_add_decoder_layer(), after which the model owns it and drives it.
+ * vae_model_add_decoder_layer(), which take it from the caller. A model's layers are read
+ * through vae_model_layer() and the getters here.
  * @{
  */
 
@@ -388,13 +406,41 @@ enum {
     VAE_ACT_ELU = 6         /**< z for z > 0, e^z - 1 otherwise (alpha 1) */
 };
 
+/** @brief Layer kinds. Values are part of the ABI and of the model file format. */
+enum {
+    VAE_LAYER_DENSE = 1,           /**< fully connected */
+    VAE_LAYER_CONV2D = 2,          /**< 2-D convolution, NCHW */
+    VAE_LAYER_CONV2D_TRANSPOSE = 3 /**< transposed 2-D convolution, NCHW */
+};
+
+/**
+ * @brief What vae_layer_get_param() can report. Values are part of the ABI.
+ *
+ * Dense layers have only the first three; the convolution parameters are 0 for them.
+ */
+enum {
+    VAE_LAYER_INPUTS = 1,          /**< input features per sample */
+    VAE_LAYER_OUTPUTS = 2,         /**< output features per sample */
+    VAE_LAYER_PARAMS = 3,          /**< parameters: weights then biases */
+    VAE_LAYER_IN_CHANNELS = 4,     /**< convolution input channels */
+    VAE_LAYER_IN_HEIGHT = 5,       /**< convolution input height */
+    VAE_LAYER_IN_WIDTH = 6,        /**< convolution input width */
+    VAE_LAYER_OUT_CHANNELS = 7,    /**< convolution output channels */
+    VAE_LAYER_OUT_HEIGHT = 8,      /**< convolution output height */
+    VAE_LAYER_OUT_WIDTH = 9,       /**< convolution output width */
+    VAE_LAYER_KERNEL_HEIGHT = 10,  /**< kernel height */
+    VAE_LAYER_KERNEL_WIDTH = 11,   /**< kernel width */
+    VAE_LAYER_STRIDE = 12,         /**< stride in both directions */
+    VAE_LAYER_PADDING = 13,        /**< zero padding on each side */
+    VAE_LAYER_OUTPUT_PADDING = 14  /**< extra output rows/columns (transposed only) */
+};
+
 /**
  * @brief A layer: dense, Conv2D or ConvTranspose2D, with its activation.
  *
  * Opaque. Created by vae_layer_dense_create(), vae_layer_conv2d_create() or
  * vae_layer_conv2d_transpose_create(). The caller owns a new layer and frees it with
- * vae_layer_free(), unless it was added to a model: the model then owns it, and the
- * caller's pointer stays a borrowed pointer, valid until the model is freed.
+ * vae_layer_free(), unless it hands it to a model.
  */
 typedef struct vae_layer vae_layer;
 
@@ -487,11 +533,12 @@ VAE_API int vae_layer_conv2d_transpose_create(vae_layer **out, size_t in_channel
                                               size_t kernel_w, size_t stride, size_t padding,
                                               size_t output_padding, int activation);
 /**
- * @brief Frees a layer the caller still owns.
+ * @brief Frees a layer the caller owns.
  *
- * A layer a model owns (one added successfully with vae_model_add_encoder_layer() or
- * vae_model_add_decoder_layer()) is freed by vae_model_free(); passing it here does
- * nothing, so that mistake cannot free it twice.
+ * A layer handed to a model is no longer the caller's: the add functions set the caller's
+ * pointer to NULL, and the model frees the layer. A pointer to a model's layer obtained
+ * some other way (a copy kept before adding it, or a cast of vae_model_layer()) is
+ * ignored here, so that mistake cannot free it twice.
  * @param[in] layer The layer to free; NULL and layers owned by a model are ignored.
  */
 VAE_API void vae_layer_free(vae_layer *layer);
@@ -500,23 +547,21 @@ VAE_API void vae_layer_free(vae_layer *layer);
  *
  * PyTorch's default initialization. fan_in is `in` for a dense layer,
  * `in_channels * kernel_h * kernel_w` for Conv2D and `out_channels * kernel_h * kernel_w`
- * for ConvTranspose2D.
- * Parameters are drawn in slab order (weights, then biases). vae_model_build() draws every
- * layer of a model again from its own seed, so there is no need to call this on a layer
- * meant for a model.
- * @param[in,out] layer The layer; its parameters are overwritten.
+ * for ConvTranspose2D. Parameters are drawn in slab order (weights, then biases).
+ * vae_model_build() draws every layer of a model again from its own seed.
+ * @param[in,out] layer A standalone layer; its parameters are overwritten.
  * @param[in,out] rng   The generator; its state advances.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID layer or rng is NULL.
+ * @retval VAE_ERR_STATE   the layer belongs to a model.
  */
 VAE_API int vae_layer_init(vae_layer *layer, vae_rng *rng);
 /**
  * @brief Forward pass of a standalone layer: y[batch][out] = layer(x[batch][in]).
  *
- * The layer keeps copies of x and y for a following vae_layer_backward(). Works on a
- * standalone layer only: a layer that belongs to a model is driven by the model. The
- * layer's cache grows (allocates) when batch exceeds every earlier batch of this layer;
- * it never shrinks.
+ * The layer keeps copies of x and y for a following vae_layer_backward(). The layer's
+ * cache grows (allocates) when batch exceeds every earlier batch of this layer; it never
+ * shrinks.
  * @param[in,out] layer The layer; its cache is overwritten.
  * @param[in]     x     Input, batch * vae_layer_input_size() floats.
  * @param[in]     batch Number of samples, 1 to 2^24.
@@ -544,27 +589,24 @@ VAE_API int vae_layer_forward(vae_layer *layer, const float *x, size_t batch, fl
  */
 VAE_API int vae_layer_backward(vae_layer *layer, const float *dy, float *dx);
 /**
- * @brief The layer's parameters: weights then biases, in the layout of its constructor.
+ * @brief A standalone layer's parameters: weights then biases, in the layout of its
+ *        constructor. Writable.
  *
- * Writable: parameters may be set through the pointer. Before the layer's model is built,
- * the pointer refers to the layer's own storage, which vae_model_build() frees (the layer
- * then moves into the model's slab): call this again after building. After building, the
- * pointer is a view into the slab of vae_model_params().
- * @param[in]  layer The layer, or NULL.
- * @param[out] count Receives the number of floats (0 for a NULL layer); may be NULL.
- * @return A borrowed pointer, valid until the layer is freed or, for a layer added to a
- *         model that is not built yet, until the model is built; NULL when layer is NULL.
+ * A model's parameters are reached through vae_model_params() and the named tensors.
+ * @param[in]  layer A standalone layer, or NULL.
+ * @param[out] count Receives the number of floats (0 when NULL is returned); may be NULL.
+ * @return A borrowed pointer, valid until the layer is freed or handed to a model; NULL
+ *         when layer is NULL or belongs to a model.
  */
 VAE_API float *vae_layer_params(vae_layer *layer, size_t *count);
 /**
- * @brief The layer's gradients, in the same layout and count as its parameters.
+ * @brief A standalone layer's gradients, in the same layout and count as its parameters.
  *
- * Writable, so gradients can be zeroed or set through the pointer. The lifetime rules of
- * vae_layer_params() apply.
- * @param[in]  layer The layer, or NULL.
- * @param[out] count Receives the number of floats (0 for a NULL layer); may be NULL.
+ * Writable, so gradients can be zeroed or set through the pointer.
+ * @param[in]  layer A standalone layer, or NULL.
+ * @param[out] count Receives the number of floats (0 when NULL is returned); may be NULL.
  * @return A borrowed pointer with the lifetime of the vae_layer_params() pointer; NULL when
- *         layer is NULL.
+ *         layer is NULL or belongs to a model (a trainer holds a model's gradients).
  */
 VAE_API float *vae_layer_grads(vae_layer *layer, size_t *count);
 /**
@@ -579,6 +621,28 @@ VAE_API size_t vae_layer_input_size(const vae_layer *layer);
  * @return The output size, or 0 when layer is NULL.
  */
 VAE_API size_t vae_layer_output_size(const vae_layer *layer);
+/**
+ * @brief The layer's kind.
+ * @param[in] layer The layer, or NULL.
+ * @return A VAE_LAYER_DENSE, VAE_LAYER_CONV2D or VAE_LAYER_CONV2D_TRANSPOSE value; -1 when
+ *         layer is NULL.
+ */
+VAE_API int vae_layer_kind(const vae_layer *layer);
+/**
+ * @brief The layer's fused activation.
+ * @param[in] layer The layer, or NULL.
+ * @return A VAE_ACT_* value; -1 when layer is NULL.
+ */
+VAE_API int vae_layer_activation(const vae_layer *layer);
+/**
+ * @brief Reads one number of the layer's geometry.
+ * @param[in]  layer The layer.
+ * @param[in]  param A VAE_LAYER_INPUTS ... VAE_LAYER_OUTPUT_PADDING value.
+ * @param[out] value Receives the value (0 for a convolution parameter of a dense layer).
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID layer or value is NULL, or param is unknown.
+ */
+VAE_API int vae_layer_get_param(const vae_layer *layer, int param, size_t *value);
 
 /** @} */
 
@@ -588,12 +652,12 @@ VAE_API size_t vae_layer_output_size(const vae_layer *layer);
 
 /**
  * @defgroup models Models
- * @brief A VAE: encoder layers, the Gaussian head, decoder layers, slabs and inference.
+ * @brief A VAE: encoder layers, the Gaussian head, decoder layers and their parameters.
  *
  * Create an empty model with vae_model_create(), add encoder and decoder layers, then
  * vae_model_build(); or get a built MLP in one call from vae_model_create_mlp(). A built
- * model holds all its parameters in one contiguous float slab and all its gradients in a
- * second slab with the same layout, plus a workspace sized for a batch size.
+ * model holds all its parameters in one contiguous float slab. It holds no gradients, no
+ * workspace and no threads: those live in a vae_trainer and a vae_context.
  * @{
  */
 
@@ -603,20 +667,28 @@ enum {
     VAE_LIKELIHOOD_GAUSSIAN = 1   /**< decoder outputs means; fixed sigma */
 };
 
+/** @brief Settings of a model, for vae_model_set_param() and vae_model_get_param(). */
+enum {
+    VAE_MODEL_GAUSSIAN_SIGMA = 1 /**< sigma of the Gaussian likelihood, finite and > 0;
+                                      default 1 */
+};
+
 /**
- * @brief A variational autoencoder.
+ * @brief A variational autoencoder: architecture and parameters.
  *
  * Opaque. Created by vae_model_create(), vae_model_create_mlp(), vae_model_load() or
  * vae_model_load_mem(); released by vae_model_free(), which also frees the model's layers.
- * Every call on a model, inference included, writes its state or workspace, so a model is
- * used by one thread at a time.
+ * Inference reads a built model through a const pointer and never writes to it, so any
+ * number of threads may run inference on one model at once, each with its own context.
+ * Changing a model (adding layers, building, setting parameters, a trainer's step) needs
+ * it to itself.
  */
 typedef struct vae_model vae_model;
 
 /**
  * @brief Creates an empty model: add encoder and decoder layers, then vae_model_build().
  *
- * The Gaussian sigma starts at 1 (see vae_model_set_gaussian_sigma()).
+ * The Gaussian sigma starts at 1 (see VAE_MODEL_GAUSSIAN_SIGMA).
  * @param[out] out        Receives the new model, owned by the caller (free it with
  *                        vae_model_free()); set to NULL on failure.
  * @param[in]  input_dim  Values per sample, 1 to 2^24.
@@ -632,53 +704,52 @@ VAE_API int vae_model_create(vae_model **out, size_t input_dim, size_t latent_di
 /**
  * @brief Frees the model and every layer it owns.
  *
- * Every pointer borrowed from the model (its layers, vae_model_params(),
- * vae_model_grads()) becomes invalid. An optimizer that stepped this model holds state
- * for it and refuses every other model (VAE_ERR_STATE): free it too.
+ * Every pointer borrowed from the model (vae_model_layer(), vae_model_params(), tensor
+ * names) becomes invalid. Free the model's trainers first.
  * @param[in] m The model to free; NULL is ignored.
  */
 VAE_API void vae_model_free(vae_model *m);
 /**
- * @brief Appends a layer to the encoder.
+ * @brief Appends a layer to the encoder, taking it from the caller.
  *
  * Encoder layers run in the order they are added, from the input (input_dim values) to
- * the Gaussian head that vae_model_build() appends. Shapes are checked by the build. On
- * success the model owns the layer (do not free it; the caller's pointer stays valid,
- * borrowed, until the model is freed); on failure the caller still does. May allocate.
+ * the Gaussian head that vae_model_build() appends. Shapes are checked by the build.
+ * `*layer` is set to NULL in every case where layer itself is not NULL: on success the
+ * model owns the layer, on failure the layer is freed. So `vae_layer_free()` after this
+ * call is always harmless and the layer can never outlive its model.
  * @param[in,out] m     The model, not built yet.
- * @param[in,out] layer A standalone layer that belongs to no model.
+ * @param[in,out] layer Address of the caller's pointer to a standalone layer.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m or layer is NULL, or the layer already belongs to a model.
+ * @retval VAE_ERR_INVALID m, layer or *layer is NULL, or the layer belongs to a model.
  * @retval VAE_ERR_STATE   the model is already built.
  * @retval VAE_ERR_NOMEM   growing the layer list failed.
  */
-VAE_API int vae_model_add_encoder_layer(vae_model *m, vae_layer *layer);
+VAE_API int vae_model_add_encoder_layer(vae_model *m, vae_layer **layer);
 /**
- * @brief Appends a layer to the decoder.
+ * @brief Appends a layer to the decoder, taking it from the caller.
  *
  * Decoder layers run in the order they are added, from the latent code (latent_dim values)
  * to the output, which must have input_dim values: logits for a Bernoulli likelihood,
  * means for a Gaussian one (so the last layer is usually VAE_ACT_IDENTITY). The decoder
- * needs at least one layer. Ownership and failures as vae_model_add_encoder_layer().
+ * needs at least one layer. Ownership as vae_model_add_encoder_layer().
  * @param[in,out] m     The model, not built yet.
- * @param[in,out] layer A standalone layer that belongs to no model.
+ * @param[in,out] layer Address of the caller's pointer to a standalone layer.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m or layer is NULL, or the layer already belongs to a model.
+ * @retval VAE_ERR_INVALID m, layer or *layer is NULL, or the layer belongs to a model.
  * @retval VAE_ERR_STATE   the model is already built.
  * @retval VAE_ERR_NOMEM   growing the layer list failed.
  */
-VAE_API int vae_model_add_decoder_layer(vae_model *m, vae_layer *layer);
+VAE_API int vae_model_add_decoder_layer(vae_model *m, vae_layer **layer);
 /**
- * @brief Checks the shapes, appends the Gaussian head, allocates the slabs, draws weights.
+ * @brief Checks the shapes, appends the Gaussian head, allocates the slab, draws weights.
  *
  * Checks that the encoder chains from input_dim and the decoder from latent_dim back to
  * input_dim (VAE_ERR_SHAPE naming the layer), appends the Gaussian head (dense, identity,
  * from the last encoder width, or input_dim without encoder layers, to 2 * latent_dim
- * outputs: [mu | logvar]), allocates the parameter and gradient slabs, moves every layer's
- * parameters into them and draws all the weights from `seed`, as vae_layer_init() would
- * (values set on the layers before are discarded). Gradients start at zero. The workspace
- * is allocated later, by vae_model_reserve() or the first call that needs it. On failure
- * the model is left unbuilt and unchanged: fix it and build again.
+ * outputs: [mu | logvar]), allocates the parameter slab, moves every layer's parameters
+ * into it and draws all the weights from `seed`, as vae_layer_init() would (values set on
+ * the layers before are discarded). On failure the model is left unbuilt and unchanged:
+ * fix it and build again.
  * @param[in,out] m    The model.
  * @param[in]     seed Seed of the weight initialization.
  * @retval VAE_OK          success.
@@ -715,196 +786,268 @@ VAE_API int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t
                                  size_t n_hidden, size_t latent_dim, int activation,
                                  int likelihood, uint64_t seed);
 /**
- * @brief Sizes the workspace for batches up to max_batch.
- *
- * Afterwards vae_elbo_forward_backward() and vae_elbo_evaluate() on batches up to that
- * size never allocate; larger batches grow the workspace on demand. Inference functions
- * work in chunks of this size. A max_batch no larger than the current workspace changes
- * nothing (the workspace never shrinks).
- * @param[in,out] m         A built model.
- * @param[in]     max_batch The largest batch size to prepare for; at least 1.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m is NULL, max_batch is 0, or max_batch is too large for the
- *                         model (above 2^24, or a batch of activations over INT_MAX floats).
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NOMEM   the allocation failed; the previous workspace is kept.
- */
-VAE_API int vae_model_reserve(vae_model *m, size_t max_batch);
-/**
- * @brief Splits training and evaluation batches over n threads.
- *
- * vae_elbo_forward_backward() and vae_elbo_evaluate() (and so vae_train_epoch() and
- * vae_evaluate_dataset()) give each of n workers a contiguous run of the batch's rows, with
- * its own workspace and gradient buffer; the caller's thread is one of them. The noise is
- * drawn for the whole batch before the split and per-sample losses are summed in row order,
- * so losses depend on n only through the BLAS's rounding of shorter products (often not at
- * all); gradients are summed in a fixed order, so results are bit-identical for the same n
- * and seed. The GEMMs of
- * each worker should run single-threaded: use a single-threaded BLAS setting (e.g. the
- * environment variable OPENBLAS_NUM_THREADS=1) when n > 1. The threads live until the
- * model is freed or n changes; the workspace is rebuilt for the new worker count.
- * @param[in,out] m A built model.
- * @param[in]     n Number of workers, 1 (the default: no threads) to 64.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m is NULL, or n is 0 or above 64.
- * @retval VAE_ERR_STATE   the model is not built, or the threads could not be started.
- * @retval VAE_ERR_NOMEM   an allocation failed.
- */
-VAE_API int vae_model_set_threads(vae_model *m, size_t n);
-/**
- * @brief The number of workers set by vae_model_set_threads().
- * @param[in] m The model.
- * @return 1 unless vae_model_set_threads() chose otherwise; 0 when m is NULL.
- */
-VAE_API size_t vae_model_threads(const vae_model *m);
-/**
- * @brief Sets sigma of the Gaussian likelihood (default 1).
- *
- * Used by the Gaussian likelihood only; a Bernoulli model accepts and ignores it. Saved in
- * model files. May be called before or after the build.
+ * @brief Changes a setting of the model.
  * @param[in,out] m     The model.
- * @param[in]     sigma Standard deviation of p(x|z) around the decoder's mean; finite
- *                      and > 0.
+ * @param[in]     param A VAE_MODEL_* setting.
+ * @param[in]     value The new value, within the setting's documented bounds.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m is NULL, or sigma is not finite and > 0.
+ * @retval VAE_ERR_INVALID m is NULL, param is unknown, or value is out of bounds.
  */
-VAE_API int vae_model_set_gaussian_sigma(vae_model *m, float sigma);
-
+VAE_API int vae_model_set_param(vae_model *m, int param, double value);
 /**
- * @brief Values per sample the model takes and reconstructs.
+ * @brief Reads a setting of the model.
+ * @param[in]  m     The model.
+ * @param[in]  param A VAE_MODEL_* setting.
+ * @param[out] value Receives the value.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID m or value is NULL, or param is unknown.
+ */
+VAE_API int vae_model_get_param(const vae_model *m, int param, double *value);
+/**
+ * @brief Values per sample.
  * @param[in] m The model, or NULL.
  * @return input_dim, or 0 when m is NULL.
  */
 VAE_API size_t vae_model_input_dim(const vae_model *m);
 /**
- * @brief Dimension of the latent code z.
+ * @brief Dimension of the latent code.
  * @param[in] m The model, or NULL.
  * @return latent_dim, or 0 when m is NULL.
  */
 VAE_API size_t vae_model_latent_dim(const vae_model *m);
 /**
- * @brief The model's likelihood.
+ * @brief The decoder likelihood.
  * @param[in] m The model, or NULL.
  * @return A VAE_LIKELIHOOD_* value, or -1 when m is NULL.
  */
 VAE_API int vae_model_likelihood(const vae_model *m);
-
 /**
- * @brief The parameter slab of a built model.
+ * @brief Whether vae_model_build() (or a load) has completed.
+ * @param[in] m The model, or NULL.
+ * @return 1 for a built model, 0 otherwise.
+ */
+VAE_API int vae_model_is_built(const vae_model *m);
+/**
+ * @brief Number of layers: encoder layers, then (once built) the Gaussian head, then
+ *        decoder layers, in the order vae_model_layer() indexes them.
+ * @param[in] m The model, or NULL.
+ * @return The count, or 0 when m is NULL.
+ */
+VAE_API size_t vae_model_layer_count(const vae_model *m);
+/**
+ * @brief Number of encoder layers, the head not included.
  *
- * Layout: encoder layers in order, then the head, then decoder layers; each dense layer is
- * `W[out][in]` row-major then `b[out]`, each convolution its W then b as documented at its
- * constructor. The head has 2*latent_dim outputs: rows 0..latent_dim-1 give mu, the next
- * latent_dim rows give logvar. Writable: parameters may be set through it. The slab never
- * moves once built.
- * @param[in,out] m     The model, or NULL.
- * @param[out]    count Receives the number of floats (0 before the build or for a NULL
- *                      model); may be NULL.
- * @return A borrowed pointer valid until vae_model_free(); NULL before the build or when m
- *         is NULL.
+ * In a built model the head is layer number vae_model_encoder_layer_count() and the decoder
+ * follows it.
+ * @param[in] m The model, or NULL.
+ * @return The count, or 0 when m is NULL.
+ */
+VAE_API size_t vae_model_encoder_layer_count(const vae_model *m);
+/**
+ * @brief One layer of the model, for the layer getters.
+ * @param[in] m     The model.
+ * @param[in] index 0 to vae_model_layer_count() - 1.
+ * @return A borrowed pointer, valid while the model lives; NULL when m is NULL or index is
+ *         out of range.
+ */
+VAE_API const vae_layer *vae_model_layer(const vae_model *m, size_t index);
+/**
+ * @brief The parameter slab: every layer's weights then biases, layers in
+ *        vae_model_layer() order, in the layout of their constructors.
+ *
+ * Writable: parameters may be set through the pointer (no trainer or inference call may
+ * run on the model meanwhile).
+ * @param[in]  m     A built model, or NULL.
+ * @param[out] count Receives the number of floats (0 when NULL is returned); may be NULL.
+ * @return A borrowed pointer, valid while the model lives; NULL when m is NULL or not built.
  */
 VAE_API float *vae_model_params(vae_model *m, size_t *count);
 /**
- * @brief The gradient slab of a built model: same length and layout as the parameters.
- *
- * vae_elbo_forward_backward() adds into it; vae_optimizer_step() and vae_model_zero_grads()
- * zero it. Writable (to all-reduce gradients across processes, for example). The slab
- * never moves once built.
- * @param[in,out] m     The model, or NULL.
- * @param[out]    count Receives the number of floats (0 before the build or for a NULL
- *                      model); may be NULL.
- * @return A borrowed pointer valid until vae_model_free(); NULL before the build or when m
- *         is NULL.
+ * @brief Number of parameters of a built model.
+ * @param[in] m The model, or NULL.
+ * @return The count, or 0 when m is NULL or not built.
  */
-VAE_API float *vae_model_grads(vae_model *m, size_t *count);
-/**
- * @brief Sets every gradient to zero. Does not allocate.
- * @param[in,out] m A built model.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m is NULL.
- * @retval VAE_ERR_STATE   the model is not built.
- */
-VAE_API int vae_model_zero_grads(vae_model *m);
-
-/*
- * Inference. n is any batch size: the samples are processed in chunks of the workspace's
- * batch size (vae_model_reserve()); a model with no workspace yet first gets one for
- * min(n, 256) samples. The workspace is overwritten, so the model is needed exclusively.
- *
- * On VAE_OK every value written is finite. Parameters that make a layer overflow (finite
- * but huge weights) give VAE_ERR_NUMERIC instead, naming the first bad value; the output
- * buffers then hold unspecified values.
- */
+VAE_API size_t vae_model_param_count(const vae_model *m);
 
 /**
- * @brief Encodes inputs: mu[n][latent] and logvar[n][latent] of q(z|x).
+ * @brief Number of named tensors: a weight and a bias per layer.
  *
- * Inputs are checked first: every value must be finite, and in [0, 1] for a Bernoulli
- * model. Runs in chunks of the workspace's batch size; allocates only when the model has
- * no workspace yet (one for min(n, 256) samples).
- * @param[in,out] m      A built model; its workspace is overwritten.
- * @param[in]     x      Inputs, n * input_dim floats.
- * @param[in]     n      Number of samples; at least 1.
- * @param[out]    mu     Receives the posterior means, n * latent_dim floats.
- * @param[out]    logvar Receives the posterior log-variances, n * latent_dim floats.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, x, mu or logvar is NULL, n is 0, or a Bernoulli input lies
- *                         outside [0, 1].
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
+ * Tensors are named as a PyTorch module holding the stacks would name them:
+ * `encoder.<i>.weight`, `encoder.<i>.bias` for encoder layer i (from 0), `head.weight`,
+ * `head.bias`, then `decoder.<j>.weight`, `decoder.<j>.bias`, in slab order. Shapes are
+ * PyTorch's: `[out, in]` for a dense weight, `[out_c, in_c, kh, kw]` for Conv2D,
+ * `[in_c, out_c, kh, kw]` for ConvTranspose2D, `[out]` or `[out_c]` for a bias.
+ * @param[in] m A built model, or NULL.
+ * @return The count, or 0 when m is NULL or not built.
  */
-VAE_API int vae_model_encode(vae_model *m, const float *x, size_t n, float *mu,
-                             float *logvar);
+VAE_API size_t vae_model_tensor_count(const vae_model *m);
 /**
- * @brief Decodes latent codes: out[n][input_dim] holds the mean of p(x|z).
- *
- * That is the probabilities sigmoid(logits) for a Bernoulli model and the means for a
- * Gaussian one. Chunks and allocation as vae_model_encode().
- * @param[in,out] m   A built model; its workspace is overwritten.
- * @param[in]     z   Latent codes, n * latent_dim floats.
- * @param[in]     n   Number of codes; at least 1.
- * @param[out]    out Receives n * input_dim floats.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, z or out is NULL, or n is 0.
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC a value of z is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
+ * @brief Name of tensor `index`, such as "encoder.0.weight".
+ * @param[in] m     A built model.
+ * @param[in] index 0 to vae_model_tensor_count() - 1.
+ * @return A borrowed string, valid while the model lives; NULL when m is NULL or not
+ *         built, or index is out of range.
  */
-VAE_API int vae_model_decode(vae_model *m, const float *z, size_t n, float *out);
+VAE_API const char *vae_model_tensor_name(const vae_model *m, size_t index);
 /**
- * @brief Decodes n draws of z ~ N(0, I) from the prior.
- *
- * Writes the mean of p(x|z) as vae_model_decode() does (probabilities, not binary samples,
- * for a Bernoulli model). Chunks and allocation as vae_model_encode().
- * @param[in,out] m   A built model; its workspace is overwritten.
- * @param[in,out] rng The generator the codes are drawn from; its state advances.
- * @param[in]     n   Number of samples; at least 1.
- * @param[out]    out Receives n * input_dim floats.
+ * @brief Index of the tensor with the given name.
+ * @param[in]  m     A built model.
+ * @param[in]  name  A tensor name such as "decoder.1.bias".
+ * @param[out] index Receives the index.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, rng or out is NULL, or n is 0.
+ * @retval VAE_ERR_INVALID m, name or index is NULL, or no tensor has that name.
  * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an output overflowed.
- * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
-VAE_API int vae_model_sample(vae_model *m, vae_rng *rng, size_t n, float *out);
+VAE_API int vae_model_tensor_find(const vae_model *m, const char *name, size_t *index);
 /**
- * @brief Reconstructs inputs from their posterior mean: out = decode(mu(x)).
- *
- * Deterministic (no noise). Input checks as vae_model_encode(), output as
- * vae_model_decode(), chunks and allocation as vae_model_encode().
- * @param[in,out] m   A built model; its workspace is overwritten.
- * @param[in]     x   Inputs, n * input_dim floats.
- * @param[in]     n   Number of samples; at least 1.
- * @param[out]    out Receives n * input_dim floats.
+ * @brief Shape and place in the slab of tensor `index`.
+ * @param[in]  m      A built model.
+ * @param[in]  index  0 to vae_model_tensor_count() - 1.
+ * @param[out] shape  Receives up to 4 dimensions, outermost first; may be NULL.
+ * @param[out] ndim   Receives the number of dimensions (1, 2 or 4); may be NULL.
+ * @param[out] offset Receives the offset of its first float in vae_model_params(); may be
+ *                    NULL.
+ * @param[out] count  Receives the number of floats; may be NULL.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, x or out is NULL, n is 0, or a Bernoulli input lies outside
- *                         [0, 1].
+ * @retval VAE_ERR_INVALID m is NULL or index is out of range.
  * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   allocating the first workspace failed.
  */
-VAE_API int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float *out);
+VAE_API int vae_model_tensor_info(const vae_model *m, size_t index, size_t shape[4],
+                                  size_t *ndim, size_t *offset, size_t *count);
+/**
+ * @brief Copies tensor `index` out: `count` floats in its PyTorch layout.
+ * @param[in]  m     A built model.
+ * @param[in]  index 0 to vae_model_tensor_count() - 1.
+ * @param[out] out   Receives the values.
+ * @param[in]  count Size of out in floats; must equal the tensor's count.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID m or out is NULL, or index is out of range.
+ * @retval VAE_ERR_SHAPE   count differs from the tensor's count.
+ * @retval VAE_ERR_STATE   the model is not built.
+ */
+VAE_API int vae_model_tensor_get(const vae_model *m, size_t index, float *out, size_t count);
+/**
+ * @brief Copies values into tensor `index`, all finite, in its PyTorch layout.
+ * @param[in,out] m     A built model.
+ * @param[in]     index 0 to vae_model_tensor_count() - 1.
+ * @param[in]     in    The values.
+ * @param[in]     count Number of values; must equal the tensor's count.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID m or in is NULL, or index is out of range.
+ * @retval VAE_ERR_SHAPE   count differs from the tensor's count.
+ * @retval VAE_ERR_NUMERIC a value is NaN or infinite (nothing is copied).
+ * @retval VAE_ERR_STATE   the model is not built.
+ */
+VAE_API int vae_model_tensor_set(vae_model *m, size_t index, const float *in, size_t count);
+
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Contexts                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * @defgroup contexts Contexts
+ * @brief Execution state: the workspace and the worker threads of the calls that compute.
+ *
+ * Every call that runs a model takes a vae_context. One context serves one caller at a
+ * time; give each thread its own. A context is not tied to a model: it can serve several
+ * models in turn, its workspace growing to fit the largest.
+ *
+ * BLAS threads: the library never changes the BLAS's thread count by itself. A context
+ * with one worker (the default) calls the BLAS from the calling thread, with whatever
+ * threading the program has set (OpenBLAS uses every core unless told otherwise), so it
+ * never adds threads of its own. A context with several workers runs one single-threaded
+ * GEMM stream per worker, which on small layers is faster than one multi-threaded stream
+ * (docs/performance.md); it needs the BLAS set to one thread, and
+ * vae_context_set_threads() refuses more than one worker otherwise. vae_blas_set_threads()
+ * sets the BLAS's process-wide thread count when the program decides to.
+ *
+ * After `fork()`, a context that had workers in the parent starts new workers in the child
+ * at its next call (the parent's threads do not exist there); a context that was in use
+ * by another thread at the moment of the fork stays unusable in the child (VAE_ERR_STATE).
+ * @{
+ */
+
+/**
+ * @brief Workspace and worker threads.
+ *
+ * Opaque. Created by vae_context_create(), released by vae_context_free().
+ */
+typedef struct vae_context vae_context;
+
+/**
+ * @brief Creates a context with one worker (the calling thread) and no workspace yet.
+ * @param[out] out Receives the new context, owned by the caller (free it with
+ *                 vae_context_free()); set to NULL on failure.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID out is NULL.
+ * @retval VAE_ERR_NOMEM   the allocation failed.
+ */
+VAE_API int vae_context_create(vae_context **out);
+/**
+ * @brief Stops the context's threads and frees it.
+ *
+ * Trainers using the context must be freed first. Must not be called while another thread
+ * is inside a call on the context.
+ * @param[in] ctx The context to free; NULL is ignored.
+ */
+VAE_API void vae_context_free(vae_context *ctx);
+/**
+ * @brief Sets the number of workers that share each batch.
+ *
+ * The calling thread is worker 0; n - 1 threads are started here and live until the count
+ * changes or the context is freed. Results do not depend on n (see the main page,
+ * "Threads and reproducibility"). On failure the context keeps its previous workers and
+ * workspace.
+ * @param[in,out] ctx The context, not in use by another call.
+ * @param[in]     n   Number of workers, 1 to 64.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx is NULL, or n is 0 or above 64.
+ * @retval VAE_ERR_STATE   n > 1 while the BLAS runs more than one thread per call (set it
+ *                         to one with vae_blas_set_threads(1) or OPENBLAS_NUM_THREADS=1);
+ *                         threads could not be started; or the context is in use.
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_context_set_threads(vae_context *ctx, size_t n);
+/**
+ * @brief The number of workers.
+ * @param[in] ctx The context, or NULL.
+ * @return 1 unless vae_context_set_threads() chose otherwise; 0 when ctx is NULL.
+ */
+VAE_API size_t vae_context_threads(const vae_context *ctx);
+/**
+ * @brief Sizes the workspace for training and inference on batches up to max_batch samples
+ *        of this model, so that such calls allocate nothing.
+ * @param[in,out] ctx       The context, not in use by another call.
+ * @param[in]     m         A built model.
+ * @param[in]     max_batch The largest batch to prepare for, 1 to 2^20.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx or m is NULL, or max_batch is 0 or too large.
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NOMEM   the allocation failed; the previous workspace is kept.
+ */
+VAE_API int vae_context_reserve(vae_context *ctx, const vae_model *m, size_t max_batch);
+/**
+ * @brief Threads the BLAS library uses inside one call, process-wide.
+ *
+ * Safe to call from any thread.
+ * @return The BLAS's current setting (OpenBLAS: openblas_get_num_threads(), BLIS:
+ *         bli_thread_get_num_threads(), at least 1).
+ */
+VAE_API size_t vae_blas_threads(void);
+/**
+ * @brief Sets the number of threads the BLAS library uses inside one call, for the whole
+ *        process.
+ *
+ * This changes a global setting of the BLAS, shared with every other user of it in the
+ * process; the library itself never calls it. Call it before starting work, not while
+ * another thread is inside a BLAS call.
+ * @param[in] n Threads, 1 to 1024.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID n is 0 or above 1024.
+ */
+VAE_API int vae_blas_set_threads(size_t n);
 
 /** @} */
 
@@ -914,7 +1057,7 @@ VAE_API int vae_model_reconstruct(vae_model *m, const float *x, size_t n, float 
 
 /**
  * @defgroup objective Objective
- * @brief The negative ELBO of a batch and its gradient through the reparameterization.
+ * @brief The negative ELBO: its kind and the KL weight beta.
  *
  * Derivations in docs/math.md, sections 3 to 6.
  * @{
@@ -926,11 +1069,18 @@ enum {
     VAE_OBJECTIVE_AUTOENCODER = 1 /**< z = mu, no KL: a plain autoencoder */
 };
 
+/** @brief Settings of an objective, for vae_elbo_set_param(). Values are part of the ABI. */
+enum {
+    VAE_ELBO_BETA = 1,     /**< weight of the KL term, finite and >= 0; default 1 */
+    VAE_ELBO_OBJECTIVE = 2 /**< VAE_OBJECTIVE_ELBO (default) or VAE_OBJECTIVE_AUTOENCODER */
+};
+
 /**
- * @brief Settings of the objective: the KL weight beta and the objective kind.
+ * @brief Settings of the objective.
  *
  * Opaque. Created by vae_elbo_create(), released by vae_elbo_free(). Holds no model
- * state, so one objective can serve several models (one thread at a time).
+ * state. Calls only read it, so one objective may serve several models and threads at
+ * once, as long as no thread changes it meanwhile.
  */
 typedef struct vae_elbo vae_elbo;
 
@@ -949,95 +1099,177 @@ VAE_API int vae_elbo_create(vae_elbo **out);
  */
 VAE_API void vae_elbo_free(vae_elbo *e);
 /**
- * @brief Sets the weight of the KL term (beta-VAE, KL warm-up).
- *
- * Takes effect at the next call that uses the objective, so it may change between steps.
- * @param[in,out] e    The objective.
- * @param[in]     beta The weight; finite and >= 0.
+ * @brief Changes a setting; takes effect at the next call that uses the objective, so beta
+ *        may change between steps (KL warm-up).
+ * @param[in,out] e     The objective.
+ * @param[in]     param A VAE_ELBO_* setting.
+ * @param[in]     value The new value, within the setting's bounds.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID e is NULL, or beta is negative, infinite or NaN.
+ * @retval VAE_ERR_INVALID e is NULL, param is unknown, or value is out of bounds.
  */
-VAE_API int vae_elbo_set_beta(vae_elbo *e, float beta);
+VAE_API int vae_elbo_set_param(vae_elbo *e, int param, double value);
 /**
- * @brief Chooses between the VAE objective and a plain autoencoder.
- * @param[in,out] e         The objective.
- * @param[in]     objective VAE_OBJECTIVE_ELBO (the default) or VAE_OBJECTIVE_AUTOENCODER.
+ * @brief Reads a setting.
+ * @param[in]  e     The objective.
+ * @param[in]  param A VAE_ELBO_* setting.
+ * @param[out] value Receives the value.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID e is NULL, or the objective is unknown.
+ * @retval VAE_ERR_INVALID e or value is NULL, or param is unknown.
  */
-VAE_API int vae_elbo_set_objective(vae_elbo *e, int objective);
+VAE_API int vae_elbo_get_param(const vae_elbo *e, int param, double *value);
+
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Inference                                                                 */
+/* ------------------------------------------------------------------------ */
 
 /**
- * @brief One training step's loss and gradient.
+ * @defgroup inference Inference
+ * @brief Calls that read a model through a const pointer, with a context for the work.
+ *
+ * All of them check their inputs first (every value finite, and in [0, 1] for a Bernoulli
+ * model), run in blocks of 64 samples over the context's workers, report an output that
+ * overflowed as VAE_ERR_NUMERIC, and allocate only to grow the context's workspace.
+ * @{
+ */
+
+/** What one pass over a batch or a dataset measured; set size = sizeof before the call. */
+typedef struct vae_epoch_stats {
+    size_t size;            /**< sizeof(vae_epoch_stats), set by the caller */
+    double loss;            /**< mean over samples of recon + beta * kl */
+    double recon;           /**< mean -log p(x|z), nats per sample */
+    double kl;              /**< mean KL(q(z|x) || p(z)), nats per sample */
+    double seconds;         /**< wall-clock time of the call */
+    size_t samples;         /**< samples seen */
+    size_t steps;           /**< optimizer steps taken */
+} vae_epoch_stats;
+
+/**
+ * @brief Encodes inputs: mu[n][latent] and logvar[n][latent] of q(z|x).
+ * @param[in,out] ctx    The context.
+ * @param[in]     m      A built model.
+ * @param[in]     x      Inputs, n * input_dim floats.
+ * @param[in]     n      Number of samples; at least 1.
+ * @param[out]    mu     Receives the posterior means, n * latent_dim floats.
+ * @param[out]    logvar Receives the posterior log-variances, n * latent_dim floats.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, x, mu or logvar is NULL, n is 0, or a Bernoulli input
+ *                         lies outside [0, 1].
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ */
+VAE_API int vae_encode(vae_context *ctx, const vae_model *m, const float *x, size_t n,
+                       float *mu, float *logvar);
+/**
+ * @brief Decodes latent codes: out[n][input_dim] holds the mean of p(x|z).
+ *
+ * That is the probabilities sigmoid(logits) for a Bernoulli model and the means for a
+ * Gaussian one.
+ * @param[in,out] ctx The context.
+ * @param[in]     m   A built model.
+ * @param[in]     z   Latent codes, n * latent_dim floats.
+ * @param[in]     n   Number of codes; at least 1.
+ * @param[out]    out Receives n * input_dim floats.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, z or out is NULL, or n is 0.
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC a value of z is NaN or infinite, or an output overflowed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ */
+VAE_API int vae_decode(vae_context *ctx, const vae_model *m, const float *z, size_t n,
+                       float *out);
+/**
+ * @brief Reconstructs inputs from their posterior mean: out = decode(mu(x)).
+ *
+ * Deterministic (no noise).
+ * @param[in,out] ctx The context.
+ * @param[in]     m   A built model.
+ * @param[in]     x   Inputs, n * input_dim floats.
+ * @param[in]     n   Number of samples; at least 1.
+ * @param[out]    out Receives n * input_dim floats.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, x or out is NULL, n is 0, or a Bernoulli input lies
+ *                         outside [0, 1].
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ */
+VAE_API int vae_reconstruct(vae_context *ctx, const vae_model *m, const float *x, size_t n,
+                            float *out);
+/**
+ * @brief Decodes n draws of z ~ N(0, I) from the prior.
+ *
+ * Writes the mean of p(x|z) as vae_decode() does (probabilities, not binary samples, for a
+ * Bernoulli model). The codes of sample i are drawn in sample order from rng.
+ * @param[in,out] ctx The context.
+ * @param[in]     m   A built model.
+ * @param[in,out] rng The generator the codes are drawn from; its state advances.
+ * @param[in]     n   Number of samples; at least 1.
+ * @param[out]    out Receives n * input_dim floats.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, rng or out is NULL, or n is 0.
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an output overflowed.
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_sample(vae_context *ctx, const vae_model *m, vae_rng *rng, size_t n,
+                       float *out);
+/**
+ * @brief Importance-sampled log-likelihood of each input.
+ *
+ * out[i] = log (1/k) sum_k p(x_i|z_k) p(z_k) / q(z_k|x_i), z_k ~ q(z|x_i), in nats,
+ * computed with log-sum-exp in double (docs/math.md, "Log-likelihood"). A lower bound of
+ * log p(x_i) in expectation that tightens as k grows; k = 1 gives an estimate of the ELBO.
+ * Each sample draws its k codes from its own generator, seeded from rng in sample order,
+ * so results do not depend on the context's workers. Allocates k doubles per worker.
+ * @param[in,out] ctx The context.
+ * @param[in]     m   A built model.
+ * @param[in]     x   Inputs, n * input_dim floats.
+ * @param[in]     n   Number of samples; at least 1.
+ * @param[in]     k   Importance samples per input, 1 to 2^30.
+ * @param[in,out] rng Generator of the per-sample seeds; its state advances.
+ * @param[out]    out Receives n log-likelihoods.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, x, rng or out is NULL, n or k is 0, k is too large, or a
+ *                         Bernoulli input lies outside [0, 1].
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an input or a result is not finite.
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, size_t n,
+                               size_t k, vae_rng *rng, double *out);
+/**
+ * @brief The loss of each sample (recon_i + beta kl_i) and the batch means, without
+ *        gradients.
  *
  * With per-sample recon_i = -log p(x_i|z_i) (nats, constants included) and
- * kl_i = KL(q(z|x_i) || N(0, I)): `*recon` = mean recon_i, `*kl` = mean kl_i,
- * `*loss` = `*recon` + beta * `*kl`. The gradient of `*loss` is ADDED to the model's
- * gradient slab (zero it between steps: vae_optimizer_step() does).
- * z = mu + exp(logvar/2) * eps, with eps[batch][latent] taken from `eps` when it is not
- * NULL, else drawn from `rng`. With VAE_OBJECTIVE_AUTOENCODER, z = mu, the KL term is 0,
- * and eps and rng are not used.
- *
- * Allocates only when batch exceeds the workspace (see vae_model_reserve()). On any
- * failure the gradient slab and the output values are left untouched (rng may have
- * advanced).
- * @param[in]     e     The objective.
- * @param[in,out] m     A built model; its workspace is overwritten and its gradient slab
- *                      added to.
- * @param[in]     x     Inputs, batch * input_dim floats: finite, and in [0, 1] for a
- *                      Bernoulli model.
- * @param[in]     batch Number of samples; at least 1.
- * @param[in]     eps   Noise, batch * latent_dim finite floats, or NULL to draw it from rng.
- * @param[in,out] rng   Generator for the noise when eps is NULL (its state advances);
- *                      may be NULL when eps is given or the objective is
- *                      VAE_OBJECTIVE_AUTOENCODER.
- * @param[out]    loss  Receives the mean loss; may be NULL.
- * @param[out]    recon Receives the mean reconstruction term; may be NULL.
- * @param[out]    kl    Receives the mean KL term; may be NULL.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID e, m or x is NULL; batch is 0; eps and rng are both NULL with
- *                         the ELBO objective; a Bernoulli input lies outside [0, 1]; or
- *                         batch is too large for the model.
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input or noise value is not finite, exp(logvar) overflows, or
- *                         the loss is not finite.
- * @retval VAE_ERR_NOMEM   growing the workspace failed.
- */
-VAE_API int vae_elbo_forward_backward(vae_elbo *e, vae_model *m, const float *x, size_t batch,
-                                      const float *eps, vae_rng *rng, double *loss,
-                                      double *recon, double *kl);
-/**
- * @brief The same losses as vae_elbo_forward_backward(), without gradients.
- *
- * per_sample[i] gets recon_i + beta * kl_i, the loss of sample i (an anomaly score). The
- * noise is used as in vae_elbo_forward_backward(); the gradient slab is not touched.
- * Allocates only when batch exceeds the workspace. On failure the outputs are not set,
- * except that per_sample may be partly written.
+ * kl_i = KL(q(z|x_i) || N(0, I)). z = mu + exp(logvar/2) eps, with eps[n][latent] taken
+ * from `eps` when it is not NULL, else drawn from `rng` in sample order. With
+ * VAE_OBJECTIVE_AUTOENCODER z = mu, the KL term is 0 and neither eps nor rng is used.
+ * @param[in,out] ctx        The context.
+ * @param[in]     m          A built model.
  * @param[in]     e          The objective.
- * @param[in,out] m          A built model; its workspace is overwritten.
- * @param[in]     x          Inputs, batch * input_dim floats: finite, and in [0, 1] for a
- *                           Bernoulli model.
- * @param[in]     batch      Number of samples; at least 1.
- * @param[in]     eps        Noise, batch * latent_dim finite floats, or NULL to draw it
- *                           from rng.
- * @param[in,out] rng        Generator for the noise when eps is NULL; may be NULL when eps
- *                           is given or the objective is VAE_OBJECTIVE_AUTOENCODER.
- * @param[out]    loss       Receives the mean loss; may be NULL.
- * @param[out]    recon      Receives the mean reconstruction term; may be NULL.
- * @param[out]    kl         Receives the mean KL term; may be NULL.
- * @param[out]    per_sample Receives batch per-sample losses; may be NULL.
+ * @param[in]     x          Inputs, n * input_dim floats.
+ * @param[in]     n          Number of samples; at least 1.
+ * @param[in]     eps        Noise, n * latent_dim finite floats, or NULL.
+ * @param[in,out] rng        Generator of the noise when eps is NULL; may be NULL when eps
+ *                           is given or with VAE_OBJECTIVE_AUTOENCODER.
+ * @param[out]    per_sample Receives n losses; may be NULL.
+ * @param[out]    stats      Receives the means (loss, recon, kl, samples, seconds); may be
+ *                           NULL; its size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID e, m or x is NULL; batch is 0; eps and rng are both NULL with
- *                         the ELBO objective; a Bernoulli input lies outside [0, 1]; or
- *                         batch is too large for the model.
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input or noise value is not finite, exp(logvar) overflows, or
- *                         the loss is not finite.
+ * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0, neither eps nor rng gives the
+ *                         noise, stats->size is too small or has unknown nonzero bytes, or
+ *                         a Bernoulli input lies outside [0, 1].
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.
  * @retval VAE_ERR_NOMEM   growing the workspace failed.
  */
-VAE_API int vae_elbo_evaluate(vae_elbo *e, vae_model *m, const float *x, size_t batch,
-                              const float *eps, vae_rng *rng, double *loss, double *recon,
-                              double *kl, double *per_sample);
+VAE_API int vae_elbo_evaluate(vae_context *ctx, const vae_model *m, const vae_elbo *e,
+                              const float *x, size_t n, const float *eps, vae_rng *rng,
+                              double *per_sample, vae_epoch_stats *stats);
 
 /** @} */
 
@@ -1047,107 +1279,93 @@ VAE_API int vae_elbo_evaluate(vae_elbo *e, vae_model *m, const float *x, size_t 
 
 /**
  * @defgroup optimizers Optimizers
- * @brief SGD and Adam/AdamW over a model's parameter slab, with optional gradient clipping.
- *
- * The arithmetic follows PyTorch's torch.optim.SGD and torch.optim.Adam / AdamW
- * (docs/math.md, section 10).
+ * @brief The kind of update and its hyperparameters. Its state lives in a vae_trainer.
  * @{
  */
 
+/** @brief Optimizer kinds. Values are part of the ABI and of checkpoint files. */
+enum {
+    VAE_OPTIMIZER_SGD = 1, /**< SGD as torch.optim.SGD: momentum, Nesterov, L2 decay */
+    VAE_OPTIMIZER_ADAM = 2 /**< Adam as torch.optim.Adam; AdamW with weight decay > 0 */
+};
+
 /**
- * @brief An optimizer with its state (Adam's m and v, SGD's momentum buffer).
+ * @brief Hyperparameters, for vae_optimizer_set_param(). Values are part of the ABI.
  *
- * Opaque. Created by vae_optimizer_adam_create() or vae_optimizer_sgd_create(), released
- * by vae_optimizer_free(). Its state belongs to the first model it steps, so use one
- * optimizer per model (see vae_optimizer_step()).
+ * Each kind accepts the ones listed for it and refuses the others (VAE_ERR_INVALID).
+ */
+enum {
+    VAE_OPT_LR = 1,           /**< learning rate, finite and > 0. Default 1e-3 (Adam),
+                                   1e-2 (SGD) */
+    VAE_OPT_WEIGHT_DECAY = 2, /**< finite, >= 0, default 0: decoupled (AdamW) for Adam,
+                                   L2 added to the gradient for SGD */
+    VAE_OPT_CLIP_NORM = 3,    /**< global gradient norm limit, finite and >= 0; 0 (the
+                                   default) does not clip. Both kinds */
+    VAE_OPT_BETA1 = 4,        /**< Adam, in [0, 1), default 0.9 */
+    VAE_OPT_BETA2 = 5,        /**< Adam, in [0, 1), default 0.999 */
+    VAE_OPT_EPS = 6,          /**< Adam, finite and > 0, default 1e-8 */
+    VAE_OPT_MOMENTUM = 7,     /**< SGD, in [0, 1), default 0 */
+    VAE_OPT_NESTEROV = 8,     /**< SGD, 0 (default) or 1; 1 needs momentum > 0 at the step */
+    VAE_OPT_DAMPENING = 9     /**< SGD, in [0, 1), default 0: the momentum buffer adds
+                                   (1 - dampening) g, as torch.optim.SGD. Added after the
+                                   others without a new function, as docs/abi.md shows */
+};
+
+/**
+ * @brief An optimizer's kind and hyperparameters.
+ *
+ * Opaque. Created by vae_optimizer_create(), released by vae_optimizer_free(). It holds no
+ * state of any model: a trainer keeps Adam's moments and SGD's momentum. Trainers only
+ * read it, at every step, so changing the learning rate between steps schedules it.
  */
 typedef struct vae_optimizer vae_optimizer;
 
 /**
- * @brief Creates an Adam optimizer; weight_decay > 0 makes it AdamW.
- *
- * The decay is decoupled: p -= lr * wd * p before the Adam update. PyTorch's defaults are
- * lr 1e-3, betas 0.9/0.999, eps 1e-8. The state is allocated at the first step.
- * @param[out] out          Receives the new optimizer, owned by the caller (free it with
- *                          vae_optimizer_free()); set to NULL on failure.
- * @param[in]  lr           Learning rate; finite and > 0.
- * @param[in]  beta1        Decay of the first moment; in [0, 1).
- * @param[in]  beta2        Decay of the second moment; in [0, 1).
- * @param[in]  eps          Added to the denominator; finite and > 0.
- * @param[in]  weight_decay Decoupled weight decay; finite and >= 0 (0 for plain Adam).
+ * @brief Creates an optimizer of the given kind with PyTorch's defaults.
+ * @param[out] out  Receives the new optimizer, owned by the caller (free it with
+ *                  vae_optimizer_free()); set to NULL on failure.
+ * @param[in]  kind VAE_OPTIMIZER_SGD or VAE_OPTIMIZER_ADAM.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID out is NULL, or a value is out of its range.
+ * @retval VAE_ERR_INVALID out is NULL, or kind is unknown.
  * @retval VAE_ERR_NOMEM   the allocation failed.
  */
-VAE_API int vae_optimizer_adam_create(vae_optimizer **out, float lr, float beta1, float beta2,
-                                      float eps, float weight_decay);
+VAE_API int vae_optimizer_create(vae_optimizer **out, int kind);
 /**
- * @brief Creates an SGD optimizer with optional momentum, Nesterov and L2 weight decay.
+ * @brief Frees an optimizer.
  *
- * As PyTorch (dampening 0): weight_decay * p is added to the gradient g; with momentum,
- * buf = momentum * buf + g (buf = g at the first step) and the update uses buf, or
- * g + momentum * buf with Nesterov. The momentum buffer, if any, is allocated at the first
- * step.
- * @param[out] out          Receives the new optimizer, owned by the caller (free it with
- *                          vae_optimizer_free()); set to NULL on failure.
- * @param[in]  lr           Learning rate; finite and > 0.
- * @param[in]  momentum     Momentum; in [0, 1), 0 for none.
- * @param[in]  nesterov     Nonzero for Nesterov momentum (needs momentum > 0).
- * @param[in]  weight_decay L2 weight decay; finite and >= 0.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID out is NULL, a value is out of its range, or nesterov is set with
- *                         momentum 0.
- * @retval VAE_ERR_NOMEM   the allocation failed.
- */
-VAE_API int vae_optimizer_sgd_create(vae_optimizer **out, float lr, float momentum,
-                                     int nesterov, float weight_decay);
-/**
- * @brief Frees an optimizer and its state.
+ * Trainers using it must be freed first.
  * @param[in] opt The optimizer to free; NULL is ignored.
  */
 VAE_API void vae_optimizer_free(vae_optimizer *opt);
 /**
- * @brief Changes the learning rate (for a schedule); takes effect at the next step.
- * @param[in,out] opt The optimizer.
- * @param[in]     lr  The new learning rate; finite and > 0.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID opt is NULL, or lr is not finite and > 0.
+ * @brief The optimizer's kind.
+ * @param[in] opt The optimizer, or NULL.
+ * @return VAE_OPTIMIZER_SGD or VAE_OPTIMIZER_ADAM; -1 when opt is NULL.
  */
-VAE_API int vae_optimizer_set_lr(vae_optimizer *opt, float lr);
+VAE_API int vae_optimizer_kind(const vae_optimizer *opt);
 /**
- * @brief Clips the gradient's global L2 norm.
- *
- * At each step, when the L2 norm of the whole gradient slab exceeds max_norm, the gradient
- * is scaled by max_norm / (norm + 1e-6) before the update (the slab itself is not
- * rescaled).
- * @param[in,out] opt      The optimizer.
- * @param[in]     max_norm The largest norm allowed; 0 (the default) disables clipping.
+ * @brief Sets a hyperparameter; the next step uses it.
+ * @param[in,out] opt   The optimizer.
+ * @param[in]     param A VAE_OPT_* value that this kind accepts.
+ * @param[in]     value The new value, within the bounds of VAE_OPT_*.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID opt is NULL, or max_norm is negative, infinite or NaN.
+ * @retval VAE_ERR_INVALID opt is NULL, param is unknown or not one of this kind's, or value
+ *                         is out of bounds.
  */
-VAE_API int vae_optimizer_set_clip_norm(vae_optimizer *opt, float max_norm);
+VAE_API int vae_optimizer_set_param(vae_optimizer *opt, int param, double value);
 /**
- * @brief Updates the model's parameters from its gradient slab, then zeroes the gradients.
- *
- * The optimizer binds to the first model it steps and allocates its state then (two
- * floats per parameter for Adam, one for SGD with momentum, none for plain SGD); later
- * steps do not allocate. Stepping another model gives VAE_ERR_STATE, also when it is a
- * new model that happens to occupy a freed model's memory. A model follows the last
- * optimizer that bound it: once another optimizer has stepped it, the first one gives
- * VAE_ERR_STATE on it. A non-finite gradient gives VAE_ERR_NUMERIC and leaves parameters, state
- * and gradients untouched; every other failure also leaves them untouched.
- * @param[in,out] opt The optimizer; its state advances.
- * @param[in,out] m   A built model: its parameters are updated and its gradients zeroed.
+ * @brief Reads a hyperparameter.
+ * @param[in]  opt   The optimizer.
+ * @param[in]  param A VAE_OPT_* value that this kind accepts.
+ * @param[out] value Receives the value.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID opt or m is NULL.
- * @retval VAE_ERR_STATE   the model is not built, the optimizer holds state for another
- *                         model, or another optimizer has stepped this model since.
- * @retval VAE_ERR_NUMERIC a gradient is NaN or infinite.
- * @retval VAE_ERR_NOMEM   allocating the state at the first step failed.
+ * @retval VAE_ERR_INVALID opt or value is NULL, or param is unknown or not one of this
+ *                         kind's.
  */
-VAE_API int vae_optimizer_step(vae_optimizer *opt, vae_model *m);
+VAE_API int vae_optimizer_get_param(const vae_optimizer *opt, int param, double *value);
 
 /** @} */
+
 
 /* ------------------------------------------------------------------------ */
 /* Datasets                                                                  */
@@ -1324,23 +1542,33 @@ VAE_API int vae_dataset_range(const vae_dataset *ds, size_t first, size_t n, flo
 
 /** @} */
 
+
 /* ------------------------------------------------------------------------ */
-/* Training loop                                                             */
+/* Trainers                                                                  */
 /* ------------------------------------------------------------------------ */
 
 /**
- * @defgroup training Training and evaluation
- * @brief Epochs over a dataset, whole-dataset losses and the importance-sampled
- *        log-likelihood.
+ * @defgroup training Trainers
+ * @brief Everything training mutates: gradients, optimizer state, generator, counters.
+ *
+ * A trainer borrows a model (whose parameters it updates), an objective and an optimizer
+ * (read at every step, so their settings may change between steps) and a context (where
+ * the work runs). All four must outlive the trainer. Several trainers may exist at once,
+ * on different models and contexts, in different threads.
+ *
+ * vae_trainer_step() is vae_trainer_forward_backward() then vae_trainer_apply(). Users who
+ * write their own loop, or check gradients against another framework, call the two
+ * halves and read the gradient slab in between.
  * @{
  */
 
 /**
- * @brief Progress callback of vae_train_epoch(), called after every optimizer step.
+ * @brief Progress callback of vae_trainer_train_epoch(), called after every step.
  *
  * Runs on the calling thread between two steps, when the parameters are consistent and
  * the gradients zero: it may for instance save the model, or change the learning rate or
- * beta. It must not free any object the epoch uses.
+ * beta. The trainer's context is in use meanwhile, so inference from the callback needs
+ * another context. It must not free any object the trainer uses.
  * @param[in] payload      vae_train_options::payload, passed through.
  * @param[in] done         Samples processed so far in this epoch.
  * @param[in] total        Samples in the epoch.
@@ -1350,128 +1578,215 @@ VAE_API int vae_dataset_range(const vae_dataset *ds, size_t first, size_t n, flo
 typedef int (*vae_progress_fn)(void *payload, size_t done, size_t total, double running_loss);
 
 /**
- * @brief Options of vae_train_epoch(); fill with vae_train_options_init().
+ * @brief Options of vae_trainer_train_epoch(); fill with vae_train_options_init().
  *
- * Set the fields to change after the init call. vae_train_epoch() rejects a size smaller
- * than sizeof(vae_train_options) (VAE_ERR_INVALID).
+ * Set the fields to change after the init call.
  */
 typedef struct vae_train_options {
-    size_t size;            /**< sizeof(vae_train_options), set by init */
+    size_t size;            /**< sizeof(vae_train_options) as the caller compiled it */
     size_t batch_size;      /**< default 128, at most 2^20; the last batch may be smaller */
-    int shuffle;            /**< default 1: a fresh permutation from rng */
+    int shuffle;            /**< default 1: a fresh permutation from the trainer's generator */
     int binarize;           /**< default 0: dynamic binarization of each batch */
     vae_progress_fn progress; /**< default NULL */
     void *payload;          /**< passed to progress */
 } vae_train_options;
 
 /**
- * @brief Fills opts with the defaults and sets opts->size.
- * @param[out] opts The options to fill; NULL is ignored.
+ * @brief Fills opts with the defaults, as far as `size` bytes reach, and sets opts->size.
+ *
+ * Pass `sizeof *opts` as the caller compiled it: a program built against an older, shorter
+ * vae_train_options gets only the fields it knows filled in.
+ * @param[out] opts The options to fill.
+ * @param[in]  size sizeof(vae_train_options) in the caller's header; at least
+ *                  sizeof(size_t).
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID opts is NULL, or size is smaller than sizeof(size_t).
  */
-VAE_API void vae_train_options_init(vae_train_options *opts);
+VAE_API int vae_train_options_init(vae_train_options *opts, size_t size);
 
-/** What one pass over a dataset measured; set size = sizeof before the call. */
-typedef struct vae_epoch_stats {
-    size_t size;            /**< sizeof(vae_epoch_stats), set by the caller */
-    double loss;            /**< mean over samples of recon + beta * kl */
-    double recon;           /**< mean -log p(x|z), nats per sample */
-    double kl;              /**< mean KL(q(z|x) || p(z)), nats per sample */
-    double seconds;         /**< wall-clock time of the pass */
-    size_t samples;         /**< samples seen */
-    size_t steps;           /**< optimizer steps taken */
-} vae_epoch_stats;
+/**
+ * @brief Training state of one model.
+ *
+ * Opaque. Created by vae_trainer_create(), released by vae_trainer_free().
+ */
+typedef struct vae_trainer vae_trainer;
 
+/**
+ * @brief Creates a trainer for a built model.
+ *
+ * Allocates the gradient slab (zero) and the optimizer's state for the model's parameter
+ * count, and seeds the trainer's generator, from which the noise, the shuffles and the
+ * binarization of its steps and epochs are drawn.
+ * @param[out] out       Receives the new trainer, owned by the caller (free it with
+ *                       vae_trainer_free()); set to NULL on failure.
+ * @param[in]  m         A built model; borrowed, its parameters are trained.
+ * @param[in]  objective The objective; borrowed.
+ * @param[in]  opt       The optimizer; borrowed.
+ * @param[in]  ctx       The context the work runs on; borrowed.
+ * @param[in]  seed      Seed of the trainer's generator.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID out, m, objective, opt or ctx is NULL.
+ * @retval VAE_ERR_STATE   the model is not built.
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_trainer_create(vae_trainer **out, vae_model *m, vae_elbo *objective,
+                               vae_optimizer *opt, vae_context *ctx, uint64_t seed);
+/**
+ * @brief Frees a trainer; the objects it borrowed are untouched.
+ * @param[in] t The trainer to free; NULL is ignored.
+ */
+VAE_API void vae_trainer_free(vae_trainer *t);
+/**
+ * @brief Sizes the context's workspace for steps of up to max_batch samples, so that
+ *        steps allocate nothing.
+ * @param[in,out] t         The trainer.
+ * @param[in]     max_batch The largest batch, 1 to 2^20.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL, or max_batch is 0 or too large.
+ * @retval VAE_ERR_STATE   the context is in use.
+ * @retval VAE_ERR_NOMEM   the allocation failed; the previous workspace is kept.
+ */
+VAE_API int vae_trainer_reserve(vae_trainer *t, size_t max_batch);
+/**
+ * @brief Adds the gradient of the batch's mean loss to the gradient slab, without stepping.
+ *
+ * The loss is that of vae_elbo_evaluate(), with eps from the caller or drawn from the
+ * trainer's generator in sample order. When the loss is not finite nothing is added and the
+ * call fails. Allocates only to grow the context's workspace.
+ * @param[in,out] t     The trainer.
+ * @param[in]     x     Inputs, n * input_dim floats: finite, and in [0, 1] for a Bernoulli
+ *                      model.
+ * @param[in]     n     Number of samples, 1 to 2^20.
+ * @param[in]     eps   Noise, n * latent_dim finite floats, or NULL to draw it.
+ * @param[out]    stats Receives the batch's loss, recon, kl, samples and seconds; may be
+ *                      NULL; its size field must be set.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t or x is NULL, n is 0 or too large, stats->size is too small or
+ *                         has unknown nonzero bytes, or a Bernoulli input lies outside
+ *                         [0, 1].
+ * @retval VAE_ERR_STATE   the context is in use.
+ * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ */
+VAE_API int vae_trainer_forward_backward(vae_trainer *t, const float *x, size_t n,
+                                         const float *eps, vae_epoch_stats *stats);
+/**
+ * @brief Takes one optimizer step with the gradient slab, then zeroes the slab.
+ *
+ * A slab holding a non-finite value fails with VAE_ERR_NUMERIC and changes nothing.
+ * Increments the step counter.
+ * @param[in,out] t The trainer.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL, or Nesterov momentum is set with momentum 0.
+ * @retval VAE_ERR_STATE   the context is in use.
+ * @retval VAE_ERR_NUMERIC a gradient is not finite.
+ */
+VAE_API int vae_trainer_apply(vae_trainer *t);
+/**
+ * @brief One training step on one batch: vae_trainer_forward_backward() with drawn noise,
+ *        then vae_trainer_apply().
+ *
+ * On failure the parameters and optimizer state are unchanged and the gradient slab is
+ * zero.
+ * @param[in,out] t     The trainer.
+ * @param[in]     x     Inputs, n * input_dim floats.
+ * @param[in]     n     Number of samples, 1 to 2^20.
+ * @param[out]    stats Receives the batch's loss, recon, kl, samples, steps (1) and
+ *                      seconds; may be NULL; its size field must be set.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID as vae_trainer_forward_backward() and vae_trainer_apply().
+ * @retval VAE_ERR_STATE   the context is in use.
+ * @retval VAE_ERR_NUMERIC an input, the loss or a gradient is not finite.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ */
+VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *stats);
 /**
  * @brief One epoch of training over a dataset.
  *
- * For each minibatch: vae_dataset_batch(), vae_elbo_forward_backward() then
- * vae_optimizer_step(). Shuffling, binarization and the noise come from rng, in that
- * order. The workspace is grown to the batch size at the start and two buffers are
- * allocated once per call, so the steps do not allocate (apart from the optimizer's state
- * at its very first step). A step that fails
- * (VAE_ERR_NUMERIC, for example) ends the epoch with its status; the parameters keep the
- * last good step and the gradient slab is zeroed. stats, when given, is filled even when
- * the epoch stops early, with what was done; only the fields that fit in stats->size are
- * written.
- * @param[in,out] m     A built model; its parameters are trained.
- * @param[in]     e     The objective.
- * @param[in,out] opt   The optimizer of this model.
+ * Shuffles the sample order (when asked) from the trainer's generator, then for each
+ * minibatch: vae_dataset_batch() (binarized from the same generator when asked) and
+ * vae_trainer_step(). Buffers are allocated once per call. A step that fails ends the
+ * epoch with its status; the parameters keep the last good step. stats, when given, is
+ * filled even when the epoch stops early, with what was done. The epoch counter grows by
+ * one when the epoch completes.
+ * @param[in,out] t     The trainer.
  * @param[in]     ds    The training data; dim must equal the model's input_dim.
- * @param[in,out] rng   The generator; its state advances.
  * @param[in]     opts  Options, or NULL for the defaults of vae_train_options_init().
  * @param[out]    stats Receives the measurements, or NULL; its size field must be set.
  * @retval VAE_OK            success.
- * @retval VAE_ERR_INVALID   m, e, opt, ds or rng is NULL; opts->size is smaller than
- *                           sizeof(vae_train_options); stats->size is too small to hold
- *                           the loss; batch_size is 0 or above 2^20; or a Bernoulli
- *                           model meets a value outside [0, 1].
+ * @retval VAE_ERR_INVALID   t or ds is NULL; opts->size or stats->size is too small or
+ *                           the bytes past the known fields are not zero; batch_size is 0
+ *                           or above 2^20; or a Bernoulli model meets a value outside
+ *                           [0, 1].
  * @retval VAE_ERR_SHAPE     the dataset's dim differs from the model's input_dim.
- * @retval VAE_ERR_STATE     the model is not built, or the optimizer holds state for
- *                           another model.
- * @retval VAE_ERR_NUMERIC   a step met a non-finite value or loss.
+ * @retval VAE_ERR_STATE     the context is in use.
+ * @retval VAE_ERR_NUMERIC   a step met a non-finite value, loss or gradient.
  * @retval VAE_ERR_CANCELLED the progress callback returned nonzero.
  * @retval VAE_ERR_NOMEM     an allocation failed.
  */
-VAE_API int vae_train_epoch(vae_model *m, vae_elbo *e, vae_optimizer *opt,
-                            const vae_dataset *ds, vae_rng *rng,
-                            const vae_train_options *opts, vae_epoch_stats *stats);
+VAE_API int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds,
+                                    const vae_train_options *opts, vae_epoch_stats *stats);
 /**
- * @brief Mean loss, reconstruction and KL over a whole dataset.
+ * @brief The gradient slab, in the layout of vae_model_params().
  *
- * Runs vae_elbo_evaluate() over the samples in order (not binarized), in batches of
- * batch_size; the gradient slab is not touched. Allocates one batch buffer per call and
- * grows the workspace to the batch size if needed. On failure the outputs are not set,
- * except that per_sample may be partly written.
- * @param[in,out] m          A built model; its workspace is overwritten.
+ * Holds the sum of what vae_trainer_forward_backward() calls added since the last
+ * vae_trainer_apply() or vae_trainer_zero_grads(). Writable: a custom loop may add its own
+ * terms before vae_trainer_apply().
+ * @param[in]  t     The trainer, or NULL.
+ * @param[out] count Receives the number of floats (0 for a NULL trainer); may be NULL.
+ * @return A borrowed pointer, valid while the trainer lives; NULL when t is NULL.
+ */
+VAE_API float *vae_trainer_grads(vae_trainer *t, size_t *count);
+/**
+ * @brief Sets the gradient slab to zero.
+ * @param[in,out] t The trainer.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL.
+ */
+VAE_API int vae_trainer_zero_grads(vae_trainer *t);
+/**
+ * @brief Optimizer steps taken (vae_trainer_apply() calls that succeeded).
+ * @param[in] t The trainer, or NULL.
+ * @return The count; 0 when t is NULL.
+ */
+VAE_API uint64_t vae_trainer_steps(const vae_trainer *t);
+/**
+ * @brief Epochs completed by vae_trainer_train_epoch().
+ * @param[in] t The trainer, or NULL.
+ * @return The count; 0 when t is NULL.
+ */
+VAE_API uint64_t vae_trainer_epochs(const vae_trainer *t);
+
+/** @} */
+
+/**
+ * @brief Mean loss, reconstruction and KL over a whole dataset, and each sample's loss.
+ * @ingroup inference
+ *
+ * vae_elbo_evaluate() over the samples in order (not binarized), noise drawn from rng in
+ * sample order, so the results depend neither on the context's workers nor on how the
+ * dataset is cut into batches. Allocates one buffer per call.
+ * @param[in,out] ctx        The context.
+ * @param[in]     m          A built model.
  * @param[in]     e          The objective.
  * @param[in]     ds         The data; dim must equal the model's input_dim.
  * @param[in,out] rng        Generator for the noise; may be NULL only with
  *                           VAE_OBJECTIVE_AUTOENCODER.
- * @param[in]     batch_size Samples per batch, 1 to 2^20.
- * @param[out]    loss       Receives the mean loss; may be NULL.
- * @param[out]    recon      Receives the mean reconstruction term; may be NULL.
- * @param[out]    kl         Receives the mean KL term; may be NULL.
  * @param[out]    per_sample Receives vae_dataset_count() per-sample losses; may be NULL.
+ * @param[out]    stats      Receives the means, samples and seconds; may be NULL; its
+ *                           size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, e or ds is NULL, batch_size is 0 or above 2^20, rng is NULL
- *                         with the ELBO objective, or a Bernoulli model meets a value
- *                         outside [0, 1].
+ * @retval VAE_ERR_INVALID ctx, m, e or ds is NULL, rng is NULL with the ELBO objective,
+ *                         stats->size is too small or has unknown nonzero bytes, or a
+ *                         Bernoulli model meets a value outside [0, 1].
  * @retval VAE_ERR_SHAPE   the dataset's dim differs from the model's input_dim.
- * @retval VAE_ERR_STATE   the model is not built.
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC a value or loss is not finite.
  * @retval VAE_ERR_NOMEM   an allocation failed.
  */
-VAE_API int vae_evaluate_dataset(vae_model *m, vae_elbo *e, const vae_dataset *ds,
-                                 vae_rng *rng, size_t batch_size, double *loss,
-                                 double *recon, double *kl, double *per_sample);
-/**
- * @brief Importance-sampled log-likelihood of each input.
- *
- * out_per_sample[i] = log (1/k) sum_k p(x_i|z_k) p(z_k) / q(z_k|x_i), z_k ~ q(z|x_i), in
- * nats, computed with log-sum-exp in double (docs/math.md, section 11). It is a lower
- * bound of log p(x_i) in expectation that tightens as k grows; k = 1 gives an estimate of
- * the ELBO. The k codes of one sample are decoded in chunks of the workspace's batch size
- * (a model with no workspace yet first gets one for min(k, 256) codes). Allocates k
- * doubles per call. On VAE_ERR_NUMERIC the results up to and including the failing sample
- * are written and the later ones are not.
- * @param[in,out] m              A built model; its workspace is overwritten.
- * @param[in]     x              Inputs, n * input_dim floats: finite, and in [0, 1] for a
- *                               Bernoulli model.
- * @param[in]     n              Number of samples; at least 1.
- * @param[in]     k              Importance samples per input, 1 to 2^30.
- * @param[in,out] rng            Generator of the codes; its state advances.
- * @param[out]    out_per_sample Receives n log-likelihoods.
- * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID m, x, rng or out_per_sample is NULL, n or k is 0, k is too
- *                         large, or a Bernoulli input lies outside [0, 1].
- * @retval VAE_ERR_STATE   the model is not built.
- * @retval VAE_ERR_NUMERIC an input or a result is not finite.
- * @retval VAE_ERR_NOMEM   an allocation failed.
- */
-VAE_API int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, size_t k,
-                                     vae_rng *rng, double *out_per_sample);
-
-/** @} */
+VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e,
+                                 const vae_dataset *ds, vae_rng *rng, double *per_sample,
+                                 vae_epoch_stats *stats);
 
 /* ------------------------------------------------------------------------ */
 /* Model files (docs/format.md)                                              */
@@ -1483,8 +1798,7 @@ VAE_API int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, siz
  *
  * A model file holds the likelihood, the Gaussian sigma, every layer's kind, activation
  * and geometry, and the parameter slab, little-endian, so files are byte-identical across
- * machines. It holds nothing about training: no gradients, optimizer state, generator
- * state, objective settings or workspace size. Specification in docs/format.md.
+ * machines. It holds nothing about training. Specification in docs/format.md.
  * @{
  */
 
@@ -1494,8 +1808,7 @@ VAE_API int vae_model_log_likelihood(vae_model *m, const float *x, size_t n, siz
  * Writes a temporary file `path.XXXXXX` in the same directory, flushes it to disk, gives
  * it mode 0644, renames it over the target and flushes the directory: `path` holds either
  * its old contents or the complete new file, never a partial one. The temporary file is
- * removed on failure.
- * Allocates a buffer of the file's size. Does not modify the model.
+ * removed on failure. Allocates a buffer of the file's size. Does not modify the model.
  * @param[in] m    A built model.
  * @param[in] path Destination path.
  * @retval VAE_OK          success.
@@ -1509,10 +1822,9 @@ VAE_API int vae_model_save(const vae_model *m, const char *path);
 /**
  * @brief Reads a model written by vae_model_save().
  *
- * The new model is built, with the parameters from the file, zero gradients and no
- * workspace yet. Every field is checked before it is used (docs/format.md lists the
- * checks): a damaged file never makes the reader read out of bounds or allocate more than
- * the file can hold.
+ * The new model is built, with the parameters from the file. Every field is checked before
+ * it is used (docs/format.md lists the checks): a damaged file never makes the reader read
+ * out of bounds or allocate more than the file can hold.
  * @param[out] out  Receives the new model, owned by the caller (free it with
  *                  vae_model_free()); set to NULL on failure.
  * @param[in]  path Path of the model file.
@@ -1520,9 +1832,7 @@ VAE_API int vae_model_save(const vae_model *m, const char *path);
  * @retval VAE_ERR_INVALID out or path is NULL.
  * @retval VAE_ERR_IO      the file cannot be opened or read, or is not a regular file.
  * @retval VAE_ERR_FORMAT  the file is damaged, truncated, of another format version, or
- *                         describes an impossible model (the message says what). Some
- *                         allocation failures while rebuilding the layers are reported
- *                         with this code too.
+ *                         describes an impossible model (the message says what).
  * @retval VAE_ERR_NOMEM   an allocation failed.
  */
 VAE_API int vae_model_load(vae_model **out, const char *path);
@@ -1551,9 +1861,7 @@ VAE_API int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID out or buf is NULL.
  * @retval VAE_ERR_FORMAT  the bytes are damaged, truncated, of another format version, or
- *                         describe an impossible model (the message says what). Some
- *                         allocation failures while rebuilding the layers are reported
- *                         with this code too.
+ *                         describe an impossible model (the message says what).
  * @retval VAE_ERR_NOMEM   an allocation failed.
  */
 VAE_API int vae_model_load_mem(vae_model **out, const void *buf, size_t size);

@@ -11,6 +11,19 @@
 #define VAE_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define VAE_PRINTF(a, b)
+/* Wall-clock seconds, for the stats of a call. */
+double vae_seconds(void);
+
+/* Structures that start with `size_t size` (vae_train_options,
+ * vae_epoch_stats), by libgit2's rule: a caller's struct of `size` bytes,
+ * compiled against an older header (smaller) or a newer one (larger), is
+ * accepted when it holds at least the size field and every byte past the
+ * `known` bytes of this library's struct is zero. VAE_ERR_INVALID else. */
+int vae_struct_check(const void *s, size_t known, const char *fn, const char *what);
+/* Copies this library's struct src (known bytes) into the caller's dst as
+ * far as dst's size reaches; the size field is left alone. */
+void vae_struct_put(void *dst, const void *src, size_t known);
+
 #endif
 
 /* Records a message for vae_last_error() on this thread and returns status,
@@ -29,5 +42,18 @@ static inline size_t vae_mul_size(size_t a, size_t b, int *overflow)
 
 /* 1 if every value is finite; else 0 and *where is the first bad index. */
 int vae_all_finite(const float *x, size_t n, size_t *where);
+
+/* Wall-clock seconds, for the stats of a call. */
+double vae_seconds(void);
+
+/* Structures that start with `size_t size` (vae_train_options,
+ * vae_epoch_stats), by libgit2's rule: a caller's struct of `size` bytes,
+ * compiled against an older header (smaller) or a newer one (larger), is
+ * accepted when it holds at least the size field and every byte past the
+ * `known` bytes of this library's struct is zero. VAE_ERR_INVALID else. */
+int vae_struct_check(const void *s, size_t known, const char *fn, const char *what);
+/* Copies this library's struct src (known bytes) into the caller's dst as
+ * far as dst's size reaches; the size field is left alone. */
+void vae_struct_put(void *dst, const void *src, size_t known);
 
 #endif

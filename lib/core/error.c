@@ -1,6 +1,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -61,4 +62,40 @@ int vae_all_finite(const float *x, size_t n, size_t *where)
         }
     }
     return 1;
+}
+
+int vae_struct_check(const void *s, size_t known, const char *fn, const char *what)
+{
+    size_t size;
+    memcpy(&size, s, sizeof size);
+    if (size < sizeof size)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s->size is %zu; set it to sizeof the struct", fn,
+                        what, size);
+    if (size > known + 4096) /* no later version grows a struct by pages */
+        return vae_fail(VAE_ERR_INVALID, "%s: %s->size is %zu, not the size of a struct", fn,
+                        what, size);
+    const unsigned char *b = s;
+    for (size_t i = known; i < size; i++)
+        if (b[i])
+            return vae_fail(VAE_ERR_INVALID,
+                            "%s: %s has %zu bytes; byte %zu, past the %zu this library knows, "
+                            "is not zero",
+                            fn, what, size, i, known);
+    return VAE_OK;
+}
+
+void vae_struct_put(void *dst, const void *src, size_t known)
+{
+    size_t size;
+    memcpy(&size, dst, sizeof size);
+    size_t n = size < known ? size : known;
+    if (n > sizeof size)
+        memcpy((char *)dst + sizeof size, (const char *)src + sizeof size, n - sizeof size);
+}
+
+double vae_seconds(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -50,4 +50,12 @@ static inline float vae_exp_nonpos(float x)
     return p * scale.f;
 }
 
+/* The logistic sigmoid, the library's one: e^-|a| from vae_exp_nonpos, so
+ * it never overflows and vectorizes. */
+static inline float vae_sigmoidf(float a)
+{
+    float t = vae_exp_nonpos(a < 0.0f ? a : -a);
+    return (a >= 0.0f ? 1.0f : t) / (1.0f + t);
+}
+
 #endif

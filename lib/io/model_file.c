@@ -94,7 +94,7 @@ static size_t file_size(const vae_model *m)
     size_t n = HEADER_BYTES + 40;
     for (size_t i = 0; i < m->n_layers; i++) {
         uint64_t f[VAE_LAYER_MAX_FIELDS];
-        n += 24 + 8 * vae_layer_describe(m->layers[i], f);
+        n += 24 + 8 * m->layers[i]->ops->describe(m->layers[i], f);
     }
     return n + 8 + 4 * m->n_params + 4; /* parameter count, parameters, CRC */
 }
@@ -118,8 +118,8 @@ static void encode(const vae_model *m, unsigned char *buf, size_t size)
     for (size_t i = 0; i < m->n_layers; i++) {
         const vae_layer *l = m->layers[i];
         uint64_t f[VAE_LAYER_MAX_FIELDS];
-        size_t nf = vae_layer_describe(l, f);
-        put_u32(&w, (uint32_t)l->kind);
+        size_t nf = l->ops->describe(l, f);
+        put_u32(&w, (uint32_t)l->ops->kind);
         put_u32(&w, (uint32_t)l->activation);
         put_u32(&w, (uint32_t)nf);
         put_u32(&w, 0);
@@ -327,7 +327,8 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
     int rc = vae_model_create(&m, (size_t)input_dim, (size_t)latent_dim, (int)likelihood);
     if (rc)
         return fail_inner(fn, what, "bad model header");
-    if (likelihood == VAE_LIKELIHOOD_GAUSSIAN && vae_model_set_gaussian_sigma(m, sigma)) {
+    if (likelihood == VAE_LIKELIHOOD_GAUSSIAN &&
+        vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, sigma)) {
         vae_model_free(m);
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad Gaussian sigma %g", fn, what,
                         (double)sigma);
@@ -384,7 +385,13 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             break;
         }
         vae_layer *l = NULL;
-        if ((rc = vae_layer_from_fields(&l, kind, (int)act, f, nf))) {
+        const vae_layer_ops *ops = vae_layer_kind_ops(kind);
+        if (!ops) {
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u: unknown layer kind %u", fn, what,
+                          (unsigned)i, (unsigned)kind);
+            break;
+        }
+        if ((rc = ops->from_fields(&l, (int)act, f, nf))) {
             char context[32];
             snprintf(context, sizeof context, "layer %u", (unsigned)i);
             rc = fail_inner(fn, what, context);
@@ -397,9 +404,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
                           fn, what, (unsigned)i, (unsigned long long)np, l->n_params);
             break;
         }
-        rc = i < n_enc ? vae_model_add_encoder_layer(m, l) : vae_model_add_decoder_layer(m, l);
-        if (rc)
-            vae_layer_free(l);
+        rc = i < n_enc ? vae_model_add_encoder_layer(m, &l) : vae_model_add_decoder_layer(m, &l);
     }
     if (!rc && (rc = vae_model_build(m, 0)))
         rc = fail_inner(fn, what, "the layers do not fit together");

@@ -1,18 +1,31 @@
+/* The objective's settings and the per-sample terms of the loss. */
 #ifndef VAE_ELBO_H
 #define VAE_ELBO_H
 
 #include "../core/core.h"
+#include "model.h"
 
 struct vae_elbo {
     float beta;
     int objective;
 };
 
-/* VAE_ERR_NUMERIC on a non-finite x, VAE_ERR_INVALID on Bernoulli x outside [0, 1]. */
-int vae_check_input(const vae_model *m, const float *x, size_t n, const char *fn);
 /* Sum over the batch of -log p(x_i | out_i); writes grad = gscale * d/d(out)
  * when grad is not NULL and per_sample[i] when that is not NULL. */
 double vae_recon_loss(const vae_model *m, const float *x, const float *out, size_t batch,
                       float *grad, float gscale, double *per_sample);
+/* out[k] = sigmoid(in[k]): a Bernoulli decoder's logits as probabilities. */
+void vae_sigmoid(const float *in, size_t n, float *out);
+
+/* Loss and, when grad is not NULL, its gradient added into grad, of the n
+ * samples x with noise eps (or drawn from rng into the context when eps is
+ * NULL and the objective samples). On a context already entered. Per-sample
+ * terms land in ctx->rec and ctx->kl; per_sample (may be NULL) gets
+ * rec + beta kl; sums[3] gets the means of loss, recon and kl. Nothing is
+ * added to grad unless the loss is finite. */
+typedef struct vae_context vae_context;
+int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
+                  size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
+                  double sums[3], const char *fn);
 
 #endif

@@ -1,6 +1,6 @@
-/* Model stacks, parameter and gradient slabs, workspace. */
-#include <limits.h>
+/* Model stacks, the parameter slab, introspection and named tensors. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +29,6 @@ int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int l
     m->latent_dim = latent_dim;
     m->likelihood = likelihood;
     m->sigma = 1.0f;
-    m->n_threads = 1;
     *out = m;
     return VAE_OK;
 }
@@ -41,31 +40,44 @@ void vae_model_free(vae_model *m)
     for (size_t i = 0; i < m->n_layers; i++)
         vae_layer_destroy(m->layers[i]);
     free(m->layers);
-    vae_pool_free(m->pool);
-    free(m->ws[0].acts);
     free(m->params);
-    free(m->grads);
-    free(m->mem);
+    free(m->names);
+    free(m->name_of);
     free(m);
 }
 
 /* Before build, encoder layers come first in layers[], then decoder ones;
- * n_enc splits them, so adding an encoder layer shifts the decoder right. */
-static int add_layer(vae_model *m, vae_layer *l, int encoder, const char *fn)
+ * n_enc splits them, so adding an encoder layer shifts the decoder right.
+ * The layer is taken from the caller in every case: on failure it is freed,
+ * so no error path leaves the caller a layer to remember to free. */
+static int add_layer(vae_model *m, vae_layer **lp, int encoder, const char *fn)
 {
-    if (!m || !l)
-        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, m ? "layer" : "model");
-    if (m->built)
-        return vae_fail(VAE_ERR_STATE, "%s: the model is already built", fn);
-    if (l->owned_by_model)
+    if (!lp || !*lp)
+        return vae_fail(VAE_ERR_INVALID, "%s: layer is NULL", fn);
+    vae_layer *l = *lp;
+    if (l->owned_by_model) {
+        *lp = NULL; /* a model's layer: the model frees it, not this call */
         return vae_fail(VAE_ERR_INVALID, "%s: the layer already belongs to a model", fn);
-    if (m->n_layers == m->cap_layers) {
+    }
+    *lp = NULL;
+    int rc = VAE_OK;
+    if (!m)
+        rc = vae_fail(VAE_ERR_INVALID, "%s: model is NULL", fn);
+    else if (m->built)
+        rc = vae_fail(VAE_ERR_STATE, "%s: the model is already built", fn);
+    else if (m->n_layers == m->cap_layers) {
         size_t cap = m->cap_layers ? 2 * m->cap_layers : 8;
         vae_layer **p = realloc(m->layers, (cap + 1) * sizeof *p); /* +1: the head */
         if (!p)
-            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
-        m->layers = p;
-        m->cap_layers = cap;
+            rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+        else {
+            m->layers = p;
+            m->cap_layers = cap;
+        }
+    }
+    if (rc) {
+        vae_layer_destroy(l);
+        return rc;
     }
     size_t at = encoder ? m->n_enc : m->n_layers;
     memmove(m->layers + at + 1, m->layers + at, (m->n_layers - at) * sizeof *m->layers);
@@ -77,12 +89,12 @@ static int add_layer(vae_model *m, vae_layer *l, int encoder, const char *fn)
     return VAE_OK;
 }
 
-int vae_model_add_encoder_layer(vae_model *m, vae_layer *layer)
+int vae_model_add_encoder_layer(vae_model *m, vae_layer **layer)
 {
     return add_layer(m, layer, 1, "vae_model_add_encoder_layer");
 }
 
-int vae_model_add_decoder_layer(vae_model *m, vae_layer *layer)
+int vae_model_add_decoder_layer(vae_model *m, vae_layer **layer)
 {
     return add_layer(m, layer, 0, "vae_model_add_decoder_layer");
 }
@@ -120,6 +132,51 @@ static int check_shapes(const vae_model *m)
     return VAE_OK;
 }
 
+/* Tensor names of a model whose layers[] already holds the head:
+ * encoder.<i>.weight/bias, head.weight/bias, decoder.<j>.weight/bias. */
+static int make_names(const vae_model *m, size_t n_layers, char **names_out,
+                      const char ***name_of_out)
+{
+    size_t bytes = 0;
+    char buf[64];
+    for (int pass = 0; pass < 2; pass++) {
+        char *names = NULL;
+        const char **name_of = NULL;
+        if (pass == 1) {
+            names = malloc(bytes);
+            name_of = malloc(2 * n_layers * sizeof *name_of);
+            if (!names || !name_of) {
+                free(names);
+                free(name_of);
+                return vae_fail(VAE_ERR_NOMEM, "vae_model_build: out of memory");
+            }
+        }
+        size_t at = 0;
+        for (size_t i = 0; i < n_layers; i++)
+            for (int t = 0; t < 2; t++) {
+                const char *what = t ? "bias" : "weight";
+                int len;
+                if (i < m->n_enc)
+                    len = snprintf(buf, sizeof buf, "encoder.%zu.%s", i, what);
+                else if (i == m->n_enc)
+                    len = snprintf(buf, sizeof buf, "head.%s", what);
+                else
+                    len = snprintf(buf, sizeof buf, "decoder.%zu.%s", i - m->n_enc - 1, what);
+                if (pass == 1) {
+                    memcpy(names + at, buf, (size_t)len + 1);
+                    name_of[2 * i + (size_t)t] = names + at;
+                }
+                at += (size_t)len + 1;
+            }
+        bytes = at;
+        if (pass == 1) {
+            *names_out = names;
+            *name_of_out = name_of;
+        }
+    }
+    return VAE_OK;
+}
+
 int vae_model_build(vae_model *m, uint64_t seed)
 {
     if (!m)
@@ -135,15 +192,14 @@ int vae_model_build(vae_model *m, uint64_t seed)
     if (rc)
         return vae_fail(rc, "vae_model_build: cannot create the head (%zu -> %zu): %s", head_in,
                         2 * m->latent_dim, vae_strerror(rc));
-    size_t total = 0;
+    size_t total = head->n_params;
     for (size_t i = 0; i < m->n_layers; i++)
         total += m->layers[i]->n_params;
-    total += head->n_params;
     float *params = calloc(total, sizeof(float));
-    float *grads = calloc(total, sizeof(float));
-    if (!params || !grads) {
+    char *names = NULL;
+    const char **name_of = NULL;
+    if (!params || (rc = make_names(m, m->n_layers + 1, &names, &name_of))) {
         free(params);
-        free(grads);
         vae_layer_destroy(head);
         return vae_fail(VAE_ERR_NOMEM, "vae_model_build: out of memory for %zu parameters",
                         total);
@@ -160,8 +216,9 @@ int vae_model_build(vae_model *m, uint64_t seed)
     size_t off = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         vae_layer *l = m->layers[i];
-        vae_layer_bind(l, params + off, grads + off);
+        vae_layer_bind(l, params + off);
         l->offset = off;
+        l->dw = NULL;
         free(l->own);
         l->own = NULL;
         free(l->cache);
@@ -171,8 +228,9 @@ int vae_model_build(vae_model *m, uint64_t seed)
         off += l->n_params;
     }
     m->params = params;
-    m->grads = grads;
     m->n_params = total;
+    m->names = names;
+    m->name_of = name_of;
     m->built = 1;
     return VAE_OK;
 }
@@ -204,24 +262,21 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
     size_t width = input_dim;
     for (size_t i = 0; i < n_hidden && !rc; i++) {
         vae_layer *l = NULL;
-        rc = vae_layer_dense_create(&l, width, hidden[i], activation);
-        if (!rc && (rc = vae_model_add_encoder_layer(m, l)))
-            vae_layer_free(l);
+        if (!(rc = vae_layer_dense_create(&l, width, hidden[i], activation)))
+            rc = vae_model_add_encoder_layer(m, &l);
         width = hidden[i];
     }
     width = latent_dim;
     for (size_t i = n_hidden; i-- > 0 && !rc;) {
         vae_layer *l = NULL;
-        rc = vae_layer_dense_create(&l, width, hidden[i], activation);
-        if (!rc && (rc = vae_model_add_decoder_layer(m, l)))
-            vae_layer_free(l);
+        if (!(rc = vae_layer_dense_create(&l, width, hidden[i], activation)))
+            rc = vae_model_add_decoder_layer(m, &l);
         width = hidden[i];
     }
     if (!rc) {
         vae_layer *l = NULL;
-        rc = vae_layer_dense_create(&l, width, input_dim, VAE_ACT_IDENTITY);
-        if (!rc && (rc = vae_model_add_decoder_layer(m, l)))
-            vae_layer_free(l);
+        if (!(rc = vae_layer_dense_create(&l, width, input_dim, VAE_ACT_IDENTITY)))
+            rc = vae_model_add_decoder_layer(m, &l);
     }
     if (!rc)
         rc = vae_model_build(m, seed);
@@ -233,122 +288,6 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
     return VAE_OK;
 }
 
-int vae_model_ensure(vae_model *m, size_t batch, const char *fn)
-{
-    if (batch <= m->ws_batch)
-        return VAE_OK;
-    const size_t L = m->latent_dim, T = m->n_threads;
-    size_t width = 2 * L, scratch = 0, acts = 0;
-    for (size_t i = 0; i < m->n_layers; i++) {
-        const vae_layer *l = m->layers[i];
-        if (l->in > width)
-            width = l->in;
-        if (l->out > width)
-            width = l->out;
-        acts += l->out;
-        size_t s = l->ops->scratch_floats(l, batch);
-        if (s > scratch)
-            scratch = s;
-    }
-    /* Every GEMM dimension and leading dimension must fit in an int. */
-    if (batch > (1u << 24) || (double)batch * (double)width > (double)INT_MAX)
-        return vae_fail(VAE_ERR_INVALID, "%s: batch %zu is too large for this model", fn,
-                        batch);
-    /* Per worker: activations, z/std/dz, dhead, two gradient buffers, scratch
-     * and (workers > 0) a gradient slab. Shared: eps and two double arrays. */
-    double per_d = (double)batch * (double)(acts + 5 * L + 2 * width) + (double)scratch;
-    double total_d = per_d * (double)T + (double)(T - 1) * (double)m->n_params +
-                     (double)batch * (double)(L + 4);
-    if (total_d * sizeof(float) > (double)(SIZE_MAX / 2))
-        return vae_fail(VAE_ERR_NOMEM, "%s: workspace for batch %zu is too large", fn, batch);
-    size_t per = batch * (acts + 5 * L + 2 * width) + scratch;
-    /* + 1: the doubles start at an even float offset */
-    size_t total = per * T + (T - 1) * m->n_params + batch * (L + 4) + 1;
-    float *mem = malloc(total * sizeof(float));
-    float **ap = malloc(T * m->n_layers * sizeof *ap);
-    if (!mem || !ap) {
-        free(mem);
-        free(ap);
-        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for a workspace of batch %zu", fn,
-                        batch);
-    }
-    free(m->mem);
-    free(m->ws[0].acts);
-    m->mem = mem;
-    float *p = mem;
-    for (size_t t = 0; t < T; t++) {
-        vae_ws *w = &m->ws[t];
-        w->acts = ap + t * m->n_layers;
-        for (size_t i = 0; i < m->n_layers; i++) {
-            w->acts[i] = p;
-            p += batch * m->layers[i]->out;
-        }
-        w->z = p; p += batch * L;
-        w->std = p; p += batch * L;
-        w->dz = p; p += batch * L;
-        w->dhead = p; p += batch * 2 * L;
-        w->grad_a = p; p += batch * width;
-        w->grad_b = p; p += batch * width;
-        w->scratch = p; p += scratch;
-        w->grads = NULL;
-        if (t > 0) {
-            w->grads = p;
-            p += m->n_params;
-        }
-    }
-    m->eps = p; p += batch * L;
-    /* doubles, 8-byte aligned: malloc's block is, so an even float offset is */
-    if ((size_t)(p - mem) % 2)
-        p++;
-    m->rec_ps = (double *)(void *)p;
-    m->kl_ps = m->rec_ps + batch;
-    m->ws_batch = batch;
-    return VAE_OK;
-}
-
-int vae_model_set_threads(vae_model *m, size_t n)
-{
-    const char *fn = "vae_model_set_threads";
-    int rc = vae_model_check_ready(m, fn);
-    if (rc)
-        return rc;
-    if (n == 0 || n > VAE_MAX_THREADS)
-        return vae_fail(VAE_ERR_INVALID, "%s: %zu threads; 1 to %d are possible", fn, n,
-                        VAE_MAX_THREADS);
-    if (n == m->n_threads)
-        return VAE_OK;
-    vae_pool *pool = NULL;
-    if (n > 1 && (rc = vae_pool_create(&pool, n)))
-        return vae_fail(rc, "%s: %s", fn, vae_last_error());
-    size_t batch = m->ws_batch;
-    vae_pool_free(m->pool);
-    m->pool = pool;
-    m->n_threads = n;
-    /* The workspace is rebuilt for the new worker count on the next use. */
-    free(m->mem);
-    free(m->ws[0].acts);
-    memset(m->ws, 0, sizeof m->ws);
-    m->mem = NULL;
-    m->ws_batch = 0;
-    return batch ? vae_model_ensure(m, batch, fn) : VAE_OK;
-}
-
-size_t vae_model_threads(const vae_model *m)
-{
-    return m ? m->n_threads : 0;
-}
-
-int vae_model_reserve(vae_model *m, size_t max_batch)
-{
-    if (!m)
-        return vae_fail(VAE_ERR_INVALID, "vae_model_reserve: model is NULL");
-    if (!m->built)
-        return vae_fail(VAE_ERR_STATE, "vae_model_reserve: build the model first");
-    if (max_batch == 0)
-        return vae_fail(VAE_ERR_INVALID, "vae_model_reserve: max_batch is 0");
-    return vae_model_ensure(m, max_batch, "vae_model_reserve");
-}
-
 int vae_model_check_ready(const vae_model *m, const char *fn)
 {
     if (!m)
@@ -358,68 +297,31 @@ int vae_model_check_ready(const vae_model *m, const char *fn)
     return VAE_OK;
 }
 
-void vae_model_forward_encoder(vae_model *m, vae_ws *w, const float *x, size_t batch)
+int vae_model_set_param(vae_model *m, int param, double value)
 {
-    const float *in = x;
-    for (size_t i = 0; i <= m->n_enc; i++) {
-        vae_layer *l = m->layers[i];
-        l->ops->forward(l, in, batch, w->acts[i], w->scratch);
-        in = w->acts[i];
-    }
-}
-
-void vae_model_forward_decoder(vae_model *m, vae_ws *w, const float *z, size_t batch)
-{
-    const float *in = z;
-    for (size_t i = m->n_enc + 1; i < m->n_layers; i++) {
-        vae_layer *l = m->layers[i];
-        l->ops->forward(l, in, batch, w->acts[i], w->scratch);
-        in = w->acts[i];
-    }
-}
-
-static float *layer_grad(vae_model *m, vae_ws *w, const vae_layer *l)
-{
-    return (w->grads ? w->grads : m->grads) + l->offset;
-}
-
-void vae_model_backward_decoder(vae_model *m, vae_ws *w, const float *z, float *dout,
-                                size_t batch, float *dz)
-{
-    float *cur = dout;
-    size_t first = m->n_enc + 1;
-    for (size_t i = m->n_layers; i-- > first;) {
-        vae_layer *l = m->layers[i];
-        const float *x = i == first ? z : w->acts[i - 1];
-        float *dx = i == first ? dz : (cur == w->grad_a ? w->grad_b : w->grad_a);
-        l->ops->backward(l, x, w->acts[i], cur, batch, dx, w->scratch, layer_grad(m, w, l));
-        cur = dx;
-    }
-}
-
-void vae_model_backward_encoder(vae_model *m, vae_ws *w, const float *x, float *dhead,
-                                size_t batch)
-{
-    float *cur = dhead;
-    for (size_t i = m->n_enc + 1; i-- > 0;) {
-        vae_layer *l = m->layers[i];
-        const float *in = i == 0 ? x : w->acts[i - 1];
-        float *dx = i == 0 ? NULL : (cur == w->grad_a ? w->grad_b : w->grad_a);
-        l->ops->backward(l, in, w->acts[i], cur, batch, dx, w->scratch, layer_grad(m, w, l));
-        cur = dx;
-    }
-}
-
-int vae_model_set_gaussian_sigma(vae_model *m, float sigma)
-{
+    const char *fn = "vae_model_set_param";
     if (!m)
-        return vae_fail(VAE_ERR_INVALID, "vae_model_set_gaussian_sigma: model is NULL");
-    if (!(sigma > 0.0f) || sigma == INFINITY)
-        return vae_fail(VAE_ERR_INVALID,
-                        "vae_model_set_gaussian_sigma: sigma must be finite and > 0, got %g",
-                        (double)sigma);
-    m->sigma = sigma;
-    return VAE_OK;
+        return vae_fail(VAE_ERR_INVALID, "%s: model is NULL", fn);
+    switch (param) {
+    case VAE_MODEL_GAUSSIAN_SIGMA:
+        if (!(value > 0.0) || !((float)value > 0.0f) || !((float)value < INFINITY))
+            return vae_fail(VAE_ERR_INVALID,
+                            "%s: sigma must be a finite float > 0, got %g", fn, value);
+        m->sigma = (float)value;
+        return VAE_OK;
+    default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
+    }
+}
+
+int vae_model_get_param(const vae_model *m, int param, double *value)
+{
+    const char *fn = "vae_model_get_param";
+    if (!m || !value)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, m ? "value" : "model");
+    switch (param) {
+    case VAE_MODEL_GAUSSIAN_SIGMA: *value = m->sigma; return VAE_OK;
+    default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
+    }
 }
 
 size_t vae_model_input_dim(const vae_model *m)
@@ -437,6 +339,26 @@ int vae_model_likelihood(const vae_model *m)
     return m ? m->likelihood : -1;
 }
 
+int vae_model_is_built(const vae_model *m)
+{
+    return m && m->built;
+}
+
+size_t vae_model_layer_count(const vae_model *m)
+{
+    return m ? m->n_layers : 0;
+}
+
+size_t vae_model_encoder_layer_count(const vae_model *m)
+{
+    return m ? m->n_enc : 0;
+}
+
+const vae_layer *vae_model_layer(const vae_model *m, size_t index)
+{
+    return m && index < m->n_layers ? m->layers[index] : NULL;
+}
+
 float *vae_model_params(vae_model *m, size_t *count)
 {
     if (count)
@@ -444,18 +366,116 @@ float *vae_model_params(vae_model *m, size_t *count)
     return m && m->built ? m->params : NULL;
 }
 
-float *vae_model_grads(vae_model *m, size_t *count)
+size_t vae_model_param_count(const vae_model *m)
 {
-    if (count)
-        *count = m && m->built ? m->n_params : 0;
-    return m && m->built ? m->grads : NULL;
+    return m && m->built ? m->n_params : 0;
 }
 
-int vae_model_zero_grads(vae_model *m)
+size_t vae_model_tensor_count(const vae_model *m)
 {
-    int rc = vae_model_check_ready(m, "vae_model_zero_grads");
+    return m && m->built ? 2 * m->n_layers : 0;
+}
+
+const char *vae_model_tensor_name(const vae_model *m, size_t index)
+{
+    return m && m->built && index < 2 * m->n_layers ? m->name_of[index] : NULL;
+}
+
+/* Geometry of tensor index of a built model: shape, rank, offset, count. */
+static size_t tensor_geometry(const vae_model *m, size_t index, size_t *shape, size_t *offset,
+                              size_t *count)
+{
+    const vae_layer *l = m->layers[index / 2];
+    if (index % 2 == 0) {
+        *offset = l->offset;
+        *count = l->n_weights;
+        return l->ops->weight_shape(l, shape);
+    }
+    *offset = l->offset + l->n_weights;
+    *count = l->n_params - l->n_weights;
+    shape[0] = *count;
+    return 1;
+}
+
+static int check_tensor(const vae_model *m, size_t index, const char *fn)
+{
+    int rc = vae_model_check_ready(m, fn);
     if (rc)
         return rc;
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    if (index >= 2 * m->n_layers)
+        return vae_fail(VAE_ERR_INVALID, "%s: tensor %zu does not exist; the model has %zu", fn,
+                        index, 2 * m->n_layers);
+    return VAE_OK;
+}
+
+int vae_model_tensor_find(const vae_model *m, const char *name, size_t *index)
+{
+    const char *fn = "vae_model_tensor_find";
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (!name || !index)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, name ? "index" : "name");
+    for (size_t i = 0; i < 2 * m->n_layers; i++)
+        if (strcmp(m->name_of[i], name) == 0) {
+            *index = i;
+            return VAE_OK;
+        }
+    return vae_fail(VAE_ERR_INVALID, "%s: no tensor is named \"%.64s\"", fn, name);
+}
+
+int vae_model_tensor_info(const vae_model *m, size_t index, size_t shape[4], size_t *ndim,
+                          size_t *offset, size_t *count)
+{
+    int rc = check_tensor(m, index, "vae_model_tensor_info");
+    if (rc)
+        return rc;
+    size_t s[4] = {0}, off, n;
+    size_t r = tensor_geometry(m, index, s, &off, &n);
+    if (shape)
+        memcpy(shape, s, sizeof s);
+    if (ndim)
+        *ndim = r;
+    if (offset)
+        *offset = off;
+    if (count)
+        *count = n;
+    return VAE_OK;
+}
+
+int vae_model_tensor_get(const vae_model *m, size_t index, float *out, size_t count)
+{
+    const char *fn = "vae_model_tensor_get";
+    int rc = check_tensor(m, index, fn);
+    if (rc)
+        return rc;
+    if (!out)
+        return vae_fail(VAE_ERR_INVALID, "%s: out is NULL", fn);
+    size_t s[4], off, n;
+    tensor_geometry(m, index, s, &off, &n);
+    if (count != n)
+        return vae_fail(VAE_ERR_SHAPE, "%s: %s has %zu values, count is %zu", fn,
+                        m->name_of[index], n, count);
+    memcpy(out, m->params + off, n * sizeof *out);
+    return VAE_OK;
+}
+
+int vae_model_tensor_set(vae_model *m, size_t index, const float *in, size_t count)
+{
+    const char *fn = "vae_model_tensor_set";
+    int rc = check_tensor(m, index, fn);
+    if (rc)
+        return rc;
+    if (!in)
+        return vae_fail(VAE_ERR_INVALID, "%s: in is NULL", fn);
+    size_t s[4], off, n, bad = 0;
+    tensor_geometry(m, index, s, &off, &n);
+    if (count != n)
+        return vae_fail(VAE_ERR_SHAPE, "%s: %s has %zu values, count is %zu", fn,
+                        m->name_of[index], n, count);
+    if (!vae_all_finite(in, n, &bad))
+        return vae_fail(VAE_ERR_NUMERIC, "%s: value %zu for %s is not finite", fn, bad,
+                        m->name_of[index]);
+    memcpy(m->params + off, in, n * sizeof *in);
     return VAE_OK;
 }

@@ -4,7 +4,8 @@
 #include "activation.h"
 #include "layer.h"
 
-static void dense_forward(vae_layer *l, const float *x, size_t batch, float *y, float *scratch)
+static void dense_forward(const vae_layer *l, const float *x, size_t batch, float *y,
+                          float *scratch)
 {
     (void)scratch;
     /* y[B][out] = x[B][in] . W[out][in]^T */
@@ -12,21 +13,28 @@ static void dense_forward(vae_layer *l, const float *x, size_t batch, float *y, 
     vae_act_bias_forward(l->activation, y, batch, l->out, l->b, 0);
 }
 
-static void dense_backward(vae_layer *l, const float *x, const float *y, float *dy,
-                           size_t batch, float *dx, float *scratch, float *grad)
+static void dense_backward(const vae_layer *l, const float *x, const float *y, float *dy,
+                           size_t batch, float *dx, float *scratch, float *grad,
+                           int accumulate)
 {
-    (void)scratch;
-    float *dw = grad, *db = grad + l->n_weights;
+    float *dw = grad, *db = grad + l->n_weights, *dbt = scratch; /* dbt[out] */
     /* dy becomes dz = dy * act'(z) in place. */
     vae_act_backward(l->activation, y, dy, batch * l->out);
-    /* db[out] += sum over the batch of dz */
-    for (size_t r = 0; r < batch; r++) {
+    /* db[out] (+)= sum over the batch of dz, summed on its own first */
+    for (size_t j = 0; j < l->out; j++)
+        dbt[j] = dy[j];
+    for (size_t r = 1; r < batch; r++) {
         const float *row = dy + r * l->out;
         for (size_t j = 0; j < l->out; j++)
-            db[j] += row[j];
+            dbt[j] += row[j];
     }
-    /* dW[out][in] += dz[B][out]^T . x[B][in] */
-    vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, 1.0f, dw, l->in);
+    vae_grad_store(db, dbt, l->out, accumulate);
+    /* dW[out][in] (+)= dz[B][out]^T . x[B][in]. With beta 1 the GEMM adds its
+     * product to dW once, after summing over the batch: the batch is one
+     * block of at most 64 samples, far below the depth at which OpenBLAS or
+     * BLIS split the inner dimension (GEMM_Q, KC: 256 and more). */
+    vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, accumulate ? 1.0f : 0.0f,
+              dw, l->in);
     /* dx[B][in] = dz[B][out] . W[out][in] */
     if (dx)
         vae_sgemm(0, 0, batch, l->in, l->out, 1.0f, dy, l->out, l->w, l->in, 0.0f, dx, l->in);
@@ -34,12 +42,36 @@ static void dense_backward(vae_layer *l, const float *x, const float *y, float *
 
 static size_t dense_scratch(const vae_layer *l, size_t batch)
 {
-    (void)l;
     (void)batch;
-    return 0;
+    return l->out;
 }
 
-const vae_layer_ops vae_dense_ops = {dense_forward, dense_backward, dense_scratch};
+static size_t dense_describe(const vae_layer *l, uint64_t *fields)
+{
+    fields[0] = l->in;
+    fields[1] = l->out;
+    return 2;
+}
+
+static int dense_from_fields(vae_layer **out, int activation, const uint64_t *f, size_t n)
+{
+    if (n != 2)
+        return vae_fail(VAE_ERR_FORMAT, "dense layer record has %zu fields, expected 2", n);
+    if (f[0] > SIZE_MAX || f[1] > SIZE_MAX)
+        return vae_fail(VAE_ERR_FORMAT, "dense layer sizes out of range");
+    return vae_layer_dense_create(out, (size_t)f[0], (size_t)f[1], activation);
+}
+
+static size_t dense_weight_shape(const vae_layer *l, size_t *shape)
+{
+    shape[0] = l->out;
+    shape[1] = l->in;
+    return 2;
+}
+
+const vae_layer_ops vae_dense_ops = {VAE_LAYER_DENSE, "dense", dense_forward, dense_backward,
+                                     dense_scratch, dense_describe, dense_from_fields,
+                                     dense_weight_shape};
 
 int vae_layer_dense_create(vae_layer **out, size_t in, size_t out_features, int activation)
 {
@@ -58,6 +90,6 @@ int vae_layer_dense_create(vae_layer **out, size_t in, size_t out_features, int 
     if (!vae_act_valid(activation))
         return vae_fail(VAE_ERR_INVALID, "vae_layer_dense_create: unknown activation %d",
                         activation);
-    return vae_layer_alloc(out, &vae_dense_ops, VAE_LAYER_DENSE, in, out_features, activation,
+    return vae_layer_alloc(out, &vae_dense_ops, in, out_features, activation,
                            in * out_features, out_features, in);
 }

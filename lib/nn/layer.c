@@ -7,15 +7,13 @@
 #include "../core/rng.h"
 #include "layer.h"
 
-int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t in,
-                    size_t outf, int activation, size_t n_weights, size_t n_bias,
-                    size_t fan_in)
+int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, size_t in, size_t outf,
+                    int activation, size_t n_weights, size_t n_bias, size_t fan_in)
 {
     vae_layer *l = calloc(1, sizeof *l);
     if (!l)
         return vae_fail(VAE_ERR_NOMEM, "layer: out of memory");
     l->ops = ops;
-    l->kind = kind;
     l->activation = activation;
     l->in = in;
     l->out = outf;
@@ -28,17 +26,16 @@ int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, int kind, size_t 
         free(l);
         return vae_fail(VAE_ERR_NOMEM, "layer: out of memory for %zu parameters", n);
     }
-    vae_layer_bind(l, l->own, l->own + l->n_params);
+    vae_layer_bind(l, l->own);
+    l->dw = l->own + l->n_params;
     *out = l;
     return VAE_OK;
 }
 
-void vae_layer_bind(vae_layer *l, float *params, float *grads)
+void vae_layer_bind(vae_layer *l, float *params)
 {
     l->w = params;
     l->b = params + l->n_weights;
-    l->dw = grads;
-    l->db = grads + l->n_weights;
 }
 
 void vae_layer_init_rng(vae_layer *l, vae_rng *rng)
@@ -68,10 +65,22 @@ void vae_layer_free(vae_layer *layer)
         vae_layer_destroy(layer);
 }
 
+const vae_layer_ops *vae_layer_kind_ops(uint32_t kind)
+{
+    static const vae_layer_ops *const kinds[] = {&vae_dense_ops, &vae_conv2d_ops,
+                                                 &vae_conv2d_transpose_ops};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        if ((uint32_t)kinds[i]->kind == kind)
+            return kinds[i];
+    return NULL;
+}
+
 int vae_layer_init(vae_layer *layer, vae_rng *rng)
 {
     if (!layer || !rng)
         return vae_fail(VAE_ERR_INVALID, "vae_layer_init: %s is NULL", layer ? "rng" : "layer");
+    if (layer->owned_by_model)
+        return vae_fail(VAE_ERR_STATE, "vae_layer_init: the layer belongs to a model");
     vae_layer_init_rng(layer, rng);
     return VAE_OK;
 }
@@ -135,22 +144,24 @@ int vae_layer_backward(vae_layer *layer, const float *dy, float *dx)
     size_t batch = layer->cache_batch;
     memcpy(layer->cache_dy, dy, batch * layer->out * sizeof(float));
     layer->ops->backward(layer, layer->cache_x, layer->cache_y, layer->cache_dy, batch, dx,
-                         layer->cache_scratch, layer->dw);
+                         layer->cache_scratch, layer->dw, 1);
     return VAE_OK;
 }
 
 float *vae_layer_params(vae_layer *layer, size_t *count)
 {
+    int ok = layer && !layer->owned_by_model;
     if (count)
-        *count = layer ? layer->n_params : 0;
-    return layer ? layer->w : NULL;
+        *count = ok ? layer->n_params : 0;
+    return ok ? layer->w : NULL;
 }
 
 float *vae_layer_grads(vae_layer *layer, size_t *count)
 {
+    int ok = layer && !layer->owned_by_model;
     if (count)
-        *count = layer ? layer->n_params : 0;
-    return layer ? layer->dw : NULL;
+        *count = ok ? layer->n_params : 0;
+    return ok ? layer->dw : NULL;
 }
 
 size_t vae_layer_input_size(const vae_layer *layer)
@@ -163,55 +174,49 @@ size_t vae_layer_output_size(const vae_layer *layer)
     return layer ? layer->out : 0;
 }
 
-size_t vae_layer_describe(const vae_layer *l, uint64_t *fields)
+int vae_layer_kind(const vae_layer *layer)
 {
-    switch (l->kind) {
-    case VAE_LAYER_CONV2D:
-    case VAE_LAYER_CONV2D_TRANSPOSE: {
-        size_t v[9] = {l->in_c, l->in_h, l->in_w, l->out_c, l->kh, l->kw, l->stride, l->pad,
-                       l->out_pad};
-        size_t n = l->kind == VAE_LAYER_CONV2D ? 8 : 9;
-        for (size_t i = 0; i < n; i++)
-            fields[i] = v[i];
-        return n;
-    }
-    default: /* VAE_LAYER_DENSE */
-        fields[0] = l->in;
-        fields[1] = l->out;
-        return 2;
-    }
+    return layer ? layer->ops->kind : -1;
 }
 
-int vae_layer_from_fields(vae_layer **out, uint32_t kind, int activation,
-                          const uint64_t *fields, size_t nfields)
+int vae_layer_activation(const vae_layer *layer)
 {
-    switch (kind) {
-    case VAE_LAYER_DENSE:
-        if (nfields != 2)
-            return vae_fail(VAE_ERR_FORMAT, "dense layer record has %zu fields, expected 2",
-                            nfields);
-        if (fields[0] > SIZE_MAX || fields[1] > SIZE_MAX)
-            return vae_fail(VAE_ERR_FORMAT, "dense layer sizes out of range");
-        return vae_layer_dense_create(out, (size_t)fields[0], (size_t)fields[1], activation);
-    case VAE_LAYER_CONV2D:
-    case VAE_LAYER_CONV2D_TRANSPOSE: {
-        size_t want = kind == VAE_LAYER_CONV2D ? 8 : 9;
-        if (nfields != want)
-            return vae_fail(VAE_ERR_FORMAT, "convolution record has %zu fields, expected %zu",
-                            nfields, want);
-        size_t f[9];
-        for (size_t i = 0; i < want; i++) {
-            if (fields[i] > ((uint64_t)1 << 32))
-                return vae_fail(VAE_ERR_FORMAT, "convolution field %zu out of range", i);
-            f[i] = (size_t)fields[i];
-        }
-        if (kind == VAE_LAYER_CONV2D)
-            return vae_layer_conv2d_create(out, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-                                           activation);
-        return vae_layer_conv2d_transpose_create(out, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
-                                                 f[7], f[8], activation);
+    return layer ? layer->activation : -1;
+}
+
+int vae_layer_get_param(const vae_layer *layer, int param, size_t *value)
+{
+    const char *fn = "vae_layer_get_param";
+    if (!layer || !value)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, layer ? "value" : "layer");
+    const vae_layer *l = layer;
+    size_t v;
+    switch (param) {
+    case VAE_LAYER_INPUTS: v = l->in; break;
+    case VAE_LAYER_OUTPUTS: v = l->out; break;
+    case VAE_LAYER_PARAMS: v = l->n_params; break;
+    case VAE_LAYER_IN_CHANNELS: v = l->in_c; break;
+    case VAE_LAYER_IN_HEIGHT: v = l->in_h; break;
+    case VAE_LAYER_IN_WIDTH: v = l->in_w; break;
+    case VAE_LAYER_OUT_CHANNELS: v = l->out_c; break;
+    case VAE_LAYER_OUT_HEIGHT: v = l->out_h; break;
+    case VAE_LAYER_OUT_WIDTH: v = l->out_w; break;
+    case VAE_LAYER_KERNEL_HEIGHT: v = l->kh; break;
+    case VAE_LAYER_KERNEL_WIDTH: v = l->kw; break;
+    case VAE_LAYER_STRIDE: v = l->stride; break;
+    case VAE_LAYER_PADDING: v = l->pad; break;
+    case VAE_LAYER_OUTPUT_PADDING: v = l->out_pad; break;
+    default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
     }
-    default:
-        return vae_fail(VAE_ERR_FORMAT, "unknown layer kind %u", (unsigned)kind);
-    }
+    *value = v;
+    return VAE_OK;
+}
+
+void vae_grad_store(float *grad, const float *tmp, size_t n, int accumulate)
+{
+    if (accumulate)
+        for (size_t i = 0; i < n; i++)
+            grad[i] += tmp[i];
+    else
+        memcpy(grad, tmp, n * sizeof *grad);
 }

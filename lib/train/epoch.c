@@ -1,0 +1,159 @@
+/* Epochs over datasets: training and whole-dataset evaluation. Datasets are
+ * read through their public functions only. Buffers are allocated once per
+ * call, outside the per-step loop. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/core.h"
+#include "../core/rng.h"
+#include "../model/context.h"
+#include "../model/elbo.h"
+#include "trainer.h"
+
+int vae_train_options_init(vae_train_options *opts, size_t size)
+{
+    if (!opts)
+        return vae_fail(VAE_ERR_INVALID, "vae_train_options_init: opts is NULL");
+    if (size < sizeof(size_t))
+        return vae_fail(VAE_ERR_INVALID,
+                        "vae_train_options_init: size %zu is smaller than the size field", size);
+    vae_train_options o;
+    memset(&o, 0, sizeof o);
+    o.size = size;
+    o.batch_size = 128;
+    o.shuffle = 1;
+    /* Only the bytes the caller's struct has: an older, shorter one gets
+     * the fields it knows. */
+    memcpy(opts, &o, size < sizeof o ? size : sizeof o);
+    return VAE_OK;
+}
+
+int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_train_options *opts,
+                            vae_epoch_stats *stats)
+{
+    const char *fn = "vae_trainer_train_epoch";
+    if (!t || !ds)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, t ? "dataset" : "trainer");
+    vae_train_options o;
+    vae_train_options_init(&o, sizeof o);
+    if (opts) {
+        if (vae_struct_check(opts, sizeof o, fn, "opts"))
+            return VAE_ERR_INVALID;
+        memcpy((char *)&o + sizeof o.size, (const char *)opts + sizeof o.size,
+               (opts->size < sizeof o ? opts->size : sizeof o) - sizeof o.size);
+        o.size = sizeof o;
+    }
+    if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats"))
+        return VAE_ERR_INVALID;
+    if (o.batch_size == 0 || o.batch_size > VAE_MAX_BATCH)
+        return vae_fail(VAE_ERR_INVALID, "%s: batch_size %zu is out of range (1 to %zu)", fn,
+                        o.batch_size, VAE_MAX_BATCH);
+    const size_t n = vae_dataset_count(ds), dim = vae_dataset_dim(ds);
+    if (dim != t->m->input_dim)
+        return vae_fail(VAE_ERR_SHAPE, "%s: the dataset has %zu values per sample, the model %zu",
+                        fn, dim, t->m->input_dim);
+    int rc = vae_ctx_enter(t->ctx, fn);
+    if (rc)
+        return rc;
+    const size_t bs = o.batch_size < n ? o.batch_size : n;
+    size_t *order = malloc(n * sizeof *order);
+    float *batch = malloc(bs * dim * sizeof *batch);
+    if (!order || !batch)
+        rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+    else
+        rc = vae_ctx_layout(t->ctx, t->m, bs, 1, bs, fn); /* sized once, before the steps */
+    double t0 = vae_seconds(), sl = 0.0, sr = 0.0, sk = 0.0;
+    size_t done = 0, steps = 0;
+    if (!rc) {
+        for (size_t i = 0; i < n; i++)
+            order[i] = i;
+        if (o.shuffle)
+            for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+                size_t j = (size_t)vae_rng_below(&t->rng, (uint64_t)i + 1);
+                size_t tmp = order[i];
+                order[i] = order[j];
+                order[j] = tmp;
+            }
+    }
+    while (!rc && done < n) {
+        size_t b = n - done < bs ? n - done : bs;
+        vae_epoch_stats st = {sizeof st};
+        if ((rc = vae_dataset_batch(ds, order + done, b, o.binarize, &t->rng, batch)) ||
+            (rc = vae_trainer_step_in(t, batch, b, &st, fn)))
+            break;
+        sl += st.loss * (double)b;
+        sr += st.recon * (double)b;
+        sk += st.kl * (double)b;
+        done += b;
+        steps++;
+        if (o.progress && o.progress(o.payload, done, n, sl / (double)done)) {
+            rc = vae_fail(VAE_ERR_CANCELLED, "%s: stopped by the progress callback after %zu of "
+                                             "%zu samples", fn, done, n);
+            break;
+        }
+    }
+    if (!rc)
+        t->epochs++;
+    free(order);
+    free(batch);
+    vae_ctx_leave(t->ctx);
+    if (stats) {
+        double d = done ? (double)done : 1.0;
+        vae_epoch_stats s = {sizeof s, sl / d, sr / d, sk / d, vae_seconds() - t0, done, steps};
+        vae_struct_put(stats, &s, sizeof s);
+    }
+    return rc;
+}
+
+/* Samples per pass of vae_evaluate_dataset: results do not depend on it. */
+#define EVAL_CHUNK ((size_t)1024)
+
+int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e,
+                         const vae_dataset *ds, vae_rng *rng, double *per_sample,
+                         vae_epoch_stats *stats)
+{
+    const char *fn = "vae_evaluate_dataset";
+    double t0 = vae_seconds();
+    if (!m || !e || !ds)
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn,
+                        !m ? "model" : !e ? "objective" : "dataset");
+    int rc = vae_model_check_ready(m, fn);
+    if (rc)
+        return rc;
+    if (!rng && e->objective == VAE_OBJECTIVE_ELBO)
+        return vae_fail(VAE_ERR_INVALID, "%s: rng is NULL; the ELBO draws z from it", fn);
+    if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats"))
+        return VAE_ERR_INVALID;
+    const size_t n = vae_dataset_count(ds), dim = vae_dataset_dim(ds);
+    if (dim != m->input_dim)
+        return vae_fail(VAE_ERR_SHAPE, "%s: the dataset has %zu values per sample, the model %zu",
+                        fn, dim, m->input_dim);
+    if ((rc = vae_ctx_enter(ctx, fn)))
+        return rc;
+    const size_t bs = n < EVAL_CHUNK ? n : EVAL_CHUNK;
+    float *batch = malloc(bs * dim * sizeof *batch);
+    if (!batch)
+        rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+    double sr = 0.0, sk = 0.0, sums[3];
+    for (size_t done = 0; !rc && done < n;) {
+        size_t b = n - done < bs ? n - done : bs;
+        if ((rc = vae_dataset_range(ds, done, b, batch)) ||
+            (rc = vae_elbo_pass(ctx, m, e, batch, b, NULL, rng, NULL,
+                                per_sample ? per_sample + done : NULL, sums, fn)))
+            break;
+        /* Summed sample by sample, so the chunk size changes nothing. */
+        for (size_t i = 0; i < b; i++) {
+            sr += ctx->rec[i];
+            sk += ctx->kl[i];
+        }
+        done += b;
+    }
+    free(batch);
+    vae_ctx_leave(ctx);
+    if (!rc && stats) {
+        double r = sr / (double)n, k = sk / (double)n;
+        vae_epoch_stats s = {sizeof s, r + e->beta * k, r, k, vae_seconds() - t0, n, 0};
+        vae_struct_put(stats, &s, sizeof s);
+    }
+    return rc;
+}
