@@ -29,12 +29,18 @@ static void dense_backward(const vae_layer *l, const float *x, const float *y, f
             dbt[j] += row[j];
     }
     vae_grad_store(db, dbt, l->out, accumulate);
-    /* dW[out][in] (+)= dz[B][out]^T . x[B][in]. With beta 1 the GEMM adds its
-     * product to dW once, after summing over the batch: the batch is one
-     * block of at most 64 samples, far below the depth at which OpenBLAS or
-     * BLIS split the inner dimension (GEMM_Q, KC: 256 and more). */
-    vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, accumulate ? 1.0f : 0.0f,
-              dw, l->in);
+    /* dW[out][in] (+)= dz[B][out]^T . x[B][in], the batch being one block of
+     * at most VAE_BLOCK samples. Where the BLAS adds a finished product
+     * (blas.h), beta 1 adds it straight into dW; otherwise it is formed in
+     * scratch and added. */
+    if (!accumulate || VAE_BLAS_BETA1_EXACT) {
+        vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in,
+                  accumulate ? 1.0f : 0.0f, dw, l->in);
+    } else {
+        float *wt = scratch + l->out; /* [out][in] */
+        vae_sgemm(1, 0, l->out, l->in, batch, 1.0f, dy, l->out, x, l->in, 0.0f, wt, l->in);
+        vae_grad_store(dw, wt, l->n_weights, 1);
+    }
     /* dx[B][in] = dz[B][out] . W[out][in] */
     if (dx)
         vae_sgemm(0, 0, batch, l->in, l->out, 1.0f, dy, l->out, l->w, l->in, 0.0f, dx, l->in);
@@ -43,7 +49,7 @@ static void dense_backward(const vae_layer *l, const float *x, const float *y, f
 static size_t dense_scratch(const vae_layer *l, size_t batch)
 {
     (void)batch;
-    return l->out;
+    return l->out + (VAE_BLAS_BETA1_EXACT ? 0 : l->n_weights);
 }
 
 static size_t dense_describe(const vae_layer *l, uint64_t *fields)
