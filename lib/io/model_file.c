@@ -85,6 +85,18 @@ static float get_f32(reader *r)
     return f;
 }
 
+/* CRC-32 (zlib's) of len bytes, fed to zlib in parts that fit its uInt. */
+static uint32_t file_crc(const unsigned char *buf, size_t len)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t off = 0; off < len;) {
+        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
+        crc = crc32(crc, buf + off, part);
+        off += part;
+    }
+    return (uint32_t)crc;
+}
+
 /* ---- saving ------------------------------------------------------------- */
 
 static size_t file_size(const vae_model *m)
@@ -130,13 +142,7 @@ static void encode(const vae_model *m, unsigned char *buf, size_t size)
     put_u64(&w, m->n_params);
     for (size_t i = 0; i < m->n_params; i++)
         put_f32(&w, m->params[i]);
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t off = 0, len = size - 4; off < len;) {
-        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
-        crc = crc32(crc, buf + off, part);
-        off += part;
-    }
-    put_u32(&w, (uint32_t)crc);
+    put_u32(&w, file_crc(buf, size - 4));
 }
 
 int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
@@ -299,14 +305,8 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
                         "%s: %s: the header announces %llu payload bytes, there are %zu%s", fn,
                         what, (unsigned long long)plen, size - HEADER_BYTES - 4,
                         plen > size - HEADER_BYTES - 4 ? " (truncated)" : "");
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t off = 0, len = size - 4; off < len;) {
-        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
-        crc = crc32(crc, buf + off, part);
-        off += part;
-    }
     reader tail = {buf + size - 4, 4, 0};
-    if ((uint32_t)crc != get_u32(&tail))
+    if (file_crc(buf, size - 4) != get_u32(&tail))
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: checksum mismatch: the file is damaged", fn,
                         what);
     r.left = (size_t)plen;

@@ -22,14 +22,7 @@ static float act_one(int act, float z)
     case VAE_ACT_RELU: return z > 0.0f ? z : 0.0f;
     case VAE_ACT_LEAKY_RELU: return z > 0.0f ? z : VAE_LEAKY_SLOPE * z;
     case VAE_ACT_TANH: return tanhf(z);
-    case VAE_ACT_SIGMOID:
-        /* exp of a non-positive argument only: no overflow either side. */
-        if (z >= 0.0f)
-            return 1.0f / (1.0f + expf(-z));
-        else {
-            float e = expf(z);
-            return e / (1.0f + e);
-        }
+    case VAE_ACT_SIGMOID: return vae_sigmoidf(z);
     case VAE_ACT_SOFTPLUS:
         /* log(1+e^z) = max(z,0) + log1p(e^-|z|) */
         return (z > 0.0f ? z : 0.0f) + vae_log1p_unit(expf(-fabsf(z)));
