@@ -1,13 +1,24 @@
 /*
  * vae_bench_conv: the convolutional VAE of examples/mnist_vae --conv.
  *
- *   OPENBLAS_NUM_THREADS=1 vae_bench_conv [--batch 128] [--reps 20] [--model-threads 1]
+ *   OPENBLAS_NUM_THREADS=1 vae_bench_conv [--batch 128] [--reps 20] [--model-threads 2]
+ *                                         [--infer-reps 3]
  *
  * Median (and minimum) over --reps repetitions after a warm-up of:
  *  (a) each convolution of the model run standalone (vae_layer_forward and
  *      vae_layer_backward with dx), at the model's geometry;
- *  (b) the model's training step: vae_elbo_forward_backward (Bernoulli) then
- *      vae_optimizer_step (Adam).
+ *  (b) the model's training step: vae_trainer_forward_backward (Bernoulli,
+ *      noise from the trainer's generator) then vae_trainer_apply (Adam),
+ *      with 1 worker and with --model-threads N workers (default 2;
+ *      vae_context_set_threads), which take the batch's blocks of at most
+ *      64 samples. Each worker count has its own model, context and trainer
+ *      from the same seeds, timed alternately in one loop; their losses must
+ *      agree to the bit (checked). With N > 1 the BLAS is set to one thread
+ *      (vae_blas_set_threads(1)) for the whole run, as the context requires;
+ *      with --model-threads 1 it keeps OPENBLAS_NUM_THREADS;
+ *  (c) inference with each worker count: vae_encode then vae_decode of the
+ *      means, and vae_reconstruct, at batch 1 (--reps repetitions) and batch
+ *      1000 (--infer-reps).
  * GFLOP/s counts the GEMM work only: a convolution's forward is
  * 2 B C_out (H_out W_out) (C_in k_h k_w) FLOPs (the same count for the
  * transposed one with input and output swapped), its backward twice that (dW
@@ -22,6 +33,8 @@
 #include <time.h>
 
 #include "vae/vae.h"
+
+#define MAX_WORKERS 2 /* worker counts compared: 1 and --model-threads */
 
 static double now_ms(void)
 {
@@ -83,6 +96,14 @@ static vae_layer *make_conv(size_t i)
     return l;
 }
 
+/* Inference batch sizes of (c). */
+static const size_t infer_batches[] = {1, 1000};
+#define N_INFER (sizeof infer_batches / sizeof *infer_batches)
+
+/* The three dense layers and the head: 3136->256, head 256->40, 20->256,
+ * 256->3136. */
+static const size_t dense[4][2] = {{3136, 256}, {256, 40}, {20, 256}, {256, 3136}};
+
 /* GEMM FLOPs of one forward pass of convolution i at batch B. */
 static double conv_flops(size_t i, size_t B)
 {
@@ -93,32 +114,79 @@ static double conv_flops(size_t i, size_t B)
            (double)(big_c * 16);
 }
 
+/* The model of mnist_vae --conv, built layer by layer; each add takes the
+ * layer from `l` and leaves it NULL. */
+static vae_model *make_model(void)
+{
+    vae_model *m = NULL;
+    vae_layer *l = NULL;
+    check(vae_model_create(&m, 784, 20, VAE_LIKELIHOOD_BERNOULLI), "vae_model_create");
+    for (size_t i = 0; i < 2; i++) {
+        l = make_conv(i);
+        check(vae_model_add_encoder_layer(m, &l), "vae_model_add_encoder_layer");
+    }
+    check(vae_layer_dense_create(&l, 3136, 256, VAE_ACT_RELU), "vae_layer_dense_create");
+    check(vae_model_add_encoder_layer(m, &l), "vae_model_add_encoder_layer");
+    check(vae_layer_dense_create(&l, 20, 256, VAE_ACT_RELU), "vae_layer_dense_create");
+    check(vae_model_add_decoder_layer(m, &l), "vae_model_add_decoder_layer");
+    check(vae_layer_dense_create(&l, 256, 3136, VAE_ACT_RELU), "vae_layer_dense_create");
+    check(vae_model_add_decoder_layer(m, &l), "vae_model_add_decoder_layer");
+    l = make_conv(2);
+    check(vae_model_add_decoder_layer(m, &l), "vae_model_add_decoder_layer");
+    check(vae_layer_conv2d_transpose_create(&l, 32, 14, 14, 1, 4, 4, 2, 1, 0,
+                                            VAE_ACT_IDENTITY),
+          "vae_layer_conv2d_transpose_create");
+    check(vae_model_add_decoder_layer(m, &l), "vae_model_add_decoder_layer");
+    check(vae_model_build(m, 1), "vae_model_build");
+    return m;
+}
+
+static void print_row(const char *name, double *t, int reps, double flops)
+{
+    qsort(t, (size_t)reps, sizeof *t, cmp_double); /* sorts t */
+    printf("%-30s %9.3f %9.3f %9.1f\n", name, t[reps / 2], t[0], flops / (t[reps / 2] * 1e6));
+}
+
 int main(int argc, char **argv)
 {
-    size_t B = 128, threads = 1;
-    int reps = 20;
+    size_t B = 128, threads = 2;
+    int reps = 20, infer_reps = 3;
     for (int i = 1; i < argc; i += 2) { /* flag, value */
         long v = i + 1 < argc ? strtol(argv[i + 1], NULL, 10) : 0;
         if (!strcmp(argv[i], "--batch") && v >= 1 && v <= 4096)
             B = (size_t)v;
         else if (!strcmp(argv[i], "--reps") && v >= 1 && v <= 100000)
             reps = (int)v;
+        else if (!strcmp(argv[i], "--infer-reps") && v >= 1 && v <= 100000)
+            infer_reps = (int)v;
         else if (!strcmp(argv[i], "--model-threads") && v >= 1 && v <= 64)
             threads = (size_t)v;
         else {
-            fprintf(stderr, "usage: %s [--batch 1..4096] [--reps N] [--model-threads 1..64]\n",
+            fprintf(stderr, "usage: %s [--batch 1..4096] [--reps N] [--model-threads 1..64] "
+                            "[--infer-reps N]\n"
+                            "Times 1 worker and N workers (default 2; 1: one worker only, the "
+                            "BLAS left as\nOPENBLAS_NUM_THREADS sets it). --infer-reps: "
+                            "repetitions at batch 1000 (default 3).\n",
                     argv[0]);
             return 2;
         }
     }
+    size_t workers[MAX_WORKERS] = {1, threads};
+    const size_t n_wk = threads > 1 ? 2 : 1;
+    if (n_wk > 1) /* several workers need a single-threaded BLAS; every row uses it */
+        check(vae_blas_set_threads(1), "vae_blas_set_threads");
     const int warmup = 3;
-    double *t = malloc((size_t)reps * sizeof *t), *t2 = malloc((size_t)reps * sizeof *t2);
+    int max_reps = reps > infer_reps ? reps : infer_reps;
+    double *t = malloc((size_t)max_reps * sizeof *t), *t2 = malloc((size_t)max_reps * sizeof *t2);
     if (!t || !t2)
         return 1;
     const char *thr = getenv("OPENBLAS_NUM_THREADS");
     printf("libvae %s, conv VAE of mnist_vae --conv, batch %zu, %d reps after %d warm-up, "
-           "OPENBLAS_NUM_THREADS=%s, model threads %zu\n",
-           vae_version_string(), B, reps, warmup, thr ? thr : "(unset)", threads);
+           "OPENBLAS_NUM_THREADS=%s, BLAS threads %zu, workers 1",
+           vae_version_string(), B, reps, warmup, thr ? thr : "(unset)", vae_blas_threads());
+    if (n_wk > 1)
+        printf(" and %zu", threads);
+    printf("\n");
     vae_rng *rng = NULL;
     check(vae_rng_create(&rng, 42), "vae_rng_create");
 
@@ -160,65 +228,145 @@ int main(int argc, char **argv)
         free(dx);
         vae_layer_free(l);
     }
-    /* the three dense layers: 3136->256, head 256->40, 20->256, 256->3136 */
-    const size_t dense[4][2] = {{3136, 256}, {256, 40}, {20, 256}, {256, 3136}};
     for (size_t i = 0; i < 4; i++)
         f_step += 3.0 * 2.0 * (double)B * (double)(dense[i][0] * dense[i][1]);
 
-    /* (b) the training step, built as mnist_vae --conv builds it. */
-    vae_model *m = NULL;
-    vae_layer *l = NULL;
-    check(vae_model_create(&m, 784, 20, VAE_LIKELIHOOD_BERNOULLI), "vae_model_create");
-    for (size_t i = 0; i < 2; i++) {
-        l = make_conv(i);
-        check(vae_model_add_encoder_layer(m, l), "vae_model_add_encoder_layer");
-    }
-    check(vae_layer_dense_create(&l, 3136, 256, VAE_ACT_RELU), "vae_layer_dense_create");
-    check(vae_model_add_encoder_layer(m, l), "vae_model_add_encoder_layer");
-    check(vae_layer_dense_create(&l, 20, 256, VAE_ACT_RELU), "vae_layer_dense_create");
-    check(vae_model_add_decoder_layer(m, l), "vae_model_add_decoder_layer");
-    check(vae_layer_dense_create(&l, 256, 3136, VAE_ACT_RELU), "vae_layer_dense_create");
-    check(vae_model_add_decoder_layer(m, l), "vae_model_add_decoder_layer");
-    l = make_conv(2);
-    check(vae_model_add_decoder_layer(m, l), "vae_model_add_decoder_layer");
-    check(vae_layer_conv2d_transpose_create(&l, 32, 14, 14, 1, 4, 4, 2, 1, 0,
-                                            VAE_ACT_IDENTITY),
-          "vae_layer_conv2d_transpose_create");
-    check(vae_model_add_decoder_layer(m, l), "vae_model_add_decoder_layer");
-    check(vae_model_build(m, 1), "vae_model_build");
-    if (threads > 1)
-        check(vae_model_set_threads(m, threads), "vae_model_set_threads");
-    check(vae_model_reserve(m, B), "vae_model_reserve");
+    /* (b) the training step, built as mnist_vae --conv builds it: a model,
+     * a context and a trainer per worker count, from the same seeds. */
+    vae_model *m[MAX_WORKERS] = {NULL};
+    vae_context *ctx[MAX_WORKERS] = {NULL};
+    vae_trainer *tr[MAX_WORKERS] = {NULL};
     vae_elbo *e = NULL;
     vae_optimizer *opt = NULL;
     check(vae_elbo_create(&e), "vae_elbo_create");
-    check(vae_optimizer_adam_create(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f), "adam");
+    check(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
+    check(vae_optimizer_set_param(opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
+    for (size_t w = 0; w < n_wk; w++) {
+        m[w] = make_model();
+        check(vae_context_create(&ctx[w]), "vae_context_create");
+        if (workers[w] > 1)
+            check(vae_context_set_threads(ctx[w], workers[w]), "vae_context_set_threads");
+        check(vae_trainer_create(&tr[w], m[w], e, opt, ctx[w], 7), "vae_trainer_create");
+        check(vae_trainer_reserve(tr[w], B), "vae_trainer_reserve");
+    }
     float *data = xmalloc_floats(B * 784);
     check(vae_rng_uniform(rng, data, B * 784), "vae_rng_uniform");
-    double loss = 0.0;
-    for (int r = -warmup; r < reps; r++) {
-        double t0 = now_ms();
-        check(vae_elbo_forward_backward(e, m, data, B, NULL, rng, &loss, NULL, NULL),
-              "vae_elbo_forward_backward");
-        check(vae_optimizer_step(opt, m), "vae_optimizer_step");
-        if (r >= 0)
-            t[r] = now_ms() - t0;
+    double loss[MAX_WORKERS] = {0};
+    double *ts[MAX_WORKERS];
+    int same_loss = 1;
+    for (size_t w = 0; w < n_wk; w++) {
+        ts[w] = malloc((size_t)reps * sizeof(double));
+        if (!ts[w])
+            return 1;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
-    size_t n_params = 0;
-    vae_model_params(m, &n_params);
+    for (int r = -warmup; r < reps; r++) {
+        for (size_t w = 0; w < n_wk; w++) {
+            vae_epoch_stats st = {.size = sizeof st};
+            double t0 = now_ms();
+            check(vae_trainer_forward_backward(tr[w], data, B, NULL, &st),
+                  "vae_trainer_forward_backward");
+            check(vae_trainer_apply(tr[w]), "vae_trainer_apply");
+            if (r >= 0)
+                ts[w][r] = now_ms() - t0;
+            loss[w] = st.loss;
+        }
+        for (size_t w = 1; w < n_wk; w++)
+            same_loss &= loss[w] == loss[0];
+    }
+    size_t n_params = vae_model_param_count(m[0]);
     printf("\n(b) conv VAE training step (%zu parameters), %.1f MFLOP of GEMMs per step\n",
            n_params, f_step * 1e-6);
-    printf("%-30s %9.3f %9.3f %9.1f\n", "training step", t[reps / 2], t[0],
-           f_step / (t[reps / 2] * 1e6));
-    printf("%.1f s per 60000-image epoch at this step time; loss %.2f after the last step\n",
-           t[reps / 2] * 1e-3 * 60000.0 / (double)B, loss);
+    printf("%-30s %9s %9s %9s\n", "pass", "ms", "min ms", "GFLOP/s");
+    double step_ms[MAX_WORKERS];
+    for (size_t w = 0; w < n_wk; w++) {
+        char name[64];
+        snprintf(name, sizeof name, "training step, %zu worker%s", workers[w],
+                 workers[w] == 1 ? "" : "s");
+        print_row(name, ts[w], reps, f_step);
+        step_ms[w] = ts[w][reps / 2];
+        free(ts[w]);
+    }
+    printf("a 60000-image epoch at these step times:");
+    for (size_t w = 0; w < n_wk; w++)
+        printf("%s %.1f s with %zu worker%s", w ? "," : "",
+               step_ms[w] * 1e-3 * 60000.0 / (double)B, workers[w], workers[w] == 1 ? "" : "s");
+    if (n_wk > 1)
+        printf(" (%.2f of 1 worker)", step_ms[1] / step_ms[0]);
+    printf("\n");
+
+    /* (c) inference on the first model with each worker count. */
+    double f_fwd1 = 0.0; /* GEMM FLOPs of one forward pass per sample */
+    for (size_t i = 0; i < N_CONV; i++)
+        f_fwd1 += conv_flops(i, 1);
+    for (size_t i = 0; i < 4; i++)
+        f_fwd1 += 2.0 * (double)(dense[i][0] * dense[i][1]);
+    size_t max_infer = 0;
+    for (size_t k = 0; k < N_INFER; k++)
+        if (infer_batches[k] > max_infer)
+            max_infer = infer_batches[k];
+    float *xi = xmalloc_floats(max_infer * 784), *yi = xmalloc_floats(max_infer * 784);
+    float *mu = xmalloc_floats(max_infer * 20), *lv = xmalloc_floats(max_infer * 20);
+    check(vae_rng_uniform(rng, xi, max_infer * 784), "vae_rng_uniform");
+    for (size_t w = 0; w < n_wk; w++)
+        check(vae_context_reserve(ctx[w], m[0], max_infer), "vae_context_reserve");
+    printf("\n(c) inference: vae_encode + vae_decode of the means, and vae_reconstruct\n");
+    printf("%-30s %9s %9s %9s\n", "pass", "ms", "min ms", "GFLOP/s");
+    for (size_t k = 0; k < N_INFER; k++) {
+        size_t n = infer_batches[k];
+        int rk = n == 1 ? reps : infer_reps, wk = n == 1 ? warmup : 1;
+        double *te[MAX_WORKERS], *trc[MAX_WORKERS];
+        for (size_t w = 0; w < n_wk; w++) {
+            te[w] = malloc((size_t)rk * sizeof(double));
+            trc[w] = malloc((size_t)rk * sizeof(double));
+            if (!te[w] || !trc[w])
+                return 1;
+        }
+        for (int r = -wk; r < rk; r++)
+            for (size_t w = 0; w < n_wk; w++) {
+                double a = now_ms();
+                check(vae_encode(ctx[w], m[0], xi, n, mu, lv), "vae_encode");
+                check(vae_decode(ctx[w], m[0], mu, n, yi), "vae_decode");
+                double b = now_ms();
+                check(vae_reconstruct(ctx[w], m[0], xi, n, yi), "vae_reconstruct");
+                double c = now_ms();
+                if (r >= 0) {
+                    te[w][r] = b - a;
+                    trc[w][r] = c - b;
+                }
+            }
+        printf("batch %zu, %d reps:\n", n, rk);
+        for (size_t w = 0; w < n_wk; w++) {
+            char name[64];
+            snprintf(name, sizeof name, "  encode+decode, %zu worker%s", workers[w],
+                     workers[w] == 1 ? "" : "s");
+            print_row(name, te[w], rk, f_fwd1 * (double)n);
+            snprintf(name, sizeof name, "  reconstruct, %zu worker%s", workers[w],
+                     workers[w] == 1 ? "" : "s");
+            print_row(name, trc[w], rk, f_fwd1 * (double)n);
+            free(te[w]);
+            free(trc[w]);
+        }
+    }
+    printf("\nloss %.2f after the last step (synthetic data)", loss[0]);
+    if (n_wk > 1)
+        printf(", %s with %zu workers", same_loss ? "bit-identical" : "DIFFERENT (a bug)",
+               threads);
+    printf("\n");
+
+    free(xi);
+    free(yi);
+    free(mu);
+    free(lv);
     free(data);
+    for (size_t w = 0; w < n_wk; w++) {
+        vae_trainer_free(tr[w]);
+        vae_context_free(ctx[w]);
+        vae_model_free(m[w]);
+    }
     vae_optimizer_free(opt);
     vae_elbo_free(e);
-    vae_model_free(m);
     vae_rng_free(rng);
     free(t);
     free(t2);
-    return 0;
+    return same_loss ? 0 : 1;
 }

@@ -46,7 +46,8 @@ static void usage(FILE *f)
 "  --latent N        latent dimensions (default 20)\n"
 "  --lr X            Adam learning rate (default 1e-3)\n"
 "  --seed S          seed of weights, shuffling and noise (default 1)\n"
-"  --threads N       split every batch over N threads (as in mnist_vae --help)\n"
+"  --threads N       N workers share every batch, the BLAS set to one thread\n"
+"                    (as in mnist_vae --help; default 0: one worker)\n"
 "  --train-limit N   use only the first N training images, before removing\n"
 "                    the held-out digit (0 = all)\n"
 "  --data DIR        the MNIST IDX files (default ./data);\n"
@@ -266,14 +267,14 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &c);
     if (rc)
         return rc;
-    if (c.threads && !blas_set_threads(1))
-        fprintf(stderr, "note: export OPENBLAS_NUM_THREADS=1 before starting for --threads\n");
 
     vae_dataset *all = NULL, *train = NULL, *test = NULL;
     vae_model *m = NULL;
+    vae_context *ctx = NULL;
     vae_elbo *e = NULL;
     vae_optimizer *opt = NULL;
-    vae_rng *rng = NULL, *eval_rng = NULL;
+    vae_trainer *t = NULL;
+    vae_rng *eval_rng = NULL;
     double *score = NULL;
     int *positive = NULL;
     scored *order = NULL;
@@ -292,12 +293,15 @@ int main(int argc, char **argv)
     size_t hidden[1] = {400};
     CHECK(vae_model_create_mlp(&m, dim, hidden, 1, c.latent, VAE_ACT_RELU,
                                VAE_LIKELIHOOD_BERNOULLI, c.seed));
-    if (c.threads)
-        CHECK(vae_model_set_threads(m, c.threads));
-    CHECK(vae_model_reserve(m, c.batch));
+    CHECK(vae_context_create(&ctx));
+    if ((rc = set_workers(ctx, c.threads)))
+        goto done;
     CHECK(vae_elbo_create(&e));
-    CHECK(vae_optimizer_adam_create(&opt, (float)c.lr, 0.9f, 0.999f, 1e-8f, 0.0f));
-    CHECK(vae_rng_create(&rng, c.seed));
+    CHECK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM));
+    CHECK(vae_optimizer_set_param(opt, VAE_OPT_LR, c.lr));
+    /* Shuffles and noise of training come from the trainer's own generator. */
+    CHECK(vae_trainer_create(&t, m, e, opt, ctx, c.seed));
+    CHECK(vae_trainer_reserve(t, c.batch));
     CHECK(vae_rng_create(&eval_rng, c.seed ^ 0x9E3779B97F4A7C15u));
 
     printf("libvae %s: %zu-400-%zu VAE, trained on %zu images without digit %zu, "
@@ -307,7 +311,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     vae_train_options opts;
-    vae_train_options_init(&opts);
+    CHECK(vae_train_options_init(&opts, sizeof opts));
     opts.batch_size = c.batch;
     progress bar;
     opts.progress = progress_update;
@@ -317,10 +321,10 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "epoch %zu/%zu", ep, c.epochs);
         progress_begin(&bar, label);
         vae_epoch_stats st = {.size = sizeof st};
-        rc = vae_train_epoch(m, e, opt, train, rng, &opts, &st);
+        rc = vae_trainer_train_epoch(t, train, &opts, &st);
         progress_end(&bar);
         if (rc != VAE_OK) {
-            report(rc, "vae_train_epoch");
+            report(rc, "vae_trainer_train_epoch");
             goto done;
         }
         printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, kl %6.3f)  %.2f s\n", ep,
@@ -336,8 +340,9 @@ int main(int argc, char **argv)
         rc = -1;
         goto done;
     }
-    double test_loss = 0.0;
-    CHECK(vae_evaluate_dataset(m, e, test, eval_rng, 500, &test_loss, NULL, NULL, score));
+    vae_epoch_stats ev = {.size = sizeof ev};
+    CHECK(vae_evaluate_dataset(ctx, m, e, test, eval_rng, score, &ev));
+    double test_loss = ev.loss;
     double sum[10] = {0}, cnt[10] = {0};
     for (size_t i = 0; i < n; i++) {
         int32_t label = -1;
@@ -374,10 +379,11 @@ done:
     free(order);
     free(positive);
     free(score);
+    vae_trainer_free(t);
     vae_rng_free(eval_rng);
-    vae_rng_free(rng);
     vae_optimizer_free(opt);
     vae_elbo_free(e);
+    vae_context_free(ctx);
     vae_model_free(m);
     vae_dataset_free(test);
     vae_dataset_free(train);

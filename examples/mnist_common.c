@@ -1,10 +1,8 @@
-/* dlsym(RTLD_DEFAULT) is a GNU extension; setenv, isatty, mkdir and
- * clock_gettime are POSIX. */
-#define _GNU_SOURCE
+/* isatty, mkdir and clock_gettime are POSIX. */
+#define _POSIX_C_SOURCE 200809L
 
 #include "mnist_common.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -140,32 +138,20 @@ double wall_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int blas_set_threads(int n)
+int set_workers(vae_context *ctx, size_t n)
 {
-    char v[32];
-    snprintf(v, sizeof v, "%d", n);
-    setenv("OPENBLAS_NUM_THREADS", v, 1);
-    setenv("OMP_NUM_THREADS", v, 1);
-    setenv("BLIS_NUM_THREADS", v, 1);
-#ifdef RTLD_DEFAULT
-    /* libvae's BLAS is already loaded (as a dependency of libvae); look its
-     * thread setter up by name instead of linking the BLAS directly. */
-    void *sym = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
-    if (sym) {
-        void (*set)(int);
-        memcpy(&set, &sym, sizeof set);
-        set(n);
-        return 1;
-    }
-    sym = dlsym(RTLD_DEFAULT, "bli_thread_set_num_threads");
-    if (sym) {
-        void (*set)(long);
-        memcpy(&set, &sym, sizeof set);
-        set((long)n);
-        return 1;
-    }
-#endif
-    return 0;
+    if (n == 0)
+        return VAE_OK;
+    /* Each worker's GEMMs are too small to gain from BLAS threads, which
+     * would only compete with the workers (docs/performance.md); the
+     * context refuses a second worker while the BLAS runs several. */
+    int rc = vae_blas_set_threads(1);
+    if (rc != VAE_OK)
+        return report(rc, "vae_blas_set_threads(1)");
+    rc = vae_context_set_threads(ctx, n);
+    if (rc != VAE_OK)
+        return report(rc, "vae_context_set_threads");
+    return VAE_OK;
 }
 
 int flag_value(int argc, char **argv, int *i, const char *name, const char **value)

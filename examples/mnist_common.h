@@ -1,5 +1,5 @@
 /* Pieces shared by the MNIST example programs: error reporting, loading the
- * IDX files, command-line values, a terminal progress bar, BLAS threads. */
+ * IDX files, command-line values, a terminal progress bar, worker threads. */
 #ifndef VAE_EXAMPLES_MNIST_COMMON_H
 #define VAE_EXAMPLES_MNIST_COMMON_H
 
@@ -47,14 +47,14 @@ void picture_shape(size_t dim, int *height, int *width);
 double wall_seconds(void);
 
 /*
- * Asks the BLAS for n threads: sets OPENBLAS_NUM_THREADS, OMP_NUM_THREADS
- * and BLIS_NUM_THREADS and, because OpenBLAS reads its environment when it
- * is loaded (before main), also calls openblas_set_num_threads() when that
- * symbol is present in the process. Returns 1 when the running BLAS was
- * told, 0 when only the environment was set (it then affects child
- * processes, or this one only if set before it started).
+ * --threads N: with N > 0, sets the BLAS to one thread per call
+ * (vae_blas_set_threads(1)) and gives the context N workers
+ * (vae_context_set_threads), each running its own single-threaded GEMMs on
+ * the blocks of 64 samples of every batch. N == 0 leaves both alone: one
+ * worker, with the BLAS's own threads. Reports a failure and returns its
+ * status.
  */
-int blas_set_threads(int n);
+int set_workers(vae_context *ctx, size_t n);
 
 /*
  * Command-line values. `flag_value` recognises "--name VALUE" and

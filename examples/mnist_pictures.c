@@ -83,7 +83,7 @@ static int block_top(void)
     return 2 * MARGIN + image_text_height(TITLE_SCALE);
 }
 
-int picture_samples(vae_model *m, vae_rng *rng, const char *dir)
+int picture_samples(vae_context *ctx, const vae_model *m, vae_rng *rng, const char *dir)
 {
     enum { N = 64, COLS = 8, SCALE = 2, PAD = 2 };
     int rc = VAE_OK, ph, pw;
@@ -93,7 +93,7 @@ int picture_samples(vae_model *m, vae_rng *rng, const char *dir)
     float *x = malloc(N * d * sizeof *x); /* x[N][d] */
     if (!x)
         return no_memory();
-    CHECK(vae_model_sample(m, rng, N, x));
+    CHECK(vae_sample(ctx, m, rng, N, x));
     int gw = image_grid_width(COLS, pw, SCALE, PAD), gh = image_grid_height(N, COLS, ph, SCALE, PAD);
     if ((rc = titled_canvas(&im, gw, gh, "samples from the prior")) != 0)
         goto done;
@@ -105,7 +105,8 @@ done:
     return rc;
 }
 
-int picture_reconstructions(vae_model *m, const vae_dataset *test, const char *dir)
+int picture_reconstructions(vae_context *ctx, const vae_model *m,
+                            const vae_dataset *test, const char *dir)
 {
     enum { ROWS = 8, PAIRS = 8, SCALE = 2, INNER = 2, OUTER = 12, ROW_PAD = 4 };
     int rc = VAE_OK, ph, pw;
@@ -119,7 +120,7 @@ int picture_reconstructions(vae_model *m, const vae_dataset *test, const char *d
         return no_memory();
     float *y = x + n * d;
     CHECK(vae_dataset_range(test, 0, n, x));
-    CHECK(vae_model_reconstruct(m, x, n, y));
+    CHECK(vae_reconstruct(ctx, m, x, n, y));
     int cw = pw * SCALE, ch = ph * SCALE;
     int pair_w = 2 * cw + INNER;
     int gw = PAIRS * pair_w + (PAIRS - 1) * OUTER, gh = ROWS * ch + (ROWS - 1) * ROW_PAD;
@@ -138,7 +139,8 @@ done:
     return rc;
 }
 
-int picture_interpolation(vae_model *m, const vae_dataset *test, const char *dir)
+int picture_interpolation(vae_context *ctx, const vae_model *m,
+                          const vae_dataset *test, const char *dir)
 {
     enum { ROWS = 8, STEPS = 10, SCALE = 2, PAD = 2, GAP = 12, ROW_PAD = 4 };
     int rc = VAE_OK, ph, pw;
@@ -189,13 +191,13 @@ int picture_interpolation(vae_model *m, const vae_dataset *test, const char *dir
         goto done;
     for (size_t r = 0; r < rows; r++) {
         CHECK(vae_dataset_batch(test, ends[r], 2, 0, NULL, x));
-        CHECK(vae_model_encode(m, x, 2, mu, lv));
+        CHECK(vae_encode(ctx, m, x, 2, mu, lv));
         for (size_t s = 0; s < STEPS; s++) {
             float t = (float)s / (float)(STEPS - 1);
             for (size_t j = 0; j < L; j++)
                 z[s * L + j] = (1.0f - t) * mu[j] + t * mu[L + j];
         }
-        CHECK(vae_model_decode(m, z, STEPS, y));
+        CHECK(vae_decode(ctx, m, z, STEPS, y));
         int py = block_top() + (int)r * (ch + ROW_PAD);
         image_put_gray(&im, MARGIN, py, x, ph, pw, SCALE);
         image_put_grid(&im, MARGIN + cw + GAP, py, y, STEPS, STEPS, ph, pw, SCALE, PAD);
@@ -212,7 +214,7 @@ done:
     return rc;
 }
 
-int picture_manifold(vae_model *m, const char *dir)
+int picture_manifold(vae_context *ctx, const vae_model *m, const char *dir)
 {
     enum { N = 20, SCALE = 1 };
     const float lim = 3.0f;
@@ -235,7 +237,7 @@ int picture_manifold(vae_model *m, const char *dir)
             z[(r * N + q) * 2 + 0] = -lim + 2.0f * lim * (float)q / (N - 1);
             z[(r * N + q) * 2 + 1] = lim - 2.0f * lim * (float)r / (N - 1); /* up is +z2 */
         }
-    CHECK(vae_model_decode(m, z, N * N, y));
+    CHECK(vae_decode(ctx, m, z, N * N, y));
     int gw = image_grid_width(N, pw, SCALE, 0), gh = image_grid_height(N * N, N, ph, SCALE, 0);
     if ((rc = titled_canvas(&im, gw, gh, "decoded z: z1 from -3 to 3 ->, z2 from -3 to 3 up")) != 0)
         goto done;
@@ -254,7 +256,8 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int picture_latent_scatter(vae_model *m, const vae_dataset *test, const char *dir)
+int picture_latent_scatter(vae_context *ctx, const vae_model *m,
+                           const vae_dataset *test, const char *dir)
 {
     enum { SIZE = 600, CHUNK = 1000, LEFT = 56, RIGHT = 90, TOP = 40, BOTTOM = 50 };
     const rgb frame = {40, 40, 40}, grid = {225, 225, 225};
@@ -276,7 +279,7 @@ int picture_latent_scatter(vae_model *m, const vae_dataset *test, const char *di
     for (size_t first = 0; first < n; first += CHUNK) {
         size_t b = n - first < CHUNK ? n - first : CHUNK;
         CHECK(vae_dataset_range(test, first, b, x));
-        CHECK(vae_model_encode(m, x, b, mu + first * 2, lv));
+        CHECK(vae_encode(ctx, m, x, b, mu + first * 2, lv));
     }
     /* Symmetric square range covering 99.9% of the coordinates, so a few
      * far outliers do not squash the picture; those are left out. */

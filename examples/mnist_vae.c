@@ -70,10 +70,12 @@ static void usage(FILE *f)
 "                    to 0/1 pixels (test losses use the intensities)\n"
 "  --train-limit N   train on the first N training images only (0 = all)\n"
 "  --seed S          seed of the weights, shuffling, noise and samples\n"
-"                    (default 1; same seed and threads give the same run)\n"
-"  --threads N       split every batch over N threads (vae_model_set_threads),\n"
-"                    each running single-threaded GEMMs: the BLAS is set to\n"
-"                    one thread (default 0: one worker, the BLAS's own choice)\n"
+"                    (default 1; the same seed gives the same run)\n"
+"  --threads N       N workers share every batch in blocks of 64 images\n"
+"                    (vae_context_set_threads), each running single-threaded\n"
+"                    GEMMs: the BLAS is set to one thread. The results are the\n"
+"                    same for every N >= 1 (default 0: one worker, the BLAS's\n"
+"                    own threads)\n"
 "Evaluation:\n"
 "  --ll K            also estimate the test negative log-likelihood by\n"
 "                    importance sampling with K samples per image (default 0 =\n"
@@ -230,8 +232,9 @@ static void describe_arch(char *buf, size_t cap, size_t in, size_t h, size_t w, 
 
 /* Mean importance-sampled -log p(x) over the first `limit` test images,
  * next to the -ELBO of the same images. */
-static int report_nll(vae_model *m, vae_elbo *e, const vae_dataset *test, size_t k, size_t limit,
-                      vae_rng *rng, const config *c)
+static int report_nll(vae_context *ctx, const vae_model *m, const vae_elbo *e,
+                      const vae_dataset *test, size_t k, size_t limit, vae_rng *rng,
+                      const config *c)
 {
     enum { CHUNK = 100 };
     int rc = VAE_OK;
@@ -254,8 +257,8 @@ static int report_nll(vae_model *m, vae_elbo *e, const vae_dataset *test, size_t
     for (size_t first = 0; first < n; first += CHUNK) {
         size_t b = n - first < CHUNK ? n - first : CHUNK;
         CHECK(vae_dataset_range(test, first, b, x));
-        CHECK(vae_model_log_likelihood(m, x, b, k, rng, ll));
-        CHECK(vae_elbo_evaluate(e, m, x, b, NULL, rng, NULL, NULL, NULL, neg_elbo));
+        CHECK(vae_log_likelihood(ctx, m, x, b, k, rng, ll));
+        CHECK(vae_elbo_evaluate(ctx, m, e, x, b, NULL, rng, neg_elbo, NULL));
         for (size_t i = 0; i < b; i++) {
             sum_ll += ll[i];
             sum_elbo += neg_elbo[i];
@@ -289,25 +292,16 @@ static int check_dims(const vae_model *m, const vae_dataset *ds)
 }
 
 /* The pictures that need test data; manifold/scatter only for a 2-D latent. */
-static int data_pictures(vae_model *m, const vae_dataset *test, const char *out)
+static int data_pictures(vae_context *ctx, const vae_model *m, const vae_dataset *test,
+                         const char *out)
 {
     int rc;
-    if ((rc = picture_reconstructions(m, test, out)) || (rc = picture_interpolation(m, test, out)))
+    if ((rc = picture_reconstructions(ctx, m, test, out)) ||
+        (rc = picture_interpolation(ctx, m, test, out)))
         return rc;
-    if (vae_model_latent_dim(m) == 2 && (rc = picture_latent_scatter(m, test, out)))
+    if (vae_model_latent_dim(m) == 2 && (rc = picture_latent_scatter(ctx, m, test, out)))
         return rc;
     return VAE_OK;
-}
-
-/* Appends a layer to the encoder or the decoder; frees it when the model
- * did not take it. */
-static int add_layer(vae_model *m, int encoder, vae_layer *layer)
-{
-    int rc = encoder ? vae_model_add_encoder_layer(m, layer)
-                     : vae_model_add_decoder_layer(m, layer);
-    if (rc != VAE_OK)
-        vae_layer_free(layer);
-    return rc;
 }
 
 /*
@@ -320,13 +314,15 @@ static int add_layer(vae_model *m, int encoder, vae_layer *layer)
  * Every conv and convT has kernel 4, stride 2, padding 1 (output_padding 0),
  * which halves, resp. doubles, each side. ReLU everywhere but the last
  * layer, which is the identity (the Bernoulli likelihood takes logits).
+ * vae_model_add_*_layer() takes each layer from `l`, leaving it NULL, on
+ * success and on failure alike, so nothing here frees a layer.
  */
 static int build_conv_model(vae_model **out, size_t h, size_t w, size_t latent, uint64_t seed)
 {
     enum { K = 4, S = 2, P = 1, C1 = 32, C2 = 64, HID = 256 };
     int rc = VAE_OK;
     vae_model *m = NULL;
-    vae_layer *l = NULL; /* the constructors leave it NULL on failure */
+    vae_layer *l = NULL; /* the constructors and the adds leave it NULL */
     const size_t h2 = h / 2, w2 = w / 2, h4 = h / 4, w4 = w / 4, flat = C2 * h4 * w4;
     *out = NULL;
     if (h % 4 || w % 4) {
@@ -336,21 +332,21 @@ static int build_conv_model(vae_model **out, size_t h, size_t w, size_t latent, 
     }
     CHECK(vae_model_create(&m, h * w, latent, VAE_LIKELIHOOD_BERNOULLI));
     CHECK(vae_layer_conv2d_create(&l, 1, h, w, C1, K, K, S, P, VAE_ACT_RELU));
-    CHECK(add_layer(m, 1, l));
+    CHECK(vae_model_add_encoder_layer(m, &l));
     CHECK(vae_layer_conv2d_create(&l, C1, h2, w2, C2, K, K, S, P, VAE_ACT_RELU));
-    CHECK(add_layer(m, 1, l));
+    CHECK(vae_model_add_encoder_layer(m, &l));
     CHECK(vae_layer_dense_create(&l, flat, HID, VAE_ACT_RELU));
-    CHECK(add_layer(m, 1, l));
+    CHECK(vae_model_add_encoder_layer(m, &l));
 
     CHECK(vae_layer_dense_create(&l, latent, HID, VAE_ACT_RELU));
-    CHECK(add_layer(m, 0, l));
+    CHECK(vae_model_add_decoder_layer(m, &l));
     CHECK(vae_layer_dense_create(&l, HID, flat, VAE_ACT_RELU));
-    CHECK(add_layer(m, 0, l));
+    CHECK(vae_model_add_decoder_layer(m, &l));
     CHECK(vae_layer_conv2d_transpose_create(&l, C2, h4, w4, C1, K, K, S, P, 0, VAE_ACT_RELU));
-    CHECK(add_layer(m, 0, l));
+    CHECK(vae_model_add_decoder_layer(m, &l));
     CHECK(vae_layer_conv2d_transpose_create(&l, C1, h2, w2, 1, K, K, S, P, 0,
                                             VAE_ACT_IDENTITY));
-    CHECK(add_layer(m, 0, l));
+    CHECK(vae_model_add_decoder_layer(m, &l));
     CHECK(vae_model_build(m, seed));
     *out = m;
     m = NULL;
@@ -364,9 +360,11 @@ static int run_train(const config *c)
     int rc = VAE_OK;
     vae_dataset *train = NULL, *test = NULL;
     vae_model *m = NULL;
+    vae_context *ctx = NULL;
     vae_elbo *e = NULL;
     vae_optimizer *opt = NULL;
-    vae_rng *rng = NULL, *eval_rng = NULL, *pic_rng = NULL;
+    vae_trainer *t = NULL;
+    vae_rng *eval_rng = NULL, *pic_rng = NULL;
 
     if ((rc = mnist_load(c->data, 1, &train)) || (rc = mnist_load(c->data, 0, &test)) ||
         (rc = dataset_take_first(&train, c->train_limit)))
@@ -398,35 +396,38 @@ static int run_train(const config *c)
         CHECK(vae_model_create_mlp(&m, dim, c->hidden, c->n_hidden, c->latent, VAE_ACT_RELU,
                                    VAE_LIKELIHOOD_BERNOULLI, c->seed));
     }
-    size_t n_params = 0;
-    (void)vae_model_params(m, &n_params);
-    if (c->threads)
-        CHECK(vae_model_set_threads(m, c->threads));
-    CHECK(vae_model_reserve(m, c->batch));
+    size_t n_params = vae_model_param_count(m);
+    CHECK(vae_context_create(&ctx));
+    if ((rc = set_workers(ctx, c->threads)))
+        goto done;
     CHECK(vae_elbo_create(&e));
-    CHECK(vae_elbo_set_beta(e, (float)c->beta));
+    CHECK(vae_elbo_set_param(e, VAE_ELBO_BETA, c->beta));
     if (c->ae)
-        CHECK(vae_elbo_set_objective(e, VAE_OBJECTIVE_AUTOENCODER));
-    CHECK(vae_optimizer_adam_create(&opt, (float)c->lr, 0.9f, 0.999f, 1e-8f, 0.0f));
-    /* Separate streams, so evaluating or drawing never changes the training
-     * run: the same seed trains the same model whatever else is asked. */
-    CHECK(vae_rng_create(&rng, c->seed));
+        CHECK(vae_elbo_set_param(e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_AUTOENCODER));
+    CHECK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM)); /* betas 0.9, 0.999, eps 1e-8 */
+    CHECK(vae_optimizer_set_param(opt, VAE_OPT_LR, c->lr));
+    /* The trainer draws the shuffles, the binarization and the noise from its
+     * own generator seeded with --seed; evaluation and pictures use separate
+     * streams, so the same seed trains the same model whatever else is asked. */
+    CHECK(vae_trainer_create(&t, m, e, opt, ctx, c->seed));
+    CHECK(vae_trainer_reserve(t, c->batch));
     CHECK(vae_rng_create(&eval_rng, c->seed ^ 0x9E3779B97F4A7C15u));
     CHECK(vae_rng_create(&pic_rng, c->seed + 1));
 
     char arch[256];
     describe_arch(arch, sizeof arch, dim, img_h, img_w, c);
     printf("libvae %s: %s %s, %zu parameters, ReLU, Bernoulli, Adam lr %g, batch %zu, "
-           "%zu epochs, beta %g, seed %llu%s\n",
+           "%zu epochs, beta %g, seed %llu%s, %zu worker%s\n",
            vae_version_string(), arch, c->ae ? "autoencoder" : "VAE", n_params, c->lr, c->batch,
            c->epochs, c->beta, (unsigned long long)c->seed,
-           c->binarize ? ", dynamic binarization" : "");
+           c->binarize ? ", dynamic binarization" : "", vae_context_threads(ctx),
+           vae_context_threads(ctx) == 1 ? "" : "s");
     printf("data: %zu training images, %zu test images from %s\n", vae_dataset_count(train),
            vae_dataset_count(test), c->data);
     fflush(stdout);
 
     vae_train_options opts;
-    vae_train_options_init(&opts);
+    CHECK(vae_train_options_init(&opts, sizeof opts));
     opts.batch_size = c->batch;
     opts.binarize = c->binarize;
     progress bar;
@@ -438,19 +439,19 @@ static int run_train(const config *c)
         snprintf(label, sizeof label, "epoch %zu/%zu", ep, c->epochs);
         progress_begin(&bar, label);
         vae_epoch_stats st = {.size = sizeof st};
-        rc = vae_train_epoch(m, e, opt, train, rng, &opts, &st);
+        rc = vae_trainer_train_epoch(t, train, &opts, &st);
         progress_end(&bar);
         if (rc != VAE_OK) {
-            report(rc, "vae_train_epoch");
+            report(rc, "vae_trainer_train_epoch");
             goto done;
         }
-        double t0 = wall_seconds(), tl = 0, tr = 0, tk = 0;
-        CHECK(vae_evaluate_dataset(m, e, test, eval_rng, 500, &tl, &tr, &tk, NULL));
-        double te = wall_seconds() - t0;
+        vae_epoch_stats ev = {.size = sizeof ev};
+        CHECK(vae_evaluate_dataset(ctx, m, e, test, eval_rng, NULL, &ev));
         total_train += st.seconds;
         printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, kl %6.3f)  "
                "test loss %8.3f (recon %8.3f, kl %6.3f)  %.2f s/epoch (+%.2f s test)\n",
-               ep, c->epochs, st.loss, st.recon, st.kl, tl, tr, tk, st.seconds, te);
+               ep, c->epochs, st.loss, st.recon, st.kl, ev.loss, ev.recon, ev.kl, st.seconds,
+               ev.seconds);
         fflush(stdout);
     }
     if (c->epochs)
@@ -459,19 +460,21 @@ static int run_train(const config *c)
 
     CHECK(vae_model_save(m, c->model));
     pictures_note_written(c->model);
-    if ((rc = picture_samples(m, pic_rng, c->out)) || (rc = data_pictures(m, test, c->out)))
+    if ((rc = picture_samples(ctx, m, pic_rng, c->out)) ||
+        (rc = data_pictures(ctx, m, test, c->out)))
         goto done;
-    if (c->latent == 2 && (rc = picture_manifold(m, c->out)))
+    if (c->latent == 2 && (rc = picture_manifold(ctx, m, c->out)))
         goto done;
-    if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, eval_rng, c)))
+    if (c->ll_k && (rc = report_nll(ctx, m, e, test, c->ll_k, c->ll_limit, eval_rng, c)))
         goto done;
 done:
     pictures_print_written();
+    vae_trainer_free(t); /* before the model, objective, optimizer and context it borrows */
     vae_rng_free(pic_rng);
     vae_rng_free(eval_rng);
-    vae_rng_free(rng);
     vae_optimizer_free(opt);
     vae_elbo_free(e);
+    vae_context_free(ctx);
     vae_model_free(m);
     vae_dataset_free(test);
     vae_dataset_free(train);
@@ -482,6 +485,7 @@ static int run_saved(const config *c)
 {
     int rc = VAE_OK;
     vae_model *m = NULL;
+    vae_context *ctx = NULL;
     vae_dataset *test = NULL;
     vae_elbo *e = NULL;
     vae_rng *rng = NULL;
@@ -499,30 +503,34 @@ static int run_saved(const config *c)
         rc = -1;
         goto done;
     }
+    CHECK(vae_context_create(&ctx));
+    if ((rc = set_workers(ctx, c->threads)))
+        goto done;
     CHECK(vae_rng_create(&rng, c->seed));
     if (sample) {
-        if ((rc = picture_samples(m, rng, c->out)))
+        if ((rc = picture_samples(ctx, m, rng, c->out)))
             goto done;
     } else {
         if ((rc = mnist_load(c->data, 0, &test)) || (rc = check_dims(m, test)))
             goto done;
         CHECK(vae_elbo_create(&e));
-        double tl = 0, tr = 0, tk = 0;
-        CHECK(vae_evaluate_dataset(m, e, test, rng, 500, &tl, &tr, &tk, NULL));
-        printf("test loss %.3f (recon %.3f, kl %.3f) over %zu images\n", tl, tr, tk,
-               vae_dataset_count(test));
-        if ((rc = data_pictures(m, test, c->out)))
+        vae_epoch_stats ev = {.size = sizeof ev};
+        CHECK(vae_evaluate_dataset(ctx, m, e, test, rng, NULL, &ev));
+        printf("test loss %.3f (recon %.3f, kl %.3f) over %zu images\n", ev.loss, ev.recon,
+               ev.kl, vae_dataset_count(test));
+        if ((rc = data_pictures(ctx, m, test, c->out)))
             goto done;
-        if (c->ll_k && (rc = report_nll(m, e, test, c->ll_k, c->ll_limit, rng, c)))
+        if (c->ll_k && (rc = report_nll(ctx, m, e, test, c->ll_k, c->ll_limit, rng, c)))
             goto done;
     }
-    if (vae_model_latent_dim(m) == 2 && (rc = picture_manifold(m, c->out)))
+    if (vae_model_latent_dim(m) == 2 && (rc = picture_manifold(ctx, m, c->out)))
         goto done;
 done:
     pictures_print_written();
     vae_rng_free(rng);
     vae_elbo_free(e);
     vae_dataset_free(test);
+    vae_context_free(ctx);
     vae_model_free(m);
     return rc;
 }
@@ -536,11 +544,6 @@ int main(int argc, char **argv)
     if (vae_version_number() / 100 != VAE_VERSION_NUMBER / 100)
         fprintf(stderr, "warning: built against libvae %d.%d, running with %s\n",
                 VAE_VERSION_MAJOR, VAE_VERSION_MINOR, vae_version_string());
-    /* With --threads the parallelism is libvae's: each worker's GEMMs are
-     * too small to gain from BLAS threads, which would only compete. */
-    if (c.threads && !blas_set_threads(1))
-        fprintf(stderr, "note: the BLAS has no run-time thread setter; export "
-                        "OPENBLAS_NUM_THREADS=1 before starting for --threads to pay off\n");
     rc = !strcmp(c.mode, "train") ? run_train(&c) : run_saved(&c);
     return rc == VAE_OK ? 0 : 1;
 }

@@ -23,8 +23,10 @@ fi
 cmake -S . -B build/quickstart -DCMAKE_BUILD_TYPE=Release -DVAE_BUILD_TESTS=OFF >/dev/null
 cmake --build build/quickstart -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 bash examples/fetch_mnist.sh data
-# Two workers with one BLAS thread each: the fastest setting on two cores
-# (docs/performance.md).
+# Two workers (vae_context_set_threads) with one BLAS thread each: the
+# fastest setting on two cores (docs/performance.md). mnist_vae sets the BLAS
+# to one thread itself (vae_blas_set_threads); the variable also keeps
+# OpenBLAS from starting threads of its own when it loads.
 threads=$(nproc 2>/dev/null || echo 1)
 [ "$threads" -gt 2 ] && threads=2
 OPENBLAS_NUM_THREADS=1 build/quickstart/examples/mnist_vae --threads "$threads" --data data \
