@@ -3,7 +3,7 @@
 # then builds and runs the whole suite three times: Release with OpenBLAS
 # and the static library (warnings are errors; also the API reference with
 # doxygen warnings as errors), AddressSanitizer + UBSan, and Release with
-# BLIS. The MNIST end-to-end smoke test and the installed-package tests run
+# BLIS; then the threaded tests under ThreadSanitizer. The MNIST end-to-end smoke test and the installed-package tests run
 # in the first build; MNIST is fetched into data/ when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # which the installed-package test links.
 need=()
 for pkg in pkg-config g++ libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev \
-           libgfortran-12-dev abigail-tools doxygen python3; do
+           libgfortran-12-dev abigail-tools doxygen python3 python3-cffi luajit; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -44,3 +44,12 @@ run_suite() { # name, ctest args, cmake args...
 run_suite release "" -DVAE_BUILD_STATIC=ON
 run_suite asan "-LE mnist" -DCMAKE_BUILD_TYPE=Debug -DVAE_SANITIZE=address,undefined -DVAE_BUILD_BENCH=OFF
 run_suite blis "-LE mnist" -DVAE_BLAS=BLIS -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_EXAMPLES=OFF
+
+# ThreadSanitizer over the tests that run threads: shared models, several
+# contexts and trainers at once, a context refused to a second caller.
+echo "== tsan"
+cmake -S "$root" -B "$root/build/tsan" -DVAE_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DVAE_SANITIZE=thread -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$root/build/tsan" -j"$jobs" --target test_context >/dev/null
+(cd "$root/build/tsan" && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 \
+  ctest --output-on-failure -R '^test_context$')
