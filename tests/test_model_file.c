@@ -1,6 +1,7 @@
-/* Model files: the byte layout, bit-exact round trips through a file and
- * through memory, damaged and crafted files, atomic replacement on save, and
- * bad arguments.
+/* Model files: the byte layout (dense and convolution records), bit-exact
+ * round trips through a file and through memory, what introspection reports
+ * of a loaded model, damaged and crafted files, atomic replacement on save,
+ * and bad arguments.
  *
  * Layout (little-endian), as the library writes it:
  *     0  magic 89 'V' 'A' 'E' 0d 0a 1a 0a
@@ -137,14 +138,22 @@ static void randomize_params(vae_model *m, uint64_t seed)
         p[i] = (float)((double)(mix(&seed) >> 11) * 0x1.0p-53 * 1.6 - 0.8);
 }
 
+/* Hands a new layer to the model, which takes it (and clears our pointer). */
+static void add_layer(vae_model *m, int encoder, vae_layer *l)
+{
+    assert_non_null(l);
+    if (encoder)
+        OK(vae_model_add_encoder_layer(m, &l));
+    else
+        OK(vae_model_add_decoder_layer(m, &l));
+    assert_null(l);
+}
+
 static void add_dense(vae_model *m, int encoder, size_t in, size_t out, int act)
 {
     vae_layer *l = NULL;
     OK(vae_layer_dense_create(&l, in, out, act));
-    if (encoder)
-        OK(vae_model_add_encoder_layer(m, l));
-    else
-        OK(vae_model_add_decoder_layer(m, l));
+    add_layer(m, encoder, l);
 }
 
 /* Gaussian, sigma 0.37: encoder 6 -5 tanh- -4 elu-, head 4 -> 2x3, decoder
@@ -165,7 +174,8 @@ static vae_model *gaussian_model(void)
     add_dense(m, 0, 4, 5, VAE_ACT_SOFTPLUS);
     add_dense(m, 0, 5, 6, VAE_ACT_IDENTITY);
     OK(vae_model_build(m, 11));
-    OK(vae_model_set_gaussian_sigma(m, 0.37f));
+    /* The file keeps sigma as a float: use a value a float holds exactly. */
+    OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, (double)0.37f));
     randomize_params(m, 1234);
     return m;
 }
@@ -184,6 +194,30 @@ static vae_model *bernoulli_model(void)
     add_dense(m, 0, 7, 5, VAE_ACT_IDENTITY);
     OK(vae_model_build(m, 12));
     randomize_params(m, 99);
+    return m;
+}
+
+/* Convolutions, non-square everywhere: Gaussian, sigma 1.5, 1 x 5 x 6 images.
+ * Encoder: Conv2D 1x5x6 -> 2x3x4 (kernel 3x2, stride 2, padding 1, elu),
+ * dense 24 -5 tanh-, head 5 -> 2x3. Decoder: dense 3 -12 relu- (2x2x3),
+ * ConvTranspose2D 2x2x3 -> 1x5x6 (kernel 4x3, stride 2, padding 1, output
+ * padding 1, identity). */
+enum { CD = 30, CL = 3, C_LAYERS = 5, C_NENC = 2, C_PARAMS = 14 + 125 + 36 + 48 + 25 };
+
+static vae_model *conv_model(void)
+{
+    vae_model *m = NULL;
+    vae_layer *l = NULL;
+    OK(vae_model_create(&m, CD, CL, VAE_LIKELIHOOD_GAUSSIAN));
+    OK(vae_layer_conv2d_create(&l, 1, 5, 6, 2, 3, 2, 2, 1, VAE_ACT_ELU));
+    add_layer(m, 1, l);
+    add_dense(m, 1, 24, 5, VAE_ACT_TANH);
+    add_dense(m, 0, 3, 12, VAE_ACT_RELU);
+    OK(vae_layer_conv2d_transpose_create(&l, 2, 2, 3, 1, 4, 3, 2, 1, 1, VAE_ACT_IDENTITY));
+    add_layer(m, 0, l);
+    OK(vae_model_build(m, 13));
+    OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, 1.5));
+    randomize_params(m, 31);
     return m;
 }
 
@@ -305,25 +339,125 @@ static void list_dir(const char *dir, char *out, size_t cap)
     }
 }
 
+/* What introspection reports of two models must agree: settings, every
+ * layer's kind, activation and geometry, and every named tensor's name,
+ * shape, place and values. Also checks that the reports are consistent with
+ * each other (layer sizes sum to the slab, tensors tile it in order). */
+static void assert_same_architecture(vae_model *a, vae_model *b)
+{
+    assert_int_equal(vae_model_is_built(a), 1);
+    assert_int_equal(vae_model_is_built(b), 1);
+    assert_int_equal(vae_model_input_dim(a), vae_model_input_dim(b));
+    assert_int_equal(vae_model_latent_dim(a), vae_model_latent_dim(b));
+    assert_int_equal(vae_model_likelihood(a), vae_model_likelihood(b));
+    double sa = -1.0, sb = -2.0;
+    OK(vae_model_get_param(a, VAE_MODEL_GAUSSIAN_SIGMA, &sa));
+    OK(vae_model_get_param(b, VAE_MODEL_GAUSSIAN_SIGMA, &sb));
+    if (memcmp(&sa, &sb, sizeof sa) != 0)
+        fail_msg("sigma %.17g before saving, %.17g after loading", sa, sb);
+
+    const size_t nl = vae_model_layer_count(a), ne = vae_model_encoder_layer_count(a);
+    assert_int_equal(vae_model_layer_count(b), nl);
+    assert_int_equal(vae_model_encoder_layer_count(b), ne);
+    assert_true(ne + 2 <= nl); /* the head and at least one decoder layer */
+    assert_int_equal(vae_model_param_count(b), vae_model_param_count(a));
+    size_t np = 0;
+    assert_non_null(vae_model_params(b, &np));
+    assert_int_equal(np, vae_model_param_count(b));
+    assert_null(vae_model_layer(a, nl));
+    assert_null(vae_model_layer(b, nl));
+
+    size_t total = 0;
+    for (size_t i = 0; i < nl; i++) {
+        const vae_layer *la = vae_model_layer(a, i), *lb = vae_model_layer(b, i);
+        assert_non_null(la);
+        assert_non_null(lb);
+        if (vae_layer_kind(la) != vae_layer_kind(lb) ||
+            vae_layer_activation(la) != vae_layer_activation(lb))
+            fail_msg("layer %zu: kind %d activation %d saved, kind %d activation %d loaded", i,
+                     vae_layer_kind(la), vae_layer_activation(la), vae_layer_kind(lb),
+                     vae_layer_activation(lb));
+        assert_int_equal(vae_layer_input_size(la), vae_layer_input_size(lb));
+        assert_int_equal(vae_layer_output_size(la), vae_layer_output_size(lb));
+        for (int p = VAE_LAYER_INPUTS; p <= VAE_LAYER_OUTPUT_PADDING; p++) {
+            size_t va = (size_t)-1, vb = (size_t)-2;
+            OK(vae_layer_get_param(la, p, &va));
+            OK(vae_layer_get_param(lb, p, &vb));
+            if (va != vb)
+                fail_msg("layer %zu, vae_layer_get_param %d: %zu saved, %zu loaded", i, p, va,
+                         vb);
+        }
+        size_t in = 0, out = 0, params = 0;
+        OK(vae_layer_get_param(lb, VAE_LAYER_INPUTS, &in));
+        OK(vae_layer_get_param(lb, VAE_LAYER_OUTPUTS, &out));
+        OK(vae_layer_get_param(lb, VAE_LAYER_PARAMS, &params));
+        assert_int_equal(in, vae_layer_input_size(lb));
+        assert_int_equal(out, vae_layer_output_size(lb));
+        total += params;
+    }
+    /* The head is a dense identity layer giving [mu | logvar]. */
+    const vae_layer *head = vae_model_layer(b, ne);
+    assert_int_equal(vae_layer_kind(head), VAE_LAYER_DENSE);
+    assert_int_equal(vae_layer_activation(head), VAE_ACT_IDENTITY);
+    assert_int_equal(vae_layer_output_size(head), 2 * vae_model_latent_dim(b));
+    assert_int_equal(total, np);
+
+    const size_t nt = vae_model_tensor_count(a);
+    assert_int_equal(vae_model_tensor_count(b), nt);
+    assert_int_equal(nt, 2 * nl);
+    assert_null(vae_model_tensor_name(b, nt));
+    const float *pb = vae_model_params(b, NULL);
+    size_t next = 0;
+    for (size_t t = 0; t < nt; t++) {
+        const char *na = vae_model_tensor_name(a, t), *nb = vae_model_tensor_name(b, t);
+        assert_non_null(na);
+        assert_non_null(nb);
+        assert_string_equal(na, nb);
+        size_t idx = (size_t)-1;
+        OK(vae_model_tensor_find(b, na, &idx));
+        assert_int_equal(idx, t);
+        size_t sha[4] = {0}, shb[4] = {0}, nda = 0, ndb = 0, oa = 0, ob = 0, ca = 0, cb = 0;
+        OK(vae_model_tensor_info(a, t, sha, &nda, &oa, &ca));
+        OK(vae_model_tensor_info(b, t, shb, &ndb, &ob, &cb));
+        assert_int_equal(nda, ndb);
+        assert_true(ndb == 1 || ndb == 2 || ndb == 4);
+        assert_memory_equal(sha, shb, ndb * sizeof sha[0]);
+        assert_int_equal(oa, ob);
+        assert_int_equal(ca, cb);
+        size_t prod = 1;
+        for (size_t k = 0; k < ndb; k++)
+            prod *= shb[k];
+        assert_int_equal(prod, cb);
+        assert_int_equal(ob, next); /* tensors tile the slab in order */
+        next += cb;
+        float *va = tu_alloc(ca, sizeof *va), *vb = tu_alloc(cb, sizeof *vb);
+        OK(vae_model_tensor_get(a, t, va, ca));
+        OK(vae_model_tensor_get(b, t, vb, cb));
+        assert_memory_equal(va, vb, cb * sizeof *vb);
+        assert_memory_equal(vb, pb + ob, cb * sizeof *vb);
+        free(va);
+        free(vb);
+    }
+    assert_int_equal(next, np);
+}
+
 /* Everything observable of two models must agree bit for bit: the slab,
- * dimensions, and what encode, decode and the objective (fixed noise)
- * compute. */
+ * the architecture as introspection reports it, and what encode, decode,
+ * reconstruct, sample, the log-likelihood estimate and the objective (fixed
+ * noise) compute. */
 static void assert_same_model(vae_model *a, vae_model *b)
 {
     size_t na = 0, nb = 0;
     const float *pa = vae_model_params(a, &na), *pb = vae_model_params(b, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(pa, pb, na * sizeof(float));
-    size_t ng = 0;
-    assert_non_null(vae_model_grads(b, &ng));
-    assert_int_equal(ng, nb);
-    assert_int_equal(vae_model_input_dim(a), vae_model_input_dim(b));
-    assert_int_equal(vae_model_latent_dim(a), vae_model_latent_dim(b));
-    assert_int_equal(vae_model_likelihood(a), vae_model_likelihood(b));
+    assert_same_architecture(a, b);
 
-    enum { N = 5 };
+    enum { N = 5, MAXD = 32 };
     const size_t D = vae_model_input_dim(a), L = vae_model_latent_dim(a);
-    float x[N * 8], z[N * 8], eps[N * 8], oa[N * 8], ob[N * 8], la[N * 8], lb[N * 8];
+    assert_true(D <= MAXD && L <= MAXD);
+    float x[N * MAXD], z[N * MAXD], eps[N * MAXD], oa[N * MAXD], ob[N * MAXD], la[N * MAXD],
+        lb[N * MAXD];
     uint64_t s = 42;
     for (size_t i = 0; i < N * D; i++)
         x[i] = (float)((double)(mix(&s) >> 11) * 0x1.0p-53); /* in [0, 1): fits both */
@@ -331,22 +465,48 @@ static void assert_same_model(vae_model *a, vae_model *b)
         z[i] = (float)((double)(mix(&s) >> 11) * 0x1.0p-53 * 4.0 - 2.0);
         eps[i] = (float)((double)(mix(&s) >> 11) * 0x1.0p-53 * 3.0 - 1.5);
     }
-    OK(vae_model_decode(a, z, N, oa));
-    OK(vae_model_decode(b, z, N, ob));
+    vae_context *ctx = NULL;
+    OK(vae_context_create(&ctx));
+    OK(vae_decode(ctx, a, z, N, oa));
+    OK(vae_decode(ctx, b, z, N, ob));
     assert_memory_equal(oa, ob, N * D * sizeof(float));
-    OK(vae_model_encode(a, x, N, oa, la));
-    OK(vae_model_encode(b, x, N, ob, lb));
+    OK(vae_encode(ctx, a, x, N, oa, la));
+    OK(vae_encode(ctx, b, x, N, ob, lb));
     assert_memory_equal(oa, ob, N * L * sizeof(float));
     assert_memory_equal(la, lb, N * L * sizeof(float));
+    OK(vae_reconstruct(ctx, a, x, N, oa));
+    OK(vae_reconstruct(ctx, b, x, N, ob));
+    assert_memory_equal(oa, ob, N * D * sizeof(float));
+
+    vae_rng *ra = NULL, *rb = NULL;
+    OK(vae_rng_create(&ra, 9));
+    OK(vae_rng_create(&rb, 9));
+    OK(vae_sample(ctx, a, ra, N, oa));
+    OK(vae_sample(ctx, b, rb, N, ob));
+    assert_memory_equal(oa, ob, N * D * sizeof(float));
+    double lla[N], llb[N];
+    OK(vae_log_likelihood(ctx, a, x, N, 3, ra, lla));
+    OK(vae_log_likelihood(ctx, b, x, N, 3, rb, llb));
+    assert_memory_equal(lla, llb, sizeof lla);
+    vae_rng_free(ra);
+    vae_rng_free(rb);
 
     vae_elbo *e = NULL;
     OK(vae_elbo_create(&e));
-    double r[2][4], ps[2][N];
-    OK(vae_elbo_evaluate(e, a, x, N, eps, NULL, &r[0][0], &r[0][1], &r[0][2], ps[0]));
-    OK(vae_elbo_evaluate(e, b, x, N, eps, NULL, &r[1][0], &r[1][1], &r[1][2], ps[1]));
-    assert_memory_equal(r[0], r[1], 3 * sizeof(double));
+    vae_epoch_stats st[2];
+    double ps[2][N];
+    for (int k = 0; k < 2; k++) {
+        memset(&st[k], 0, sizeof st[k]);
+        st[k].size = sizeof st[k];
+        OK(vae_elbo_evaluate(ctx, k ? b : a, e, x, N, eps, NULL, ps[k], &st[k]));
+        assert_int_equal(st[k].samples, N);
+    }
+    assert_memory_equal(&st[0].loss, &st[1].loss, sizeof st[0].loss);
+    assert_memory_equal(&st[0].recon, &st[1].recon, sizeof st[0].recon);
+    assert_memory_equal(&st[0].kl, &st[1].kl, sizeof st[0].kl);
     assert_memory_equal(ps[0], ps[1], sizeof ps[0]);
     vae_elbo_free(e);
+    vae_context_free(ctx);
 }
 
 /* ---- layout and round trips ------------------------------------------------- */
@@ -394,9 +554,24 @@ static void test_layout(void **state)
 static void round_trip(vae_model *m, const char *name)
 {
     const char *path = tpath(name);
+    /* The encoding before saving, to compare with the loaded model's. */
+    enum { NE = 3, MAXE = 32 };
+    const size_t D = vae_model_input_dim(m), L = vae_model_latent_dim(m);
+    assert_true(D <= MAXE && L <= MAXE);
+    float xe[NE * MAXE], mu0[NE * MAXE], lv0[NE * MAXE], mu1[NE * MAXE], lv1[NE * MAXE];
+    for (size_t i = 0; i < NE * D; i++)
+        xe[i] = (float)((i * 7) % 11) / 10.0f;
+    vae_context *ctx = NULL;
+    OK(vae_context_create(&ctx));
+    OK(vae_encode(ctx, m, xe, NE, mu0, lv0));
+
     OK(vae_model_save(m, path));
     vae_model *f = NULL, *mm = NULL;
     OK(vae_model_load(&f, path));
+    OK(vae_encode(ctx, f, xe, NE, mu1, lv1));
+    assert_memory_equal(mu0, mu1, NE * L * sizeof(float));
+    assert_memory_equal(lv0, lv1, NE * L * sizeof(float));
+    vae_context_free(ctx);
     assert_same_model(m, f);
 
     /* The memory path writes the same bytes as the file. */
@@ -443,14 +618,23 @@ static void test_round_trip_gaussian(void **state)
      * term differs. */
     vae_model *other = NULL;
     OK(vae_model_load(&other, tpath("gauss.vae")));
-    OK(vae_model_set_gaussian_sigma(other, 1.0f));
+    double sigma = 0.0;
+    OK(vae_model_get_param(other, VAE_MODEL_GAUSSIAN_SIGMA, &sigma));
+    assert_true(sigma == (double)0.37f);
+    OK(vae_model_set_param(other, VAE_MODEL_GAUSSIAN_SIGMA, 1.0));
     float x[GD] = {0.1f, 0.9f, 0.3f, 0.5f, 0.7f, 0.2f}, eps[GL] = {0.3f, -0.2f, 1.0f};
     vae_elbo *e = NULL;
+    vae_context *ctx = NULL;
     OK(vae_elbo_create(&e));
-    double r1 = 0.0, r2 = 0.0;
-    OK(vae_elbo_evaluate(e, m, x, 1, eps, NULL, NULL, &r1, NULL, NULL));
-    OK(vae_elbo_evaluate(e, other, x, 1, eps, NULL, NULL, &r2, NULL, NULL));
-    assert_true(fabs(r1 - r2) > 1e-3);
+    OK(vae_context_create(&ctx));
+    vae_epoch_stats s1, s2;
+    memset(&s1, 0, sizeof s1);
+    memset(&s2, 0, sizeof s2);
+    s1.size = s2.size = sizeof s1;
+    OK(vae_elbo_evaluate(ctx, m, e, x, 1, eps, NULL, NULL, &s1));
+    OK(vae_elbo_evaluate(ctx, other, e, x, 1, eps, NULL, NULL, &s2));
+    assert_true(fabs(s1.recon - s2.recon) > 1e-3);
+    vae_context_free(ctx);
     vae_elbo_free(e);
     vae_model_free(other);
     vae_model_free(m);
@@ -466,28 +650,195 @@ static void test_round_trip_bernoulli(void **state)
      * larger than any before. */
     const size_t hidden[1] = {9};
     OK(vae_model_create_mlp(&m, 7, hidden, 1, 4, VAE_ACT_SOFTPLUS, VAE_LIKELIHOOD_GAUSSIAN, 5));
-    OK(vae_model_set_gaussian_sigma(m, 2.5f));
+    OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, 2.5));
     randomize_params(m, 7);
     round_trip(m, "mlp.vae");
     vae_model *f = NULL;
     OK(vae_model_load(&f, tpath("mlp.vae")));
     enum { N = 300 };
-    float *z = malloc(N * 4 * sizeof *z), *o1 = malloc(N * 7 * sizeof *o1),
-          *o2 = malloc(N * 7 * sizeof *o2);
-    assert_true(z && o1 && o2);
+    float *z = malloc(N * 7 * sizeof *z), *o1 = malloc(N * 7 * sizeof *o1),
+          *o2 = malloc(N * 7 * sizeof *o2), *v1 = malloc(N * 4 * sizeof *v1),
+          *v2 = malloc(N * 4 * sizeof *v2);
+    assert_true(z && o1 && o2 && v1 && v2);
     for (size_t i = 0; i < N * 4; i++)
         z[i] = (float)i / (float)(N * 4) - 0.5f;
-    /* Inference runs in chunks of the workspace, and a BLAS may round a
-     * chunk of 5 rows differently from one of 256: give both models the
-     * same workspace so that bit-equality is a fair demand. */
-    OK(vae_model_reserve(m, N));
-    OK(vae_model_reserve(f, N));
-    OK(vae_model_decode(m, z, N, o1));
-    OK(vae_model_decode(f, z, N, o2));
+    /* Batches run in blocks of 64 samples whatever the workspace: a
+     * reserved context and a fresh one must give the same bits. */
+    vae_context *c1 = NULL, *c2 = NULL;
+    OK(vae_context_create(&c1));
+    OK(vae_context_create(&c2));
+    OK(vae_context_reserve(c1, m, N));
+    OK(vae_decode(c1, m, z, N, o1));
+    OK(vae_decode(c2, f, z, N, o2));
     assert_memory_equal(o1, o2, N * 7 * sizeof(float));
+    /* And the loaded model encodes a large batch to the same bits. */
+    for (size_t i = 0; i < N * 7; i++)
+        z[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    OK(vae_encode(c1, m, z, N, o1, v1));
+    OK(vae_encode(c2, f, z, N, o2, v2));
+    assert_memory_equal(o1, o2, N * 4 * sizeof(float));
+    assert_memory_equal(v1, v2, N * 4 * sizeof(float));
+    vae_context_free(c1);
+    vae_context_free(c2);
     free(z);
     free(o1);
     free(o2);
+    free(v1);
+    free(v2);
+    vae_model_free(f);
+    vae_model_free(m);
+}
+
+/* Convolution layers: their records as docs/format.md gives them (kind,
+ * 8 or 9 geometry fields), a bit-exact round trip, and the geometry that
+ * introspection reports after loading. */
+static void test_round_trip_conv(void **state)
+{
+    (void)state;
+    vae_model *m = conv_model();
+    size_t size = 0;
+    unsigned char *b = save_to_mem(m, &size);
+    assert_int_equal(get32(b + OFF_NLAYERS), C_LAYERS);
+    assert_int_equal(get32(b + OFF_NENC), C_NENC);
+    assert_int_equal(get64(b + OFF_INPUT), CD);
+    assert_int_equal(get64(b + OFF_LATENT), CL);
+    static const uint32_t kind[C_LAYERS] = {VAE_LAYER_CONV2D, VAE_LAYER_DENSE, VAE_LAYER_DENSE,
+                                            VAE_LAYER_DENSE, VAE_LAYER_CONV2D_TRANSPOSE};
+    static const uint32_t act[C_LAYERS] = {VAE_ACT_ELU, VAE_ACT_TANH, VAE_ACT_IDENTITY,
+                                           VAE_ACT_RELU, VAE_ACT_IDENTITY};
+    static const uint64_t params[C_LAYERS] = {14, 125, 36, 48, 25};
+    static const uint64_t fields[C_LAYERS][9] = {
+        {1, 5, 6, 2, 3, 2, 2, 1}, {24, 5}, {5, 6}, {3, 12}, {2, 2, 3, 1, 4, 3, 2, 1, 1}};
+    static const uint32_t nfields[C_LAYERS] = {8, 2, 2, 2, 9};
+    size_t off = OFF_LAYERS;
+    for (size_t i = 0; i < C_LAYERS; i++) {
+        assert_int_equal(get32(b + off), kind[i]);
+        assert_int_equal(get32(b + off + 4), act[i]);
+        assert_int_equal(get32(b + off + 8), nfields[i]);
+        assert_int_equal(get32(b + off + 12), 0);
+        assert_int_equal(get64(b + off + 16), params[i]);
+        for (size_t k = 0; k < nfields[i]; k++)
+            assert_int_equal(get64(b + off + 24 + 8 * k), fields[i][k]);
+        off += 24 + 8 * (size_t)nfields[i];
+    }
+    assert_int_equal(get64(b + off), C_PARAMS);
+    assert_int_equal(size, off + 8 + 4 * C_PARAMS + 4);
+    assert_int_equal(get32(b + size - 4), crc32_ref(b, size - 4));
+    free(b);
+
+    round_trip(m, "conv.vae");
+
+    /* The geometry of the loaded layers, number by number. */
+    vae_model *f = NULL;
+    OK(vae_model_load(&f, tpath("conv.vae")));
+    static const size_t want[C_LAYERS][14] = {
+        /* in, out, params, in_c, in_h, in_w, out_c, out_h, out_w, kh, kw, stride, pad, opad */
+        {30, 24, 14, 1, 5, 6, 2, 3, 4, 3, 2, 2, 1, 0},
+        {24, 5, 125, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {5, 6, 36, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {3, 12, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+        {12, 30, 25, 2, 2, 3, 1, 5, 6, 4, 3, 2, 1, 1},
+    };
+    assert_int_equal(vae_model_layer_count(f), C_LAYERS);
+    assert_int_equal(vae_model_encoder_layer_count(f), C_NENC);
+    for (size_t i = 0; i < C_LAYERS; i++) {
+        const vae_layer *l = vae_model_layer(f, i);
+        assert_int_equal(vae_layer_kind(l), (int)kind[i]);
+        assert_int_equal(vae_layer_activation(l), (int)act[i]);
+        for (int p = VAE_LAYER_INPUTS; p <= VAE_LAYER_OUTPUT_PADDING; p++) {
+            size_t v = (size_t)-1;
+            OK(vae_layer_get_param(l, p, &v));
+            if (v != want[i][p - 1])
+                fail_msg("loaded layer %zu, vae_layer_get_param %d: %zu, expected %zu", i, p, v,
+                         want[i][p - 1]);
+        }
+    }
+    double sigma = 0.0;
+    OK(vae_model_get_param(f, VAE_MODEL_GAUSSIAN_SIGMA, &sigma));
+    assert_true(sigma == 1.5);
+    /* PyTorch's names and shapes. */
+    static const char *const names[2 * C_LAYERS] = {
+        "encoder.0.weight", "encoder.0.bias", "encoder.1.weight", "encoder.1.bias",
+        "head.weight",      "head.bias",      "decoder.0.weight", "decoder.0.bias",
+        "decoder.1.weight", "decoder.1.bias"};
+    static const size_t shapes[2 * C_LAYERS][5] = {
+        /* ndim, shape */
+        {4, 2, 1, 3, 2}, {1, 2}, {2, 5, 24}, {1, 5}, {2, 6, 5},
+        {1, 6},          {2, 12, 3}, {1, 12}, {4, 2, 1, 4, 3}, {1, 1}};
+    assert_int_equal(vae_model_tensor_count(f), 2 * C_LAYERS);
+    for (size_t t = 0; t < 2 * C_LAYERS; t++) {
+        assert_string_equal(vae_model_tensor_name(f, t), names[t]);
+        size_t shape[4] = {0}, ndim = 0;
+        OK(vae_model_tensor_info(f, t, shape, &ndim, NULL, NULL));
+        assert_int_equal(ndim, shapes[t][0]);
+        assert_memory_equal(shape, &shapes[t][1], ndim * sizeof(size_t));
+    }
+    vae_model_free(f);
+    vae_model_free(m);
+}
+
+/* The Gaussian model after loading: the architecture that was built, as
+ * introspection reports it, against the values it was built from. */
+static void test_introspection_after_load(void **state)
+{
+    (void)state;
+    vae_model *m = gaussian_model();
+    OK(vae_model_save(m, tpath("intro.vae")));
+    vae_model *f = NULL;
+    OK(vae_model_load(&f, tpath("intro.vae")));
+    assert_same_architecture(m, f);
+    assert_int_equal(vae_model_is_built(f), 1);
+    assert_int_equal(vae_model_input_dim(f), GD);
+    assert_int_equal(vae_model_latent_dim(f), GL);
+    assert_int_equal(vae_model_likelihood(f), VAE_LIKELIHOOD_GAUSSIAN);
+    assert_int_equal(vae_model_layer_count(f), G_LAYERS);
+    assert_int_equal(vae_model_encoder_layer_count(f), G_NENC);
+    assert_int_equal(vae_model_param_count(f), G_PARAMS);
+    double sigma = 0.0;
+    OK(vae_model_get_param(f, VAE_MODEL_GAUSSIAN_SIGMA, &sigma));
+    assert_true(sigma == (double)0.37f);
+    for (size_t i = 0; i < G_LAYERS; i++) {
+        const vae_layer *l = vae_model_layer(f, i);
+        assert_non_null(l);
+        assert_int_equal(vae_layer_kind(l), VAE_LAYER_DENSE);
+        assert_int_equal(vae_layer_activation(l), g_act[i]);
+        assert_int_equal(vae_layer_input_size(l), g_in[i]);
+        assert_int_equal(vae_layer_output_size(l), g_out[i]);
+        for (int p = VAE_LAYER_INPUTS; p <= VAE_LAYER_OUTPUT_PADDING; p++) {
+            size_t v = (size_t)-1,
+                   want = p == VAE_LAYER_INPUTS    ? g_in[i]
+                          : p == VAE_LAYER_OUTPUTS ? g_out[i]
+                          : p == VAE_LAYER_PARAMS  ? g_in[i] * g_out[i] + g_out[i]
+                                                   : 0;
+            OK(vae_layer_get_param(l, p, &v));
+            if (v != want)
+                fail_msg("loaded layer %zu, vae_layer_get_param %d: %zu, expected %zu", i, p, v,
+                         want);
+        }
+    }
+    static const char *const names[2 * G_LAYERS] = {
+        "encoder.0.weight", "encoder.0.bias", "encoder.1.weight", "encoder.1.bias",
+        "head.weight",      "head.bias",      "decoder.0.weight", "decoder.0.bias",
+        "decoder.1.weight", "decoder.1.bias", "decoder.2.weight", "decoder.2.bias"};
+    assert_int_equal(vae_model_tensor_count(f), 2 * G_LAYERS);
+    size_t off = 0;
+    for (size_t t = 0; t < 2 * G_LAYERS; t++) {
+        const size_t l = t / 2;
+        assert_string_equal(vae_model_tensor_name(f, t), names[t]);
+        size_t shape[4] = {0}, ndim = 0, offset = 0, count = 0;
+        OK(vae_model_tensor_info(f, t, shape, &ndim, &offset, &count));
+        if (t % 2 == 0) {
+            assert_int_equal(ndim, 2);
+            assert_int_equal(shape[0], g_out[l]);
+            assert_int_equal(shape[1], g_in[l]);
+        } else {
+            assert_int_equal(ndim, 1);
+            assert_int_equal(shape[0], g_out[l]);
+        }
+        assert_int_equal(offset, off);
+        off += count;
+    }
+    assert_int_equal(off, G_PARAMS);
     vae_model_free(f);
     vae_model_free(m);
 }
@@ -1004,6 +1355,9 @@ static void test_bad_arguments(void **state)
     /* An unbuilt model has nothing to save. */
     vae_model *unbuilt = NULL;
     OK(vae_model_create(&unbuilt, 4, 2, VAE_LIKELIHOOD_BERNOULLI));
+    assert_int_equal(vae_model_is_built(unbuilt), 0);
+    assert_int_equal(vae_model_param_count(unbuilt), 0);
+    assert_int_equal(vae_model_tensor_count(unbuilt), 0);
     EXPECT_ERR(vae_model_save(unbuilt, tpath("args/unbuilt.vae")), VAE_ERR_STATE, "vae_model_save",
                "build");
     EXPECT_ERR(vae_model_save_mem(unbuilt, NULL, 0, &size), VAE_ERR_STATE, "vae_model_save_mem",
@@ -1063,6 +1417,8 @@ int main(void)
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_round_trip_gaussian),
         cmocka_unit_test(test_round_trip_bernoulli),
+        cmocka_unit_test(test_round_trip_conv),
+        cmocka_unit_test(test_introspection_after_load),
         cmocka_unit_test(test_every_byte_flipped),
         cmocka_unit_test(test_truncated_and_extended),
         cmocka_unit_test(test_crafted_inconsistent),

@@ -787,6 +787,9 @@ VAE_API int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t
                                  int likelihood, uint64_t seed);
 /**
  * @brief Changes a setting of the model.
+ *
+ * Sigma is kept as a float (model files store it so), so vae_model_get_param() returns it
+ * rounded to float.
  * @param[in,out] m     The model.
  * @param[in]     param A VAE_MODEL_* setting.
  * @param[in]     value The new value, within the setting's documented bounds.
@@ -1101,6 +1104,8 @@ VAE_API void vae_elbo_free(vae_elbo *e);
 /**
  * @brief Changes a setting; takes effect at the next call that uses the objective, so beta
  *        may change between steps (KL warm-up).
+ *
+ * Beta is kept as a float, so vae_elbo_get_param() returns it rounded to float.
  * @param[in,out] e     The objective.
  * @param[in]     param A VAE_ELBO_* setting.
  * @param[in]     value The new value, within the setting's bounds.
@@ -1345,6 +1350,9 @@ VAE_API void vae_optimizer_free(vae_optimizer *opt);
 VAE_API int vae_optimizer_kind(const vae_optimizer *opt);
 /**
  * @brief Sets a hyperparameter; the next step uses it.
+ *
+ * The value is kept as a float, the precision of the update it enters, so
+ * vae_optimizer_get_param() returns it rounded to float (0.9 reads back as 0.89999998).
  * @param[in,out] opt   The optimizer.
  * @param[in]     param A VAE_OPT_* value that this kind accepts.
  * @param[in]     value The new value, within the bounds of VAE_OPT_*.

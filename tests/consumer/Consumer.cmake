@@ -24,6 +24,9 @@ if(MODE STREQUAL "pkgconfig")
   set(ENV{PKG_CONFIG_PATH} "${libdir}/pkgconfig")
   run(${PKG_CONFIG} --modversion vae)
   message(STATUS "pkg-config finds vae ${out}")
+  # The 1.x API: version 1.0 or later, below 2.
+  run(${PKG_CONFIG} --atleast-version=1.0 vae)
+  run(${PKG_CONFIG} --max-version=1.99999 vae)
   run(${PKG_CONFIG} --cflags --libs vae)
   separate_arguments(flags UNIX_COMMAND "${out}")
   run(${CC} -std=c11 -Wall -Wextra -Werror "${SRC}/consumer.c" -o "${WORK}/consumer" ${flags}
