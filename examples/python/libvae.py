@@ -1,47 +1,78 @@
-"""Python binding of libvae over ctypes (standard library only, Python >= 3.9).
+"""Python binding of libvae 1.x over ctypes (standard library only, Python >= 3.9).
 
 The shared library is found, in order, through:
 
   1. the environment variable LIBVAE_PATH: the library file itself, or a
-     directory holding libvae.so.0.1 / libvae.so (nothing else is tried when
-     it is set);
+     directory holding libvae.so.1 / libvae.so (nothing else is tried when it
+     is set);
   2. ctypes.util.find_library("vae");
-  3. the names "libvae.so.0.1" and "libvae.so" (the dynamic loader's search
+  3. the names "libvae.so.1" and "libvae.so" (the dynamic loader's search
      path, e.g. LD_LIBRARY_PATH).
 
 Import fails with LibraryNotFoundError (an ImportError) when none loads, and
-with VersionMismatchError when the library's MAJOR.MINOR differs from the
-header this module mirrors (HEADER_VERSION).
+with VersionMismatchError when vae_version_number() of the loaded library has
+another major version than the one this module was written for (1).
 
-Every C status becomes an exception: VaeError(code, message), with
-.code, .strerror (vae_strerror(code)) and .message (vae_last_error(), or a
-message of this module when the check happens in Python), and one subclass
-per status code (InvalidArgument, ShapeError, OutOfMemory, VaeIOError,
-FormatError, NumericError, StateError, Cancelled). Each subclass also derives
-from the matching built-in exception (ValueError, MemoryError, OSError,
-ArithmeticError, RuntimeError), so generic handlers work too.
+The objects mirror the C handles of vae/vae.h:
 
-Objects own their C handles and free them deterministically with close(), a
-with-statement, or, as a fallback, when garbage-collected. Closing twice is
-harmless; using a closed object raises InvalidArgument (never passes NULL).
+  Model      architecture and parameters (Model.create_mlp(), or Model(...) +
+             add_encoder_layer()/add_decoder_layer() + build(), Model.load())
+  Layer      a standalone layer; adding it to a model consumes it
+  Context    workspace and worker threads; every inference call takes one
+  Elbo       the objective (beta, objective)
+  Optimizer  SGD or Adam/AdamW hyperparameters
+  Trainer    gradients, optimizer state, generator and counters of training
+  Dataset    samples in memory (IDX files or floats)
+  Rng        the seeded generator
+
+Inference is done by functions taking a context first, as in C:
+encode(ctx, model, x), decode(), reconstruct(), sample(), log_likelihood(),
+elbo_evaluate(), evaluate_dataset(); the same are methods of Context
+(ctx.encode(model, x), ...).
+
+Errors: every C status becomes an exception VaeError(code, message), with
+.code, .strerror (vae_strerror(code)) and .message (vae_last_error() of the
+failed call, or a message of this module when the check happens in Python),
+and one subclass per status code (InvalidArgument, ShapeError, OutOfMemory,
+VaeIOError, FormatError, NumericError, StateError, Cancelled). Each subclass
+also derives from the matching built-in exception (ValueError, MemoryError,
+OSError, ArithmeticError, RuntimeError), so generic handlers work too.
+
+Lifetimes: objects own their C handles and free them with close(), at the end
+of a with-statement, or when garbage-collected; closing twice is harmless and
+using a closed object raises InvalidArgument (NULL is never passed to C).
+Whatever borrows an object holds a Python reference to it, so the garbage
+collector can never free a model, objective, optimizer or context under a
+live Trainer, nor a model under one of its layer views or parameter views:
+
+  - a Trainer keeps its model, objective, optimizer and context alive; closing
+    any of those closes the trainer first;
+  - an object is never freed while a call on it is running (close() from
+    another thread, or from a progress callback, takes effect when the call
+    returns), nor while a memoryview over its memory (Model.params(),
+    Trainer.grads(), Layer.params()) or a view derived from it still exists;
+    close() releases the views it handed out, so using them afterwards
+    raises ValueError instead of reading freed memory;
+  - Model.add_encoder_layer(layer) consumes the Layer as the C call does,
+    whether it succeeds or fails: the Python object is closed at once and
+    can never reach the freed or model-owned C layer. The model's layers are
+    read through Model.layers (ModelLayer objects holding the model).
 
 Float buffers: inputs are any object supporting the buffer protocol with
 float32 items ("f"), such as array.array("f"), a memoryview, or a float32
 numpy array, or else a flat sequence of numbers or a sequence of rows.
 C-contiguous writable buffers are passed without a copy. Outputs are
-array.array("f") (array.array("d") for per-sample losses), or are written
-into an `out=` buffer (writable, C-contiguous, float32, exact size). Sizes are
+array.array("f") (array.array("d") for per-sample values), or are written into
+an `out=` buffer (writable, C-contiguous, float32, exact size). Sizes are
 checked here before the call (ShapeError, a ValueError).
 
-Borrowed memory: Model.params()/grads() and Layer.params()/grads() return
-memoryviews over the library's own memory, without copying. They are valid
-only while the owning object is open (and, for a standalone layer, until it
-is added to a model). close() releases the views it handed out, so a stale
-view raises ValueError instead of reading freed memory; views derived from
-them (slices, numpy arrays) are not tracked and must not outlive the owner.
+Settings (Elbo.beta, Model.gaussian_sigma, the optimizer's hyperparameters) are
+kept by the library as the float32 its computations use: they read back
+rounded to float32.
 
-Thread safety follows the C library: one object is used by one thread at a
-time. ctypes releases the GIL during calls.
+Threads: ctypes releases the GIL during calls. A Context serves one call at a
+time; a second concurrent call on it fails with StateError. Contexts with
+more than one worker need a single-threaded BLAS: blas_set_threads(1).
 """
 
 import array
@@ -52,27 +83,31 @@ import itertools
 import operator
 import os
 import sys
+import threading
 import weakref
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_double, c_float, c_int,
                     c_int32, c_size_t, c_uint, c_uint64, c_void_p)
 
 __all__ = [
-    "HEADER_VERSION", "library_version", "library_path",
+    "HEADER_VERSION", "HEADER_VERSION_MAJOR", "library_version", "library_path",
     "VaeError", "InvalidArgument", "ShapeError", "OutOfMemory", "VaeIOError", "FormatError",
     "NumericError", "StateError", "Cancelled", "LibraryNotFoundError", "VersionMismatchError",
-    "Rng", "Layer", "Model", "Elbo", "Optimizer", "Dataset", "Losses", "EpochStats",
-    "train_epoch", "evaluate_dataset",
+    "Rng", "Layer", "ModelLayer", "Model", "TensorInfo", "Context", "Elbo", "Optimizer",
+    "Trainer", "Dataset", "EpochStats",
+    "encode", "decode", "reconstruct", "sample", "log_likelihood", "elbo_evaluate",
+    "evaluate_dataset", "blas_threads", "blas_set_threads",
     "ACT_IDENTITY", "ACT_RELU", "ACT_LEAKY_RELU", "ACT_TANH", "ACT_SIGMOID", "ACT_SOFTPLUS",
-    "ACT_ELU", "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "OBJECTIVE_ELBO",
-    "OBJECTIVE_AUTOENCODER",
+    "ACT_ELU", "LAYER_DENSE", "LAYER_CONV2D", "LAYER_CONV2D_TRANSPOSE",
+    "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
+    "OPTIMIZER_SGD", "OPTIMIZER_ADAM",
 ]
 
 # ---------------------------------------------------------------------------
 # Constants mirrored from include/vae/vae.h
 # ---------------------------------------------------------------------------
 
-HEADER_VERSION_MAJOR = 0
-HEADER_VERSION_MINOR = 1
+HEADER_VERSION_MAJOR = 1
+HEADER_VERSION_MINOR = 0
 HEADER_VERSION_PATCH = 0
 HEADER_VERSION_NUMBER = (HEADER_VERSION_MAJOR * 10000 + HEADER_VERSION_MINOR * 100
                          + HEADER_VERSION_PATCH)
@@ -96,17 +131,81 @@ ACT_SIGMOID = 4
 ACT_SOFTPLUS = 5
 ACT_ELU = 6
 
+LAYER_DENSE = 1
+LAYER_CONV2D = 2
+LAYER_CONV2D_TRANSPOSE = 3
+
+# vae_layer_get_param()
+LAYER_INPUTS = 1
+LAYER_OUTPUTS = 2
+LAYER_PARAMS = 3
+LAYER_IN_CHANNELS = 4
+LAYER_IN_HEIGHT = 5
+LAYER_IN_WIDTH = 6
+LAYER_OUT_CHANNELS = 7
+LAYER_OUT_HEIGHT = 8
+LAYER_OUT_WIDTH = 9
+LAYER_KERNEL_HEIGHT = 10
+LAYER_KERNEL_WIDTH = 11
+LAYER_STRIDE = 12
+LAYER_PADDING = 13
+LAYER_OUTPUT_PADDING = 14
+
 LIKELIHOOD_BERNOULLI = 0
 LIKELIHOOD_GAUSSIAN = 1
+
+MODEL_GAUSSIAN_SIGMA = 1
 
 OBJECTIVE_ELBO = 0
 OBJECTIVE_AUTOENCODER = 1
 
+ELBO_BETA = 1
+ELBO_OBJECTIVE = 2
+
+OPTIMIZER_SGD = 1
+OPTIMIZER_ADAM = 2
+
+OPT_LR = 1
+OPT_WEIGHT_DECAY = 2
+OPT_CLIP_NORM = 3
+OPT_BETA1 = 4
+OPT_BETA2 = 5
+OPT_EPS = 6
+OPT_MOMENTUM = 7
+OPT_NESTEROV = 8
+OPT_DAMPENING = 9
+
 _ACTIVATIONS = {"identity": ACT_IDENTITY, "linear": ACT_IDENTITY, "relu": ACT_RELU,
                 "leaky_relu": ACT_LEAKY_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID,
                 "softplus": ACT_SOFTPLUS, "elu": ACT_ELU}
+_ACTIVATION_NAMES = {ACT_IDENTITY: "identity", ACT_RELU: "relu", ACT_LEAKY_RELU: "leaky_relu",
+                     ACT_TANH: "tanh", ACT_SIGMOID: "sigmoid", ACT_SOFTPLUS: "softplus",
+                     ACT_ELU: "elu"}
+_LAYER_KIND_NAMES = {LAYER_DENSE: "dense", LAYER_CONV2D: "conv2d",
+                     LAYER_CONV2D_TRANSPOSE: "conv2d_transpose"}
+_LAYER_PARAMS = collections.OrderedDict([
+    ("inputs", LAYER_INPUTS), ("outputs", LAYER_OUTPUTS), ("params", LAYER_PARAMS),
+    ("in_channels", LAYER_IN_CHANNELS), ("in_height", LAYER_IN_HEIGHT),
+    ("in_width", LAYER_IN_WIDTH), ("out_channels", LAYER_OUT_CHANNELS),
+    ("out_height", LAYER_OUT_HEIGHT), ("out_width", LAYER_OUT_WIDTH),
+    ("kernel_height", LAYER_KERNEL_HEIGHT), ("kernel_width", LAYER_KERNEL_WIDTH),
+    ("stride", LAYER_STRIDE), ("padding", LAYER_PADDING),
+    ("output_padding", LAYER_OUTPUT_PADDING)])
 _LIKELIHOODS = {"bernoulli": LIKELIHOOD_BERNOULLI, "gaussian": LIKELIHOOD_GAUSSIAN}
+_MODEL_PARAMS = {"gaussian_sigma": MODEL_GAUSSIAN_SIGMA, "sigma": MODEL_GAUSSIAN_SIGMA}
 _OBJECTIVES = {"elbo": OBJECTIVE_ELBO, "autoencoder": OBJECTIVE_AUTOENCODER}
+_ELBO_PARAMS = {"beta": ELBO_BETA, "objective": ELBO_OBJECTIVE}
+_OPTIMIZERS = {"sgd": OPTIMIZER_SGD, "adam": OPTIMIZER_ADAM, "adamw": OPTIMIZER_ADAM}
+_OPTIMIZER_NAMES = {OPTIMIZER_SGD: "sgd", OPTIMIZER_ADAM: "adam"}
+_OPT_PARAMS = collections.OrderedDict([
+    ("lr", OPT_LR), ("weight_decay", OPT_WEIGHT_DECAY), ("clip_norm", OPT_CLIP_NORM),
+    ("beta1", OPT_BETA1), ("beta2", OPT_BETA2), ("eps", OPT_EPS), ("momentum", OPT_MOMENTUM),
+    ("nesterov", OPT_NESTEROV), ("dampening", OPT_DAMPENING)])
+#: The hyperparameters each optimizer kind accepts (the others fail with InvalidArgument).
+OPTIMIZER_PARAMS = {
+    OPTIMIZER_SGD: ("lr", "weight_decay", "clip_norm", "momentum", "nesterov", "dampening"),
+    OPTIMIZER_ADAM: ("lr", "weight_decay", "clip_norm", "beta1", "beta2", "eps"),
+}
 
 # ---------------------------------------------------------------------------
 # Exceptions
@@ -118,7 +217,7 @@ class LibraryNotFoundError(ImportError):
 
 
 class VersionMismatchError(ImportError):
-    """The loaded library's MAJOR.MINOR differs from HEADER_VERSION."""
+    """The loaded library's major version differs from HEADER_VERSION_MAJOR."""
 
 
 class VaeError(Exception):
@@ -177,13 +276,14 @@ class NumericError(VaeError, ArithmeticError):
 
 
 class StateError(VaeError, RuntimeError):
-    """VAE_ERR_STATE: a call out of order (e.g. training an unbuilt model)."""
+    """VAE_ERR_STATE: a call out of order (an unbuilt model), or a context in use."""
 
 
 class Cancelled(VaeError):
     """VAE_ERR_CANCELLED: the progress callback asked to stop.
 
-    Raised by train_epoch(); .stats holds the EpochStats of the partial epoch.
+    Raised by Trainer.train_epoch(); .stats holds the EpochStats of the
+    partial epoch.
     """
 
     stats = None
@@ -210,7 +310,7 @@ def _error(code, message=None):
 # Loading the library
 # ---------------------------------------------------------------------------
 
-_SONAMES = ("libvae.so.%d.%d" % (HEADER_VERSION_MAJOR, HEADER_VERSION_MINOR), "libvae.so")
+_SONAMES = ("libvae.so.%d" % HEADER_VERSION_MAJOR, "libvae.so")
 
 
 def _candidates():
@@ -239,8 +339,9 @@ def _load_library():
         "ctypes.util.find_library('vae') and the names %s" % ", ".join(_SONAMES))
     raise LibraryNotFoundError(
         "libvae shared library not found (looked at %s). Build it (cmake --build build) and "
-        "set LIBVAE_PATH to the library file, e.g. build/libvae.so.0.1, or install it where "
-        "the dynamic loader finds it.\n  %s" % (where, "\n  ".join(failures)))
+        "set LIBVAE_PATH to the library file, e.g. build/libvae.so.%d, or install it where "
+        "the dynamic loader finds it.\n  %s"
+        % (where, HEADER_VERSION_MAJOR, "\n  ".join(failures)))
 
 
 _lib, _lib_name = _load_library()
@@ -285,11 +386,12 @@ class EpochStatsStruct(Structure):
 _FloatP = POINTER(c_float)
 _DoubleP = POINTER(c_double)
 _SizeP = POINTER(c_size_t)
-_HandleP = POINTER(c_void_p)  # T **out
+_HandleP = POINTER(c_void_p)  # T **out (and vae_layer ** of the add functions)
 _H = c_void_p                 # opaque handles
+_StatsP = POINTER(EpochStatsStruct)
 
 # name: (restype, argtypes); _STATUS marks a function returning an int status,
-# None a void function. Every symbol of lib/libvae.map is here.
+# None a void function. Every function of include/vae/vae.h is here.
 _STATUS = object()
 _SIGNATURES = {
     "vae_version_number": (c_uint, []),
@@ -316,45 +418,61 @@ _SIGNATURES = {
     "vae_layer_grads": (_FloatP, [_H, _SizeP]),
     "vae_layer_input_size": (c_size_t, [_H]),
     "vae_layer_output_size": (c_size_t, [_H]),
+    "vae_layer_kind": (c_int, [_H]),
+    "vae_layer_activation": (c_int, [_H]),
+    "vae_layer_get_param": (_STATUS, [_H, c_int, _SizeP]),
 
     "vae_model_create": (_STATUS, [_HandleP, c_size_t, c_size_t, c_int]),
     "vae_model_free": (None, [_H]),
-    "vae_model_add_encoder_layer": (_STATUS, [_H, _H]),
-    "vae_model_add_decoder_layer": (_STATUS, [_H, _H]),
+    "vae_model_add_encoder_layer": (_STATUS, [_H, _HandleP]),
+    "vae_model_add_decoder_layer": (_STATUS, [_H, _HandleP]),
     "vae_model_build": (_STATUS, [_H, c_uint64]),
     "vae_model_create_mlp": (_STATUS, [_HandleP, c_size_t, _SizeP, c_size_t, c_size_t, c_int,
                                        c_int, c_uint64]),
-    "vae_model_reserve": (_STATUS, [_H, c_size_t]),
-    "vae_model_set_threads": (_STATUS, [_H, c_size_t]),
-    "vae_model_threads": (c_size_t, [_H]),
-    "vae_model_set_gaussian_sigma": (_STATUS, [_H, c_float]),
+    "vae_model_set_param": (_STATUS, [_H, c_int, c_double]),
+    "vae_model_get_param": (_STATUS, [_H, c_int, _DoubleP]),
     "vae_model_input_dim": (c_size_t, [_H]),
     "vae_model_latent_dim": (c_size_t, [_H]),
     "vae_model_likelihood": (c_int, [_H]),
+    "vae_model_is_built": (c_int, [_H]),
+    "vae_model_layer_count": (c_size_t, [_H]),
+    "vae_model_encoder_layer_count": (c_size_t, [_H]),
+    "vae_model_layer": (c_void_p, [_H, c_size_t]),
     "vae_model_params": (_FloatP, [_H, _SizeP]),
-    "vae_model_grads": (_FloatP, [_H, _SizeP]),
-    "vae_model_zero_grads": (_STATUS, [_H]),
-    "vae_model_encode": (_STATUS, [_H, _FloatP, c_size_t, _FloatP, _FloatP]),
-    "vae_model_decode": (_STATUS, [_H, _FloatP, c_size_t, _FloatP]),
-    "vae_model_sample": (_STATUS, [_H, _H, c_size_t, _FloatP]),
-    "vae_model_reconstruct": (_STATUS, [_H, _FloatP, c_size_t, _FloatP]),
+    "vae_model_param_count": (c_size_t, [_H]),
+    "vae_model_tensor_count": (c_size_t, [_H]),
+    "vae_model_tensor_name": (c_char_p, [_H, c_size_t]),
+    "vae_model_tensor_find": (_STATUS, [_H, c_char_p, _SizeP]),
+    "vae_model_tensor_info": (_STATUS, [_H, c_size_t, _SizeP, _SizeP, _SizeP, _SizeP]),
+    "vae_model_tensor_get": (_STATUS, [_H, c_size_t, _FloatP, c_size_t]),
+    "vae_model_tensor_set": (_STATUS, [_H, c_size_t, _FloatP, c_size_t]),
+
+    "vae_context_create": (_STATUS, [_HandleP]),
+    "vae_context_free": (None, [_H]),
+    "vae_context_set_threads": (_STATUS, [_H, c_size_t]),
+    "vae_context_threads": (c_size_t, [_H]),
+    "vae_context_reserve": (_STATUS, [_H, _H, c_size_t]),
+    "vae_blas_threads": (c_size_t, []),
+    "vae_blas_set_threads": (_STATUS, [c_size_t]),
 
     "vae_elbo_create": (_STATUS, [_HandleP]),
     "vae_elbo_free": (None, [_H]),
-    "vae_elbo_set_beta": (_STATUS, [_H, c_float]),
-    "vae_elbo_set_objective": (_STATUS, [_H, c_int]),
-    "vae_elbo_forward_backward": (_STATUS, [_H, _H, _FloatP, c_size_t, _FloatP, _H, _DoubleP,
-                                            _DoubleP, _DoubleP]),
-    "vae_elbo_evaluate": (_STATUS, [_H, _H, _FloatP, c_size_t, _FloatP, _H, _DoubleP, _DoubleP,
-                                    _DoubleP, _DoubleP]),
+    "vae_elbo_set_param": (_STATUS, [_H, c_int, c_double]),
+    "vae_elbo_get_param": (_STATUS, [_H, c_int, _DoubleP]),
 
-    "vae_optimizer_adam_create": (_STATUS, [_HandleP, c_float, c_float, c_float, c_float,
-                                            c_float]),
-    "vae_optimizer_sgd_create": (_STATUS, [_HandleP, c_float, c_float, c_int, c_float]),
+    "vae_encode": (_STATUS, [_H, _H, _FloatP, c_size_t, _FloatP, _FloatP]),
+    "vae_decode": (_STATUS, [_H, _H, _FloatP, c_size_t, _FloatP]),
+    "vae_reconstruct": (_STATUS, [_H, _H, _FloatP, c_size_t, _FloatP]),
+    "vae_sample": (_STATUS, [_H, _H, _H, c_size_t, _FloatP]),
+    "vae_log_likelihood": (_STATUS, [_H, _H, _FloatP, c_size_t, c_size_t, _H, _DoubleP]),
+    "vae_elbo_evaluate": (_STATUS, [_H, _H, _H, _FloatP, c_size_t, _FloatP, _H, _DoubleP,
+                                    _StatsP]),
+
+    "vae_optimizer_create": (_STATUS, [_HandleP, c_int]),
     "vae_optimizer_free": (None, [_H]),
-    "vae_optimizer_set_lr": (_STATUS, [_H, c_float]),
-    "vae_optimizer_set_clip_norm": (_STATUS, [_H, c_float]),
-    "vae_optimizer_step": (_STATUS, [_H, _H]),
+    "vae_optimizer_kind": (c_int, [_H]),
+    "vae_optimizer_set_param": (_STATUS, [_H, c_int, c_double]),
+    "vae_optimizer_get_param": (_STATUS, [_H, c_int, _DoubleP]),
 
     "vae_dataset_load_idx": (_STATUS, [_HandleP, c_char_p, c_char_p]),
     "vae_dataset_from_floats": (_STATUS, [_HandleP, _FloatP, c_size_t, c_size_t,
@@ -370,12 +488,19 @@ _SIGNATURES = {
     "vae_dataset_batch": (_STATUS, [_H, _SizeP, c_size_t, c_int, _H, _FloatP]),
     "vae_dataset_range": (_STATUS, [_H, c_size_t, c_size_t, _FloatP]),
 
-    "vae_train_options_init": (None, [POINTER(TrainOptions)]),
-    "vae_train_epoch": (_STATUS, [_H, _H, _H, _H, _H, POINTER(TrainOptions),
-                                  POINTER(EpochStatsStruct)]),
-    "vae_evaluate_dataset": (_STATUS, [_H, _H, _H, _H, c_size_t, _DoubleP, _DoubleP, _DoubleP,
-                                       _DoubleP]),
-    "vae_model_log_likelihood": (_STATUS, [_H, _FloatP, c_size_t, c_size_t, _H, _DoubleP]),
+    "vae_train_options_init": (_STATUS, [POINTER(TrainOptions), c_size_t]),
+    "vae_trainer_create": (_STATUS, [_HandleP, _H, _H, _H, _H, c_uint64]),
+    "vae_trainer_free": (None, [_H]),
+    "vae_trainer_reserve": (_STATUS, [_H, c_size_t]),
+    "vae_trainer_forward_backward": (_STATUS, [_H, _FloatP, c_size_t, _FloatP, _StatsP]),
+    "vae_trainer_apply": (_STATUS, [_H]),
+    "vae_trainer_step": (_STATUS, [_H, _FloatP, c_size_t, _StatsP]),
+    "vae_trainer_train_epoch": (_STATUS, [_H, _H, POINTER(TrainOptions), _StatsP]),
+    "vae_trainer_grads": (_FloatP, [_H, _SizeP]),
+    "vae_trainer_zero_grads": (_STATUS, [_H]),
+    "vae_trainer_steps": (c_uint64, [_H]),
+    "vae_trainer_epochs": (c_uint64, [_H]),
+    "vae_evaluate_dataset": (_STATUS, [_H, _H, _H, _H, _H, _DoubleP, _StatsP]),
 
     "vae_model_save": (_STATUS, [_H, c_char_p]),
     "vae_model_load": (_STATUS, [_HandleP, c_char_p]),
@@ -400,38 +525,37 @@ def _check_status(result, func, arguments):
     return result
 
 
+def _compatible(number):
+    """Whether a library of version `number` (vae_version_number()) fits this binding."""
+    return number // 10000 == HEADER_VERSION_MAJOR
+
+
 def _check_version():
     # Before any other declaration: a library of another version may lack symbols.
-    _lib.vae_version_number.restype = c_uint
-    _lib.vae_version_number.argtypes = []
-    _lib.vae_version_string.restype = c_char_p
-    _lib.vae_version_string.argtypes = []
-    number = _lib.vae_version_number()
-    if number // 100 != HEADER_VERSION_NUMBER // 100:
+    try:
+        number_fn, string_fn = _lib.vae_version_number, _lib.vae_version_string
+    except AttributeError:
+        raise VersionMismatchError("%s exports no vae_version_number: it is not libvae"
+                                   % _lib_name) from None
+    number_fn.restype, number_fn.argtypes = c_uint, []
+    string_fn.restype, string_fn.argtypes = c_char_p, []
+    number = number_fn()
+    if not _compatible(number):
         raise VersionMismatchError(
-            "libvae %s loaded from %s, but this binding mirrors the %d.%d header: the "
-            "MAJOR.MINOR versions must agree"
-            % (_lib.vae_version_string().decode("ascii", "replace"), _lib_name,
-               HEADER_VERSION_MAJOR, HEADER_VERSION_MINOR))
+            "libvae %s (version number %d) loaded from %s, but this binding was written for "
+            "libvae %d.x: the major versions must agree"
+            % (string_fn().decode("ascii", "replace"), number, _lib_name,
+               HEADER_VERSION_MAJOR))
 
 
 _check_version()
-
-# Added to the 0.1 API after the first symbols; a library built before them
-# still loads, and only the methods that need them raise NotImplementedError.
-_OPTIONAL = frozenset(("vae_model_set_threads", "vae_model_threads"))
-_MISSING = set()
 
 for _name, (_restype, _argtypes) in _SIGNATURES.items():
     try:
         _func = getattr(_lib, _name)
     except AttributeError:
-        if _name not in _OPTIONAL:
-            raise VersionMismatchError("%s does not export %s: it is not a libvae %d.%d "
-                                       "library" % (_lib_name, _name, HEADER_VERSION_MAJOR,
-                                                    HEADER_VERSION_MINOR)) from None
-        _MISSING.add(_name)
-        continue
+        raise VersionMismatchError("%s does not export %s: it is not a libvae %d.x library"
+                                   % (_lib_name, _name, HEADER_VERSION_MAJOR)) from None
     _func.argtypes = _argtypes
     if _restype is _STATUS:
         _func.restype = c_int
@@ -442,15 +566,8 @@ del _name, _restype, _argtypes, _func
 
 
 def library_version():
-    """(number, string) of the library actually loaded, e.g. (100, "0.1.0")."""
+    """(number, string) of the library actually loaded, e.g. (10000, "1.0.0")."""
     return _lib.vae_version_number(), _lib.vae_version_string().decode("ascii", "replace")
-
-
-def _require(name):
-    if name in _MISSING:
-        raise NotImplementedError("the loaded libvae (%s) has no %s; it predates that "
-                                  "function" % (_lib_name, name))
-    return getattr(_lib, name)
 
 
 def library_path():
@@ -458,16 +575,18 @@ def library_path():
     return _lib_name
 
 
-def _check_struct_sizes():
-    opts = TrainOptions()
-    _lib.vae_train_options_init(byref(opts))
-    if opts.size != ctypes.sizeof(TrainOptions):
-        raise VersionMismatchError(
-            "sizeof(vae_train_options) is %d in %s, %d in this binding"
-            % (opts.size, _lib_name, ctypes.sizeof(TrainOptions)))
+def blas_threads():
+    """Threads the BLAS uses inside one call, process-wide (vae_blas_threads())."""
+    return _lib.vae_blas_threads()
 
 
-_check_struct_sizes()
+def blas_set_threads(n):
+    """Sets the BLAS's process-wide thread count (1 to 1024).
+
+    Contexts with more than one worker need blas_set_threads(1) first.
+    """
+    _lib.vae_blas_set_threads(_size(n, "n"))
+
 
 # ---------------------------------------------------------------------------
 # Argument helpers
@@ -477,6 +596,7 @@ _FLOAT32_FORMATS = ("f", "<f" if sys.byteorder == "little" else ">f", "=f", "@f"
 _INT32_FORMATS = ("i", "l", "<i", "<l", "=i", "=l", "@i", "@l") if sys.byteorder == "little" \
     else ("i", "l", ">i", ">l", "=i", "=l", "@i", "@l")
 _INT32_TYPECODE = "i" if array.array("i").itemsize == 4 else "l"
+_SIZE_MAX = (1 << (8 * ctypes.sizeof(c_size_t))) - 1
 
 
 def _size(value, name):
@@ -485,7 +605,7 @@ def _size(value, name):
         v = operator.index(value)
     except TypeError:
         raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
-    if v < 0 or v >= 1 << (8 * ctypes.sizeof(c_size_t)):
+    if v < 0 or v > _SIZE_MAX:
         raise InvalidArgument(ERR_INVALID, "%s must be a non-negative size, got %d" % (name, v))
     return v
 
@@ -508,10 +628,13 @@ def _int_enum(value, table, name):
             raise InvalidArgument(ERR_INVALID, "unknown %s %r (known: %s)"
                                   % (name, value, ", ".join(sorted(table)))) from None
     try:
-        return operator.index(value)
+        v = operator.index(value)
     except TypeError:
         raise TypeError("%s must be an int or a name, not %s"
                         % (name, type(value).__name__)) from None
+    if not -(1 << 31) <= v < 1 << 31:
+        raise InvalidArgument(ERR_INVALID, "%s %d does not fit an int" % (name, v))
+    return v
 
 
 def _int32(value, name):
@@ -521,15 +644,25 @@ def _int32(value, name):
     return v
 
 
-def _handle(obj, cls, name, optional=False):
-    """The C pointer of obj (an open cls), or None (NULL) when optional and obj is None."""
+def _number(value, name):
+    """A real number for a double parameter (bool is accepted, as 0 or 1)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError("%s must be a number, not %s" % (name, type(value).__name__))
+    try:
+        return float(value)
+    except TypeError:
+        raise TypeError("%s must be a number, not %s" % (name, type(value).__name__)) from None
+
+
+def _check(obj, cls, name, optional=False):
+    """obj after checking its type; None is refused unless optional."""
     if obj is None:
         if optional:
             return None
         raise InvalidArgument(ERR_INVALID, "%s is required, got None" % name)
     if not isinstance(obj, cls):
         raise TypeError("%s must be a %s, not %s" % (name, cls.__name__, type(obj).__name__))
-    return obj._p()
+    return obj
 
 
 class _Floats:
@@ -629,11 +762,12 @@ def _batch(buf, dim, n, name):
 
 
 def _doubles(n):
+    """(array('d') of n zeros, POINTER(c_double) into it or None when n is 0, keep-alive)."""
     out = array.array("d", bytes(8 * n))
     if n == 0:
-        return out, None
+        return out, None, None
     arr = (c_double * n).from_buffer(out)
-    return out, (arr, ctypes.cast(arr, _DoubleP))
+    return out, ctypes.cast(arr, _DoubleP), arr
 
 
 def _path(path, name="path"):
@@ -645,17 +779,215 @@ def _path(path, name="path"):
     return os.fsencode(path)
 
 
-def _borrowed_view(ptr, count):
-    """A float32 memoryview over `count` floats of library memory at ptr.
+def _new_stats():
+    st = EpochStatsStruct()
+    st.size = ctypes.sizeof(EpochStatsStruct)
+    return st
 
-    The owner caches it and releases it when the memory goes away (close(),
-    garbage collection), so the view does not keep the owner alive: that
-    keeps freeing deterministic and avoids reference cycles.
+
+EpochStats = collections.namedtuple("EpochStats",
+                                    "loss recon kl seconds samples steps per_sample",
+                                    defaults=(None,))
+EpochStats.__doc__ = """What a step, an evaluation or an epoch measured (struct vae_epoch_stats).
+
+loss (recon + beta * kl), recon and kl are means in nats per sample; seconds
+the wall-clock time; samples and steps the samples seen and optimizer steps
+taken; per_sample an array('d') of each sample's loss when asked for, else None."""
+
+
+def _stats(s, per_sample=None):
+    return EpochStats(s.loss, s.recon, s.kl, s.seconds, s.samples, s.steps, per_sample)
+
+
+# ---------------------------------------------------------------------------
+# Lifetimes
+#
+# Every handle counts its borrows: calls running on it, memoryviews over its
+# memory, and (for models, objectives, optimizers and contexts) the trainers
+# using it. close() marks the object closed at once; the C object is freed
+# when the last borrow ends. A Trainer holds a Python reference to what it
+# borrows, so nothing it uses can be collected first, and in cyclic garbage
+# (where finalizers run in any order) the borrow count still defers the free
+# of a model until its trainer is gone.
+# ---------------------------------------------------------------------------
+
+_lock = threading.RLock()
+
+
+def _free_c(func_name, ptr):
+    """Calls the C free function; the one place handles are freed (tests wrap it)."""
+    getattr(_lib, func_name)(ptr)
+
+
+class _Handle:
+    """Owner of one C object, freed by close(), a with-statement or __del__."""
+
+    _free = None            # name of the C function that frees the handle
+    # Class-level defaults keep close() and __del__ safe on half-made objects.
+    _ptr = None             # the C pointer, until it is freed
+    _open = False           # False once closed (or consumed)
+    _borrows = 0
+    _dependents = ()
+    _closed_why = None
+
+    def __init__(self):
+        raise TypeError("use the class methods to create a %s" % type(self).__name__)
+
+    @classmethod
+    def _wrap(cls, ptr):
+        self = cls.__new__(cls)
+        self._adopt(ptr)
+        return self
+
+    def _adopt(self, ptr):
+        self._ptr = ptr
+        self._borrows = 0
+        self._dependents = weakref.WeakSet()   # trainers to close before this object
+        self._closed_why = None
+        self._setup()
+        self._open = True
+
+    def _setup(self):
+        pass
+
+    @property
+    def closed(self):
+        """True once close() was called (or the object was consumed or cascaded)."""
+        return not self._open
+
+    def _closed_error(self):
+        return InvalidArgument(ERR_INVALID, "this %s %s" % (
+            type(self).__name__, self._closed_why or "is closed"))
+
+    def _p(self):
+        """The C pointer of an open object (for calls that need no borrow)."""
+        if not self._open:
+            raise self._closed_error()
+        return self._ptr
+
+    def close(self):
+        """Closes the object: unusable from now on, freed as soon as nothing borrows it.
+
+        Closes the trainers that use it first. Safe to call more than once.
+        """
+        self._close(None)
+
+    def _close(self, why):
+        with _lock:
+            if not self._open:
+                return
+            self._open = False
+            self._closed_why = why
+            dependents = list(self._dependents)
+        for dep in dependents:
+            dep._close("was closed with its %s" % type(self).__name__)
+        self._release_views()
+        with _lock:
+            self._maybe_free()
+
+    def _release_views(self):
+        pass
+
+    def _maybe_free(self):
+        # With _lock held.
+        if self._open or self._borrows or not self._ptr:
+            return
+        ptr, self._ptr = self._ptr, None
+        _free_c(self._free, ptr)
+        self._freed()
+
+    def _freed(self):
+        """After the C object is freed (with _lock held)."""
+
+    def __enter__(self):
+        self._p()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._close("was garbage-collected")
+        except Exception:  # noqa: BLE001 - nothing may escape a finalizer
+            pass
+
+    def __repr__(self):
+        if not self._open:
+            state = "closed"
+        else:
+            state = "at 0x%x" % self._ptr
+        return "<libvae.%s %s>" % (type(self).__name__, state)
+
+
+def _borrow(objs):
+    """Borrows every handle of objs (None entries are skipped) and returns their pointers.
+
+    Raises the closed-object error, without borrowing anything, when one is closed.
+    """
+    with _lock:
+        for obj in objs:
+            if obj is not None and not obj._open:
+                raise obj._closed_error()
+        for obj in objs:
+            if obj is not None:
+                obj._borrows += 1
+        return [None if obj is None else obj._ptr for obj in objs]
+
+
+def _unborrow(objs):
+    with _lock:
+        for obj in objs:
+            if obj is not None:
+                obj._borrows -= 1
+                obj._maybe_free()
+
+
+class _Use:
+    """with _Use(a, b) as (pa, pb): the objects cannot be freed during the block."""
+
+    __slots__ = ("objs",)
+
+    def __init__(self, *objs):
+        self.objs = objs
+
+    def __enter__(self):
+        return _borrow(self.objs)
+
+    def __exit__(self, *exc_info):
+        _unborrow(self.objs)
+
+
+_view_types = {}
+
+
+def _view_type(count):
+    """A ctypes float array type of `count` items whose instances hold a borrow."""
+    t = _view_types.get(count)
+    if t is None:
+        class _BorrowedFloats(c_float * count):
+            def __del__(self):
+                try:
+                    _unborrow((self._owner,))
+                except Exception:  # noqa: BLE001 - nothing may escape a finalizer
+                    pass
+        t = _view_types[count] = _BorrowedFloats
+    return t
+
+
+def _borrowed_view(owner, ptr, count):
+    """A float32 memoryview over `count` floats of library memory at ptr, owned by owner.
+
+    The ctypes array under the view holds owner and a borrow of it, so the C
+    memory stays allocated while any view derived from it exists, even after
+    owner.close(). Call with owner borrowed (inside _Use).
     """
     addr = ctypes.cast(ptr, c_void_p).value
     if not addr or count == 0:
-        return None
-    arr = (c_float * count).from_address(addr)
+        return memoryview(array.array("f"))
+    arr = _view_type(count).from_address(addr)
+    _borrow((owner,))
+    arr._owner = owner
     return memoryview(arr).cast("B").cast("f")
 
 
@@ -672,66 +1004,8 @@ def _release_views(views):
         try:
             view.release()
         except (BufferError, ValueError):
-            pass  # exported further (e.g. numpy): cannot revoke, see the module notes
+            pass  # exported further (numpy, memoryview(view)): its borrow defers the free
     views.clear()
-
-
-# ---------------------------------------------------------------------------
-# Handles
-# ---------------------------------------------------------------------------
-
-
-class _Handle:
-    """Owner of one C object, freed by close(), a with-statement or __del__."""
-
-    _free = None        # name of the C function that frees the handle
-
-    def __init__(self):
-        raise TypeError("use the class methods to create a %s" % type(self).__name__)
-
-    @classmethod
-    def _wrap(cls, ptr):
-        self = cls.__new__(cls)
-        self._ptr = ptr
-        self._setup()
-        return self
-
-    def _setup(self):
-        pass
-
-    @property
-    def closed(self):
-        return not getattr(self, "_ptr", None)
-
-    def _p(self):
-        ptr = getattr(self, "_ptr", None)
-        if not ptr:
-            raise InvalidArgument(ERR_INVALID, "this %s is closed" % type(self).__name__)
-        return ptr
-
-    def close(self):
-        """Frees the C object now. Safe to call more than once."""
-        ptr = getattr(self, "_ptr", None)
-        self._ptr = None
-        if ptr:
-            getattr(_lib, self._free)(ptr)
-
-    def __enter__(self):
-        self._p()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __repr__(self):
-        state = "closed" if self.closed else "at 0x%x" % self._ptr
-        return "<libvae.%s %s>" % (type(self).__name__, state)
 
 
 def _create(func, *args):
@@ -740,44 +1014,136 @@ def _create(func, *args):
     return out.value
 
 
+# ---------------------------------------------------------------------------
+# Random numbers
+# ---------------------------------------------------------------------------
+
+
 class Rng(_Handle):
     """A seeded xoshiro256** generator: the same seed gives the same stream."""
 
     _free = "vae_rng_free"
 
     def __init__(self, seed=0):
-        self._ptr = _create(_lib.vae_rng_create, _seed(seed))
+        self._adopt(_create(_lib.vae_rng_create, _seed(seed)))
 
     def normal(self, n, out=None):
         """n standard normal draws, as array('f') (or into out)."""
         n = _size(n, "n")
         o = _as_output(out, n, "out")
-        _lib.vae_rng_normal(self._p(), o.ptr, n)
+        with _Use(self) as (r,):
+            _lib.vae_rng_normal(r, o.ptr, n)
         return o.obj
 
     def uniform(self, n, out=None):
         """n uniform draws in [0, 1), as array('f') (or into out)."""
         n = _size(n, "n")
         o = _as_output(out, n, "out")
-        _lib.vae_rng_uniform(self._p(), o.ptr, n)
+        with _Use(self) as (r,):
+            _lib.vae_rng_uniform(r, o.ptr, n)
         return o.obj
 
 
-class Layer(_Handle):
-    """A layer: Layer.dense(), Layer.conv2d() or Layer.conv2d_transpose().
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
 
-    A new layer belongs to the caller. Once added to a model with
-    Model.add_encoder_layer()/add_decoder_layer() the model owns it: closing
-    the layer then only detaches this object, and it becomes unusable when the
-    model is closed.
+
+class _LayerInfo:
+    """The layer getters shared by Layer and ModelLayer; _layer_ptr() gives the C layer."""
+
+    def _get(self, func, *args):
+        with self._layer_use() as ptr:
+            return func(ptr, *args)
+
+    @property
+    def kind(self):
+        """LAYER_DENSE, LAYER_CONV2D or LAYER_CONV2D_TRANSPOSE."""
+        return self._get(_lib.vae_layer_kind)
+
+    @property
+    def kind_name(self):
+        """"dense", "conv2d" or "conv2d_transpose"."""
+        kind = self.kind
+        return _LAYER_KIND_NAMES.get(kind, str(kind))
+
+    @property
+    def activation(self):
+        """The fused activation, an ACT_* value."""
+        return self._get(_lib.vae_layer_activation)
+
+    @property
+    def activation_name(self):
+        act = self.activation
+        return _ACTIVATION_NAMES.get(act, str(act))
+
+    @property
+    def input_size(self):
+        return self._get(_lib.vae_layer_input_size)
+
+    @property
+    def output_size(self):
+        return self._get(_lib.vae_layer_output_size)
+
+    def get_param(self, param):
+        """One number of the geometry: a LAYER_* value or a name such as "stride"."""
+        param = _int_enum(param, _LAYER_PARAMS, "layer parameter")
+        value = c_size_t()
+        self._get(_lib.vae_layer_get_param, param, byref(value))
+        return value.value
+
+    @property
+    def n_params(self):
+        """Number of parameters (weights then biases)."""
+        return self.get_param(LAYER_PARAMS)
+
+    @property
+    def geometry(self):
+        """Every vae_layer_get_param() value, as an ordered dict name -> int."""
+        value = c_size_t()
+        out = collections.OrderedDict()
+        with self._layer_use() as ptr:
+            for name, param in _LAYER_PARAMS.items():
+                _lib.vae_layer_get_param(ptr, param, byref(value))
+                out[name] = value.value
+        return out
+
+
+class _LayerUse:
+    __slots__ = ("use", "ptr_fn")
+
+    def __init__(self, use, ptr_fn):
+        self.use, self.ptr_fn = use, ptr_fn
+
+    def __enter__(self):
+        self.use.__enter__()
+        return self.ptr_fn()
+
+    def __exit__(self, *exc_info):
+        self.use.__exit__(*exc_info)
+
+
+class Layer(_LayerInfo, _Handle):
+    """A standalone layer: Layer.dense(), Layer.conv2d() or Layer.conv2d_transpose().
+
+    It can run on its own (init, forward, backward, params, grads) or be handed
+    to a model with Model.add_encoder_layer()/add_decoder_layer(), which
+    consume it: this object is then closed, whether the call succeeded (the
+    model owns the C layer) or failed (the C layer is freed). Read a model's
+    layers through Model.layers.
     """
 
     _free = "vae_layer_free"
 
     def _setup(self):
-        self._owner_ref = None  # weakref to the owning Model (no reference cycle)
         self._last_batch = None
         self._views = {}
+
+    def _layer_use(self):
+        return _LayerUse(_Use(self), lambda: self._ptr)
+
+    def _release_views(self):
+        _release_views(self._views)
 
     @classmethod
     def dense(cls, in_features, out_features, activation=ACT_IDENTITY):
@@ -809,59 +1175,19 @@ class Layer(_Handle):
             _size(padding, "padding"), _size(output_padding, "output_padding"),
             _int_enum(activation, _ACTIVATIONS, "activation")))
 
-    @property
-    def owner(self):
-        """The Model that owns this layer, or None for a standalone layer."""
-        return self._owner_ref() if self._owner_ref is not None else None
-
-    def _owner_gone(self):
-        if self._owner_ref is None:
-            return False
-        model = self._owner_ref()
-        return model is None or model.closed
-
-    def _p(self):
-        if self._owner_gone():
-            raise InvalidArgument(ERR_INVALID, "the Model owning this Layer is closed")
-        return super()._p()
-
-    @property
-    def closed(self):
-        return super().closed or self._owner_gone()
-
-    def _transfer(self, model):
-        """Called once the model owns the C layer: never free it from here again."""
-        _release_views(self._views)  # its parameters move into the model's slab at build
-        self._owner_ref = weakref.ref(model)
-        self._last_batch = None
-
-    def close(self):
-        """Frees a standalone layer; only detaches a layer owned by a model."""
-        _release_views(getattr(self, "_views", {}))
-        if getattr(self, "_owner_ref", None) is not None:
-            self._ptr = None  # the model frees it
-            return
-        super().close()
-
-    @property
-    def input_size(self):
-        return _lib.vae_layer_input_size(self._p())
-
-    @property
-    def output_size(self):
-        return _lib.vae_layer_output_size(self._p())
-
     def init(self, rng):
         """Draws weights and biases uniform in +-1/sqrt(fan_in)."""
-        _lib.vae_layer_init(self._p(), _handle(rng, Rng, "rng"))
+        _check(rng, Rng, "rng")
+        with _Use(self, rng) as (p, r):
+            _lib.vae_layer_init(p, r)
 
     def forward(self, x, batch=None, out=None):
-        """y[batch][out] = layer(x[batch][in]) on a standalone layer."""
-        p = self._p()
+        """y[batch][out] = layer(x[batch][in])."""
         xb = _as_input(x, "x")
         batch = _batch(xb, self.input_size, batch, "x")
         o = _as_output(out, batch * self.output_size, "out")
-        _lib.vae_layer_forward(p, xb.ptr, batch, o.ptr)
+        with _Use(self) as (p,):
+            _lib.vae_layer_forward(p, xb.ptr, batch, o.ptr)
         self._last_batch = batch
         return o.obj
 
@@ -871,7 +1197,7 @@ class Layer(_Handle):
         dx=True returns a new array('f'), dx=False or None skips it, and a
         writable float32 buffer receives it.
         """
-        p = self._p()
+        self._p()
         if self._last_batch is None:
             raise StateError(ERR_STATE, "Layer.backward: no forward() before it")
         batch = self._last_batch
@@ -883,28 +1209,26 @@ class Layer(_Handle):
             dxo = None
         else:
             dxo = _as_output(dx, batch * self.input_size, "dx")
-        _lib.vae_layer_backward(p, dyb.ptr, dxo.ptr if dxo else None)
+        with _Use(self) as (p,):
+            _lib.vae_layer_backward(p, dyb.ptr, dxo.ptr if dxo else None)
         return dxo.obj if dxo else None
 
     def _view(self, kind):
-        p = self._p()
-        if self._owner_ref is not None and not self.owner.built:
-            raise StateError(ERR_STATE, "the parameters of a layer added to a model move into "
-                                        "the model's slab at build(); build the model first")
-        view = self._views.get(kind)
-        if view is not None and _view_alive(view):
+        with _Use(self) as (p,):
+            view = self._views.get(kind)
+            if view is not None and _view_alive(view):
+                return view
+            count = c_size_t()
+            func = _lib.vae_layer_params if kind == "params" else _lib.vae_layer_grads
+            view = _borrowed_view(self, func(p, byref(count)), count.value)
+            self._views[kind] = view
             return view
-        count = c_size_t()
-        func = _lib.vae_layer_params if kind == "params" else _lib.vae_layer_grads
-        view = _borrowed_view(func(p, byref(count)), count.value)
-        self._views[kind] = view
-        return view
 
     def params(self):
-        """Borrowed float32 memoryview of the parameters (W then b); writable.
+        """Borrowed, writable float32 memoryview of the parameters (W then b), no copy.
 
-        Valid while this standalone layer is open and not added to a model,
-        or, for a layer owned by a built model, while the model is open.
+        Valid until the layer is closed or added to a model; adding it fails
+        with StateError while a view derived from this one still exists.
         """
         return self._view("params")
 
@@ -912,34 +1236,95 @@ class Layer(_Handle):
         """Borrowed float32 memoryview of the gradients, same layout as params()."""
         return self._view("grads")
 
+    def _consume(self, why):
+        """Takes the C pointer out of this object, which is closed from now on.
 
-Losses = collections.namedtuple("Losses", "loss recon kl per_sample", defaults=(None,))
-Losses.__doc__ = """Mean loss (recon + beta * kl), recon and KL, in nats per sample;
-per_sample is an array('d') of each sample's loss when asked for, else None."""
+        Returns the pointer; raises StateError (and keeps the layer) while a
+        view over its memory or a call on it is alive.
+        """
+        with _lock:
+            if not self._open:
+                raise self._closed_error()
+        self._release_views()
+        with _lock:
+            if not self._open:
+                raise self._closed_error()
+            if self._borrows:
+                raise StateError(ERR_STATE, "the Layer cannot be handed to a model while a "
+                                            "memoryview over its params() or grads() (or a "
+                                            "call on it) is alive")
+            ptr, self._ptr = self._ptr, None
+            self._open = False
+            self._closed_why = why
+            return ptr
 
-EpochStats = collections.namedtuple("EpochStats", "loss recon kl seconds samples steps")
-EpochStats.__doc__ = "What one pass of train_epoch() measured (struct vae_epoch_stats)."
+    def __repr__(self):
+        if not self._open:
+            return "<libvae.Layer %s>" % (self._closed_why or "closed")
+        return "<libvae.Layer %s %d -> %d, %s>" % (self.kind_name, self.input_size,
+                                                    self.output_size, self.activation_name)
+
+
+class ModelLayer(_LayerInfo):
+    """A layer of a model, read-only (from Model.layers or Model.layer(i)).
+
+    Holds a reference to its model, so the model outlives it; once the model is
+    closed, every getter raises InvalidArgument.
+    """
+
+    __slots__ = ("model", "_ptr", "index", "part", "name")
+
+    def __init__(self, model, ptr, index, part, name):
+        self.model = model
+        self._ptr = ptr
+        self.index = index      # position in Model.layers when it was read
+        self.part = part        # "encoder", "head" or "decoder"
+        self.name = name        # "encoder.0", "head", "decoder.1": prefix of its tensors
+
+    def _layer_use(self):
+        return _LayerUse(_Use(self.model), lambda: self._ptr)
+
+    def __repr__(self):
+        if self.model.closed:
+            return "<libvae.ModelLayer %s of a closed Model>" % self.name
+        return "<libvae.ModelLayer %s: %s %d -> %d, %s>" % (
+            self.name, self.kind_name, self.input_size, self.output_size, self.activation_name)
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+
+TensorInfo = collections.namedtuple("TensorInfo", "name index shape offset count")
+TensorInfo.__doc__ = """A named tensor of a built model: its name ("encoder.0.weight"),
+index, PyTorch shape (a tuple), offset of its first float in Model.params() and
+number of floats."""
 
 
 class Model(_Handle):
-    """A VAE: Model(input_dim, latent_dim, likelihood) then layers and build(),
-    or Model.mlp(...), Model.load(path), Model.load_mem(data)."""
+    """A VAE: architecture and parameters.
+
+    Model(input_dim, latent_dim, likelihood) then add_encoder_layer(),
+    add_decoder_layer() and build(); or Model.create_mlp(...), Model.load(path),
+    Model.load_mem(data).
+    """
 
     _free = "vae_model_free"
 
     def __init__(self, input_dim, latent_dim, likelihood=LIKELIHOOD_BERNOULLI):
-        self._ptr = _create(_lib.vae_model_create, _size(input_dim, "input_dim"),
+        self._adopt(_create(_lib.vae_model_create, _size(input_dim, "input_dim"),
                             _size(latent_dim, "latent_dim"),
-                            _int_enum(likelihood, _LIKELIHOODS, "likelihood"))
-        self._setup()
+                            _int_enum(likelihood, _LIKELIHOODS, "likelihood")))
 
     def _setup(self):
-        self._layers = []
         self._views = {}
 
+    def _release_views(self):
+        _release_views(self._views)
+
     @classmethod
-    def mlp(cls, input_dim, hidden, latent_dim, activation=ACT_RELU,
-            likelihood=LIKELIHOOD_BERNOULLI, seed=0):
+    def create_mlp(cls, input_dim, hidden, latent_dim, activation=ACT_RELU,
+                   likelihood=LIKELIHOOD_BERNOULLI, seed=0):
         """A built symmetric MLP VAE; hidden=[400] gives 784-400-20 with latent_dim=20."""
         hidden = [_size(h, "hidden[%d]" % i) for i, h in enumerate(hidden)]
         harr = (c_size_t * max(len(hidden), 1))(*hidden)
@@ -950,194 +1335,455 @@ class Model(_Handle):
                                  _int_enum(likelihood, _LIKELIHOODS, "likelihood"),
                                  _seed(seed)))
 
-    def close(self):
-        """Frees the model and every layer it owns; their views become invalid."""
-        _release_views(getattr(self, "_views", {}))
-        for layer in getattr(self, "_layers", ()):
-            _release_views(layer._views)  # layer._p() now refuses: its owner is closed
-        self._layers = []
-        super().close()
+    mlp = create_mlp
 
     # -- construction --------------------------------------------------------
 
-    def _add(self, func, layer):
-        p = self._p()
+    def _add(self, func, layer, what):
         if not isinstance(layer, Layer):
             raise TypeError("layer must be a Layer, not %s" % type(layer).__name__)
-        if layer._owner_ref is not None:
-            raise InvalidArgument(ERR_INVALID, "the layer already belongs to a model")
-        func(p, layer._p())     # raises on failure: the caller still owns the layer
-        layer._transfer(self)
-        self._layers.append(layer)
+        why = "was consumed by Model.%s()" % what
+        try:
+            borrowed = _borrow((self,))
+        except InvalidArgument:
+            # As the C call with a NULL model: the layer is consumed (freed) all the same.
+            ptr = layer._consume(why)
+            _free_c(Layer._free, ptr)
+            raise
+        try:
+            holder = c_void_p(layer._consume(why))
+            try:
+                func(borrowed[0], byref(holder))
+            finally:
+                if holder.value:
+                    # The library sets it to NULL in every case; should it not,
+                    # vae_layer_free() is documented as harmless here.
+                    _free_c(Layer._free, holder.value)
+        finally:
+            _unborrow((self,))
 
     def add_encoder_layer(self, layer):
-        """Appends a layer to the encoder; on success the model owns it."""
-        self._add(_lib.vae_model_add_encoder_layer, layer)
+        """Appends a Layer to the encoder. Consumes it: `layer` is closed afterwards,
+        whether the call succeeds (the model owns it) or fails (it is freed)."""
+        self._add(_lib.vae_model_add_encoder_layer, layer, "add_encoder_layer")
 
     def add_decoder_layer(self, layer):
-        """Appends a layer to the decoder; on success the model owns it."""
-        self._add(_lib.vae_model_add_decoder_layer, layer)
+        """Appends a Layer to the decoder; consumes it as add_encoder_layer() does."""
+        self._add(_lib.vae_model_add_decoder_layer, layer, "add_decoder_layer")
 
     def build(self, seed=0):
-        """Checks the shapes, adds the Gaussian head and draws the weights from seed."""
-        _lib.vae_model_build(self._p(), _seed(seed))
+        """Checks the shapes, appends the Gaussian head, draws the weights from seed."""
+        seed = _seed(seed)
+        with _Use(self) as (m,):
+            _lib.vae_model_build(m, seed)
 
-    def reserve(self, max_batch):
-        """Grows the workspace so that steps up to max_batch never allocate."""
-        _lib.vae_model_reserve(self._p(), _size(max_batch, "max_batch"))
+    # -- settings ------------------------------------------------------------
 
-    def set_threads(self, n):
-        """Splits training and evaluation batches over n worker threads (1 to 64).
+    def set_param(self, param, value):
+        """Sets a MODEL_* setting (or its name, "gaussian_sigma")."""
+        param = _int_enum(param, _MODEL_PARAMS, "model parameter")
+        value = _number(value, "value")
+        with _Use(self) as (m,):
+            _lib.vae_model_set_param(m, param, value)
 
-        Losses do not depend on n; gradients are bit-identical for the same n
-        and seed. Use a single-threaded BLAS (OPENBLAS_NUM_THREADS=1) when n > 1.
-        """
-        _require("vae_model_set_threads")(self._p(), _size(n, "n"))
+    def get_param(self, param):
+        param = _int_enum(param, _MODEL_PARAMS, "model parameter")
+        value = c_double()
+        with _Use(self) as (m,):
+            _lib.vae_model_get_param(m, param, byref(value))
+        return value.value
 
     @property
-    def threads(self):
-        """Worker threads set by set_threads() (1 by default)."""
-        return _require("vae_model_threads")(self._p())
+    def gaussian_sigma(self):
+        """Sigma of the Gaussian likelihood (default 1)."""
+        return self.get_param(MODEL_GAUSSIAN_SIGMA)
 
-    @threads.setter
-    def threads(self, n):
-        self.set_threads(n)
+    @gaussian_sigma.setter
+    def gaussian_sigma(self, sigma):
+        self.set_param(MODEL_GAUSSIAN_SIGMA, sigma)
 
     def set_gaussian_sigma(self, sigma):
-        """Sigma of the Gaussian likelihood (default 1)."""
-        _lib.vae_model_set_gaussian_sigma(self._p(), float(sigma))
+        self.set_param(MODEL_GAUSSIAN_SIGMA, sigma)
 
     # -- properties ----------------------------------------------------------
 
+    def _get(self, func, *args):
+        with _Use(self) as (m,):
+            return func(m, *args)
+
     @property
     def input_dim(self):
-        return _lib.vae_model_input_dim(self._p())
+        return self._get(_lib.vae_model_input_dim)
 
     @property
     def latent_dim(self):
-        return _lib.vae_model_latent_dim(self._p())
+        return self._get(_lib.vae_model_latent_dim)
 
     @property
     def likelihood(self):
-        return _lib.vae_model_likelihood(self._p())
+        return self._get(_lib.vae_model_likelihood)
 
     @property
     def built(self):
-        return bool(_lib.vae_model_params(self._p(), None))
+        return bool(self._get(_lib.vae_model_is_built))
 
     @property
     def n_params(self):
-        count = c_size_t()
-        _lib.vae_model_params(self._p(), byref(count))
-        return count.value
+        """Number of parameters of a built model (0 before build())."""
+        return self._get(_lib.vae_model_param_count)
 
-    def _view(self, kind):
-        p = self._p()
-        view = self._views.get(kind)
-        if view is not None and _view_alive(view):
-            return view
-        count = c_size_t()
-        func = _lib.vae_model_params if kind == "params" else _lib.vae_model_grads
-        ptr = func(p, byref(count))
-        if not ptr:
-            raise StateError(ERR_STATE, "Model.%s: build the model first" % kind)
-        view = _borrowed_view(ptr, count.value)
-        self._views[kind] = view
-        return view
+    param_count = n_params
+
+    @property
+    def layer_count(self):
+        """Encoder layers, then (once built) the head, then decoder layers."""
+        return self._get(_lib.vae_model_layer_count)
+
+    @property
+    def encoder_layer_count(self):
+        """Encoder layers, the head not included."""
+        return self._get(_lib.vae_model_encoder_layer_count)
+
+    def layer(self, index):
+        """ModelLayer number `index` (negative indices count from the end)."""
+        with _Use(self) as (m,):
+            count = _lib.vae_model_layer_count(m)
+            i = operator.index(index)
+            if i < 0:
+                i += count
+            if not 0 <= i < count:
+                raise InvalidArgument(ERR_INVALID, "layer index %d out of range: the model has "
+                                                   "%d layers" % (index, count))
+            enc = _lib.vae_model_encoder_layer_count(m)
+            built = _lib.vae_model_is_built(m)
+            if i < enc:
+                part, name = "encoder", "encoder.%d" % i
+            elif built and i == enc:
+                part, name = "head", "head"
+            else:
+                part = "decoder"
+                name = "decoder.%d" % (i - enc - (1 if built else 0))
+            ptr = _lib.vae_model_layer(m, i)
+            if not ptr:
+                raise InvalidArgument(ERR_INVALID, "vae_model_layer returned NULL for "
+                                                   "layer %d" % i)
+            return ModelLayer(self, ptr, i, part, name)
+
+    @property
+    def layers(self):
+        """Tuple of ModelLayer: encoder layers, the head (once built), decoder layers."""
+        return tuple(self.layer(i) for i in range(self.layer_count))
 
     def params(self):
         """Borrowed, writable float32 memoryview of the parameter slab (no copy).
 
-        Valid while the model is open; close() releases it. Layout: encoder
-        layers, the head ([mu | logvar] rows), decoder layers; each dense
-        layer W[out][in] then b[out].
+        Layout: layers in Model.layers order, each its weights then biases.
+        Valid while the model is open; close() releases it, and the model's
+        memory stays allocated while a view derived from it exists.
         """
-        return self._view("params")
+        with _Use(self) as (m,):
+            view = self._views.get("params")
+            if view is not None and _view_alive(view):
+                return view
+            count = c_size_t()
+            ptr = _lib.vae_model_params(m, byref(count))
+            if not ptr:
+                raise StateError(ERR_STATE, "Model.params: the model is not built")
+            view = _borrowed_view(self, ptr, count.value)
+            self._views["params"] = view
+            return view
 
-    def grads(self):
-        """Borrowed float32 memoryview of the gradient slab, same layout as params()."""
-        return self._view("grads")
+    # -- named tensors -------------------------------------------------------
 
-    def zero_grads(self):
-        _lib.vae_model_zero_grads(self._p())
+    @property
+    def tensor_count(self):
+        return self._get(_lib.vae_model_tensor_count)
 
-    # -- inference -----------------------------------------------------------
+    @property
+    def tensor_names(self):
+        """Names in slab order: encoder.<i>.weight/bias, head.weight/bias, decoder.<j>.*."""
+        with _Use(self) as (m,):
+            return [_lib.vae_model_tensor_name(m, i).decode("utf-8")
+                    for i in range(_lib.vae_model_tensor_count(m))]
 
-    def encode(self, x, n=None, mu=None, logvar=None):
-        """(mu, logvar) of q(z|x), each n * latent_dim floats."""
-        p = self._p()
-        xb = _as_input(x, "x")
-        n = _batch(xb, self.input_dim, n, "x")
-        L = self.latent_dim
-        mo = _as_output(mu, n * L, "mu")
-        lo = _as_output(logvar, n * L, "logvar")
-        _lib.vae_model_encode(p, xb.ptr, n, mo.ptr, lo.ptr)
-        return mo.obj, lo.obj
+    def _tensor_index(self, m, key):
+        if isinstance(key, str):
+            index = c_size_t()
+            _lib.vae_model_tensor_find(m, key.encode("utf-8"), byref(index))
+            return index.value
+        return _size(key, "tensor index")
 
-    def decode(self, z, n=None, out=None):
-        """p(x|z): probabilities (Bernoulli) or means (Gaussian), n * input_dim floats."""
-        p = self._p()
-        zb = _as_input(z, "z")
-        n = _batch(zb, self.latent_dim, n, "z")
-        o = _as_output(out, n * self.input_dim, "out")
-        _lib.vae_model_decode(p, zb.ptr, n, o.ptr)
+    def tensor_index(self, name):
+        """Index of the tensor called name."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a str, not %s" % type(name).__name__)
+        with _Use(self) as (m,):
+            return self._tensor_index(m, name)
+
+    def tensor_info(self, key):
+        """TensorInfo of a tensor given by name or index."""
+        with _Use(self) as (m,):
+            index = self._tensor_index(m, key)
+            shape = (c_size_t * 4)()
+            ndim, offset, count = c_size_t(), c_size_t(), c_size_t()
+            _lib.vae_model_tensor_info(m, index, shape, byref(ndim), byref(offset),
+                                       byref(count))
+            name = _lib.vae_model_tensor_name(m, index).decode("utf-8")
+            return TensorInfo(name, index, tuple(shape[:ndim.value]), offset.value, count.value)
+
+    def tensor_shape(self, key):
+        """PyTorch shape of a tensor, as a tuple."""
+        return self.tensor_info(key).shape
+
+    @property
+    def tensors(self):
+        """Ordered dict name -> TensorInfo of every tensor."""
+        return collections.OrderedDict((info.name, info) for info in
+                                       (self.tensor_info(i) for i in range(self.tensor_count)))
+
+    def get_tensor(self, key, out=None):
+        """A copy of a tensor (by name or index) in its PyTorch layout, array('f')."""
+        with _Use(self) as (m,):
+            info = self.tensor_info(key)
+            o = _as_output(out, info.count, "out")
+            _lib.vae_model_tensor_get(m, info.index, o.ptr, info.count)
         return o.obj
 
-    def sample(self, rng, n, out=None):
-        """Decodes n draws of z ~ N(0, I) from rng."""
-        p = self._p()
-        r = _handle(rng, Rng, "rng")
-        n = _size(n, "n")
-        o = _as_output(out, n * self.input_dim, "out")
-        _lib.vae_model_sample(p, r, n, o.ptr)
-        return o.obj
-
-    def reconstruct(self, x, n=None, out=None):
-        """decode(mu(x)) for each input."""
-        p = self._p()
-        xb = _as_input(x, "x")
-        n = _batch(xb, self.input_dim, n, "x")
-        o = _as_output(out, n * self.input_dim, "out")
-        _lib.vae_model_reconstruct(p, xb.ptr, n, o.ptr)
-        return o.obj
-
-    def log_likelihood(self, x, k, rng, n=None):
-        """Importance-sampled log p(x_i) with k samples, array('d') of n values (nats)."""
-        p = self._p()
-        r = _handle(rng, Rng, "rng")
-        xb = _as_input(x, "x")
-        n = _batch(xb, self.input_dim, n, "x")
-        k = _size(k, "k")
-        out, keep = _doubles(n)
-        _lib.vae_model_log_likelihood(p, xb.ptr, n, k, r, keep[1] if keep else None)
-        return out
+    def set_tensor(self, key, values):
+        """Copies values (finite floats, the tensor's count) into a tensor."""
+        vb = _as_input(values, "values")
+        with _Use(self) as (m,):
+            index = self._tensor_index(m, key)
+            _lib.vae_model_tensor_set(m, index, vb.ptr, vb.n)
 
     # -- files ---------------------------------------------------------------
 
     def save(self, path):
         """Writes the model to path atomically (temporary file, then rename)."""
-        _lib.vae_model_save(self._p(), _path(path))
+        path = _path(path)
+        with _Use(self) as (m,):
+            _lib.vae_model_save(m, path)
 
     @classmethod
     def load(cls, path):
-        """Reads a model written by save()."""
+        """Reads a model written by save(); the model is built."""
         return cls._wrap(_create(_lib.vae_model_load, _path(path)))
 
     def save_mem(self):
         """The bytes save() would write."""
-        p = self._p()
-        size = c_size_t()
-        _lib.vae_model_save_mem(p, None, 0, byref(size))
-        buf = ctypes.create_string_buffer(max(size.value, 1))
-        _lib.vae_model_save_mem(p, buf, size.value, byref(size))
-        return buf.raw[:size.value]
+        with _Use(self) as (m,):
+            size = c_size_t()
+            _lib.vae_model_save_mem(m, None, 0, byref(size))
+            buf = ctypes.create_string_buffer(max(size.value, 1))
+            _lib.vae_model_save_mem(m, buf, size.value, byref(size))
+            return buf.raw[:size.value]
 
     @classmethod
     def load_mem(cls, data):
         """A model from bytes (any bytes-like object) produced by save_mem() or save()."""
-        mv = memoryview(data).cast("B") if not isinstance(data, bytes) else None
-        raw = data if mv is None else mv.tobytes()
+        raw = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
         return cls._wrap(_create(_lib.vae_model_load_mem, raw, len(raw)))
+
+    def __repr__(self):
+        if not self._open:
+            return "<libvae.Model closed>"
+        return "<libvae.Model %d -> %d, %s, %s>" % (
+            self.input_dim, self.latent_dim,
+            "gaussian" if self.likelihood == LIKELIHOOD_GAUSSIAN else "bernoulli",
+            "%d parameters" % self.n_params if self.built else "not built")
+
+
+# ---------------------------------------------------------------------------
+# Contexts and inference
+# ---------------------------------------------------------------------------
+
+
+class Context(_Handle):
+    """Workspace and worker threads: every inference and training call runs on one.
+
+    One caller at a time: a concurrent second call (another thread, or a
+    progress callback of a training epoch running on it) fails with StateError.
+    """
+
+    _free = "vae_context_free"
+
+    def __init__(self, threads=1):
+        self._adopt(_create(_lib.vae_context_create))
+        if threads != 1:
+            try:
+                self.threads = threads
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def threads(self):
+        """Number of workers sharing each batch (1 to 64; results do not depend on it).
+
+        More than one needs a single-threaded BLAS: blas_set_threads(1).
+        """
+        with _Use(self) as (c,):
+            return _lib.vae_context_threads(c)
+
+    @threads.setter
+    def threads(self, n):
+        self.set_threads(n)
+
+    def set_threads(self, n):
+        n = _size(n, "n")
+        with _Use(self) as (c,):
+            _lib.vae_context_set_threads(c, n)
+
+    def reserve(self, model, max_batch):
+        """Sizes the workspace for batches up to max_batch of this model."""
+        _check(model, Model, "model")
+        max_batch = _size(max_batch, "max_batch")
+        with _Use(self, model) as (c, m):
+            _lib.vae_context_reserve(c, m, max_batch)
+
+    def encode(self, model, x, n=None, mu=None, logvar=None):
+        return encode(self, model, x, n, mu, logvar)
+
+    def decode(self, model, z, n=None, out=None):
+        return decode(self, model, z, n, out)
+
+    def reconstruct(self, model, x, n=None, out=None):
+        return reconstruct(self, model, x, n, out)
+
+    def sample(self, model, rng, n, out=None):
+        return sample(self, model, rng, n, out)
+
+    def log_likelihood(self, model, x, k, rng, n=None):
+        return log_likelihood(self, model, x, k, rng, n)
+
+    def elbo_evaluate(self, model, elbo, x, n=None, eps=None, rng=None, per_sample=False):
+        return elbo_evaluate(self, model, elbo, x, n, eps, rng, per_sample)
+
+    def evaluate_dataset(self, model, elbo, dataset, rng=None, per_sample=False):
+        return evaluate_dataset(self, model, elbo, dataset, rng, per_sample)
+
+    for _f in (encode, decode, reconstruct, sample, log_likelihood, elbo_evaluate,
+               evaluate_dataset):
+        _f.__doc__ = "The module function %s() with this context." % _f.__name__
+    del _f
+
+
+def _model_dims(model):
+    with _Use(model) as (m,):
+        return _lib.vae_model_input_dim(m), _lib.vae_model_latent_dim(m)
+
+
+def encode(ctx, model, x, n=None, mu=None, logvar=None):
+    """(mu, logvar) of q(z|x), each n * latent_dim floats."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    input_dim, latent_dim = _model_dims(model)
+    xb = _as_input(x, "x")
+    n = _batch(xb, input_dim, n, "x")
+    mo = _as_output(mu, n * latent_dim, "mu")
+    lo = _as_output(logvar, n * latent_dim, "logvar")
+    with _Use(ctx, model) as (c, m):
+        _lib.vae_encode(c, m, xb.ptr, n, mo.ptr, lo.ptr)
+    return mo.obj, lo.obj
+
+
+def decode(ctx, model, z, n=None, out=None):
+    """Mean of p(x|z): probabilities (Bernoulli) or means (Gaussian), n * input_dim floats."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    input_dim, latent_dim = _model_dims(model)
+    zb = _as_input(z, "z")
+    n = _batch(zb, latent_dim, n, "z")
+    o = _as_output(out, n * input_dim, "out")
+    with _Use(ctx, model) as (c, m):
+        _lib.vae_decode(c, m, zb.ptr, n, o.ptr)
+    return o.obj
+
+
+def reconstruct(ctx, model, x, n=None, out=None):
+    """decode(mu(x)) for each input, n * input_dim floats."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    input_dim, _ = _model_dims(model)
+    xb = _as_input(x, "x")
+    n = _batch(xb, input_dim, n, "x")
+    o = _as_output(out, n * input_dim, "out")
+    with _Use(ctx, model) as (c, m):
+        _lib.vae_reconstruct(c, m, xb.ptr, n, o.ptr)
+    return o.obj
+
+
+def sample(ctx, model, rng, n, out=None):
+    """Decodes n draws of z ~ N(0, I) from rng, n * input_dim floats."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    _check(rng, Rng, "rng")
+    input_dim, _ = _model_dims(model)
+    n = _size(n, "n")
+    o = _as_output(out, n * input_dim, "out")
+    with _Use(ctx, model, rng) as (c, m, r):
+        _lib.vae_sample(c, m, r, n, o.ptr)
+    return o.obj
+
+
+def log_likelihood(ctx, model, x, k, rng, n=None):
+    """Importance-sampled log p(x_i) with k samples: array('d') of n values, in nats."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    _check(rng, Rng, "rng")
+    input_dim, _ = _model_dims(model)
+    xb = _as_input(x, "x")
+    n = _batch(xb, input_dim, n, "x")
+    k = _size(k, "k")
+    out, ptr, _keep = _doubles(n)
+    with _Use(ctx, model, rng) as (c, m, r):
+        _lib.vae_log_likelihood(c, m, xb.ptr, n, k, r, ptr)
+    return out
+
+
+def elbo_evaluate(ctx, model, elbo, x, n=None, eps=None, rng=None, per_sample=False):
+    """The loss without gradients: EpochStats (per_sample=True adds each sample's loss).
+
+    The noise comes from eps (n * latent_dim floats) when given, else from rng.
+    """
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    _check(elbo, Elbo, "elbo")
+    _check(rng, Rng, "rng", optional=True)
+    input_dim, latent_dim = _model_dims(model)
+    xb = _as_input(x, "x")
+    n = _batch(xb, input_dim, n, "x")
+    eb = None
+    if eps is not None:
+        eb = _as_input(eps, "eps")
+        _batch(eb, latent_dim, n, "eps")
+    ps, ps_ptr, _keep = _doubles(n) if per_sample else (None, None, None)
+    st = _new_stats()
+    with _Use(ctx, model, elbo, rng) as (c, m, e, r):
+        _lib.vae_elbo_evaluate(c, m, e, xb.ptr, n, eb.ptr if eb else None, r, ps_ptr,
+                               byref(st))
+    return _stats(st, ps)
+
+
+def evaluate_dataset(ctx, model, elbo, dataset, rng=None, per_sample=False):
+    """Means over a whole dataset (not binarized): EpochStats, with each sample's loss
+    when per_sample is true. rng gives the noise (None only for the autoencoder)."""
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    _check(elbo, Elbo, "elbo")
+    _check(dataset, Dataset, "dataset")
+    _check(rng, Rng, "rng", optional=True)
+    with _Use(ctx, model, elbo, dataset, rng) as (c, m, e, d, r):
+        ps, ps_ptr, _keep = (_doubles(_lib.vae_dataset_count(d)) if per_sample
+                             else (None, None, None))
+        st = _new_stats()
+        _lib.vae_evaluate_dataset(c, m, e, d, r, ps_ptr, byref(st))
+    return _stats(st, ps)
+
+
+# ---------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------
 
 
 class Elbo(_Handle):
@@ -1145,132 +1791,160 @@ class Elbo(_Handle):
 
     _free = "vae_elbo_free"
 
-    def __init__(self, beta=1.0, objective=OBJECTIVE_ELBO):
-        self._ptr = _create(_lib.vae_elbo_create)
-        self._beta = 1.0
-        self._objective = OBJECTIVE_ELBO
-        if beta != 1.0:
-            self.beta = beta
-        if objective != OBJECTIVE_ELBO:
-            self.objective = objective
+    def __init__(self, beta=None, objective=None):
+        self._adopt(_create(_lib.vae_elbo_create))
+        try:
+            if beta is not None:
+                self.beta = beta
+            if objective is not None:
+                self.objective = objective
+        except BaseException:
+            self.close()
+            raise
+
+    def set_param(self, param, value):
+        """Sets ELBO_BETA or ELBO_OBJECTIVE (or "beta", "objective"); the next call uses it."""
+        param = _int_enum(param, _ELBO_PARAMS, "objective parameter")
+        value = _number(value, "value")
+        with _Use(self) as (e,):
+            _lib.vae_elbo_set_param(e, param, value)
+
+    def get_param(self, param):
+        param = _int_enum(param, _ELBO_PARAMS, "objective parameter")
+        value = c_double()
+        with _Use(self) as (e,):
+            _lib.vae_elbo_get_param(e, param, byref(value))
+        return value.value
 
     @property
     def beta(self):
-        """Weight of the KL term (the library keeps it; this is the last value set)."""
-        return self._beta
+        """Weight of the KL term (finite, >= 0; default 1)."""
+        return self.get_param(ELBO_BETA)
 
     @beta.setter
     def beta(self, beta):
-        _lib.vae_elbo_set_beta(self._p(), float(beta))
-        self._beta = float(c_float(beta).value)
+        self.set_param(ELBO_BETA, beta)
 
     @property
     def objective(self):
-        return self._objective
+        """OBJECTIVE_ELBO (default) or OBJECTIVE_AUTOENCODER; a name is accepted when set."""
+        return int(self.get_param(ELBO_OBJECTIVE))
 
     @objective.setter
     def objective(self, objective):
-        value = _int_enum(objective, _OBJECTIVES, "objective")
-        _lib.vae_elbo_set_objective(self._p(), value)
-        self._objective = value
+        self.set_param(ELBO_OBJECTIVE, _int_enum(objective, _OBJECTIVES, "objective"))
 
-    def _args(self, model, x, n, eps, rng):
-        p = self._p()
-        m = _handle(model, Model, "model")
-        r = _handle(rng, Rng, "rng", optional=True)
-        xb = _as_input(x, "x")
-        n = _batch(xb, model.input_dim, n, "x")
-        if eps is not None:
-            eb = _as_input(eps, "eps")
-            _batch(eb, model.latent_dim, n, "eps")
-            eps_ptr = eb.ptr
-        else:
-            eb = eps_ptr = None
-        return p, m, xb, n, eps_ptr, r, eb
+    def evaluate(self, ctx, model, x, n=None, eps=None, rng=None, per_sample=False):
+        """elbo_evaluate(ctx, model, self, ...)."""
+        return elbo_evaluate(ctx, model, self, x, n, eps, rng, per_sample)
 
-    def forward_backward(self, model, x, n=None, eps=None, rng=None):
-        """One step's losses; ADDS the gradient of the loss into model.grads().
 
-        The noise comes from eps (n * latent_dim floats) when given, else from rng.
-        """
-        p, m, xb, n, eps_ptr, r, _keep = self._args(model, x, n, eps, rng)
-        loss, recon, kl = c_double(), c_double(), c_double()
-        _lib.vae_elbo_forward_backward(p, m, xb.ptr, n, eps_ptr, r, byref(loss), byref(recon),
-                                       byref(kl))
-        return Losses(loss.value, recon.value, kl.value)
+# ---------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------
 
-    def evaluate(self, model, x, n=None, eps=None, rng=None, per_sample=False):
-        """The same losses without gradients; per_sample=True adds each sample's loss."""
-        p, m, xb, n, eps_ptr, r, _keep = self._args(model, x, n, eps, rng)
-        loss, recon, kl = c_double(), c_double(), c_double()
-        ps, keep = _doubles(n) if per_sample else (None, None)
-        _lib.vae_elbo_evaluate(p, m, xb.ptr, n, eps_ptr, r, byref(loss), byref(recon),
-                               byref(kl), keep[1] if keep else None)
-        return Losses(loss.value, recon.value, kl.value, ps)
+
+def _opt_property(param, doc, as_bool=False):
+    def fget(self):
+        value = self.get_param(param)
+        return bool(value) if as_bool else value
+
+    def fset(self, value):
+        self.set_param(param, value)
+    return property(fget, fset, doc=doc)
 
 
 class Optimizer(_Handle):
-    """Optimizer.adam(...) or Optimizer.sgd(...). One optimizer per model: it
-    binds to the first model it steps and raises StateError on any other."""
+    """The kind of update and its hyperparameters (the state lives in a Trainer).
+
+    Optimizer("adam", lr=1e-3) or Optimizer(OPTIMIZER_SGD, lr=0.1, momentum=0.9);
+    also Optimizer.adam(...) and Optimizer.sgd(...). Keyword arguments are
+    hyperparameter names (see OPTIMIZER_PARAMS); those not given keep PyTorch's
+    defaults. A hyperparameter of the other kind raises InvalidArgument.
+    """
 
     _free = "vae_optimizer_free"
 
-    def _setup(self):
-        self._lr = None
-        self._clip = 0.0
+    def __init__(self, kind, **params):
+        self._adopt(_create(_lib.vae_optimizer_create,
+                            _int_enum(kind, _OPTIMIZERS, "optimizer kind")))
+        try:
+            for name, value in params.items():
+                if value is not None:
+                    self.set_param(name, value)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
-    def adam(cls, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        """Adam (AdamW when weight_decay > 0); PyTorch's defaults."""
-        self = cls._wrap(_create(_lib.vae_optimizer_adam_create, float(lr), float(beta1),
-                                 float(beta2), float(eps), float(weight_decay)))
-        self._lr = float(c_float(lr).value)
-        return self
+    def adam(cls, lr=None, beta1=None, beta2=None, eps=None, weight_decay=None,
+             clip_norm=None):
+        """Adam (AdamW when weight_decay > 0); defaults 1e-3, 0.9, 0.999, 1e-8, 0, 0."""
+        return cls(OPTIMIZER_ADAM, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                   weight_decay=weight_decay, clip_norm=clip_norm)
 
     @classmethod
-    def sgd(cls, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        """SGD with momentum, optional Nesterov and L2 weight decay (as PyTorch)."""
-        self = cls._wrap(_create(_lib.vae_optimizer_sgd_create, float(lr), float(momentum),
-                                 1 if nesterov else 0, float(weight_decay)))
-        self._lr = float(c_float(lr).value)
-        return self
+    def sgd(cls, lr=None, momentum=None, nesterov=None, weight_decay=None, dampening=None,
+            clip_norm=None):
+        """SGD as torch.optim.SGD; defaults lr 1e-2, no momentum, no decay."""
+        return cls(OPTIMIZER_SGD, lr=lr, momentum=momentum, nesterov=nesterov,
+                   weight_decay=weight_decay, dampening=dampening, clip_norm=clip_norm)
 
     @property
-    def lr(self):
-        """The learning rate (the last value set, as a float32)."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, lr):
-        self.set_lr(lr)
-
-    def set_lr(self, lr):
-        _lib.vae_optimizer_set_lr(self._p(), float(lr))
-        self._lr = float(c_float(lr).value)
+    def kind(self):
+        """OPTIMIZER_SGD or OPTIMIZER_ADAM."""
+        with _Use(self) as (o,):
+            return _lib.vae_optimizer_kind(o)
 
     @property
-    def clip_norm(self):
-        """Global L2 norm the gradient is rescaled to when larger; 0 disables."""
-        return self._clip
+    def kind_name(self):
+        return _OPTIMIZER_NAMES.get(self.kind, "unknown")
 
-    @clip_norm.setter
-    def clip_norm(self, max_norm):
-        self.set_clip_norm(max_norm)
+    def set_param(self, param, value):
+        """Sets an OPT_* hyperparameter (or its name, such as "lr"); the next step uses it.
 
-    def set_clip_norm(self, max_norm):
-        _lib.vae_optimizer_set_clip_norm(self._p(), float(max_norm))
-        self._clip = float(c_float(max_norm).value)
+        A bad value raises InvalidArgument and leaves the old one.
+        """
+        param = _int_enum(param, _OPT_PARAMS, "optimizer parameter")
+        value = _number(value, "value")
+        with _Use(self) as (o,):
+            _lib.vae_optimizer_set_param(o, param, value)
 
-    clip = set_clip_norm
+    def get_param(self, param):
+        param = _int_enum(param, _OPT_PARAMS, "optimizer parameter")
+        value = c_double()
+        with _Use(self) as (o,):
+            _lib.vae_optimizer_get_param(o, param, byref(value))
+        return value.value
 
-    def step(self, model):
-        """Updates the parameters from the gradients, then zeroes the gradients."""
-        p = self._p()
-        _lib.vae_optimizer_step(p, _handle(model, Model, "model"))
+    @property
+    def params(self):
+        """Dict name -> value of every hyperparameter this kind accepts."""
+        return {name: self.get_param(name) for name in OPTIMIZER_PARAMS.get(self.kind, ())}
+
+    lr = _opt_property(OPT_LR, "Learning rate (finite, > 0).")
+    weight_decay = _opt_property(OPT_WEIGHT_DECAY, "Weight decay (AdamW for Adam, L2 for SGD).")
+    clip_norm = _opt_property(OPT_CLIP_NORM, "Global gradient norm limit; 0 does not clip.")
+    beta1 = _opt_property(OPT_BETA1, "Adam's beta1, in [0, 1).")
+    beta2 = _opt_property(OPT_BETA2, "Adam's beta2, in [0, 1).")
+    eps = _opt_property(OPT_EPS, "Adam's epsilon (finite, > 0).")
+    momentum = _opt_property(OPT_MOMENTUM, "SGD momentum, in [0, 1).")
+    nesterov = _opt_property(OPT_NESTEROV, "SGD Nesterov momentum (a bool).", as_bool=True)
+    dampening = _opt_property(OPT_DAMPENING, "SGD dampening, in [0, 1).")
+
+    def __repr__(self):
+        if not self._open:
+            return "<libvae.Optimizer closed>"
+        return "<libvae.Optimizer %s lr=%g>" % (self.kind_name, self.lr)
+
+
+# ---------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------
 
 
 class Dataset(_Handle):
-    """Samples in memory: Dataset.load_idx(...) or Dataset.from_floats(...)."""
+    """Samples in memory: Dataset.load_idx(...) or Dataset.from_floats(...). Immutable."""
 
     _free = "vae_dataset_free"
 
@@ -1309,68 +1983,75 @@ class Dataset(_Handle):
                                  ctypes.cast(lab, POINTER(c_int32)) if lab is not None
                                  else None))
 
+    def _get(self, func, *args):
+        with _Use(self) as (d,):
+            return func(d, *args)
+
     @property
     def count(self):
-        return _lib.vae_dataset_count(self._p())
+        return self._get(_lib.vae_dataset_count)
 
     def __len__(self):
         return self.count
 
     @property
     def dim(self):
-        return _lib.vae_dataset_dim(self._p())
+        return self._get(_lib.vae_dataset_dim)
 
     @property
     def image_size(self):
         """(height, width) of a sample."""
         h, w = c_size_t(), c_size_t()
-        _lib.vae_dataset_image_size(self._p(), byref(h), byref(w))
+        self._get(_lib.vae_dataset_image_size, byref(h), byref(w))
         return h.value, w.value
 
     @property
     def has_labels(self):
-        return bool(_lib.vae_dataset_has_labels(self._p()))
+        return bool(self._get(_lib.vae_dataset_has_labels))
 
     def label(self, index):
         value = c_int32()
-        _lib.vae_dataset_label(self._p(), _size(index, "index"), byref(value))
+        self._get(_lib.vae_dataset_label, _size(index, "index"), byref(value))
         return value.value
 
     def labels(self):
         """All labels as array('i') (int32)."""
-        p = self._p()
         out = array.array(_INT32_TYPECODE)
         value = c_int32()
-        for i in range(_lib.vae_dataset_count(p)):
-            _lib.vae_dataset_label(p, i, byref(value))
-            out.append(value.value)
+        with _Use(self) as (d,):
+            for i in range(_lib.vae_dataset_count(d)):
+                _lib.vae_dataset_label(d, i, byref(value))
+                out.append(value.value)
         return out
 
     def subset(self, indices):
         """A new dataset with the samples indices (repeats allowed)."""
         idx = _size_array(indices)
-        return Dataset._wrap(_create(_lib.vae_dataset_subset, self._p(), idx, len(idx)))
+        with _Use(self) as (d,):
+            return Dataset._wrap(_create(_lib.vae_dataset_subset, d, idx, len(idx)))
 
     def filter_label(self, label, keep=True):
         """A new dataset with the samples labelled `label` (keep) or all the others."""
-        return Dataset._wrap(_create(_lib.vae_dataset_filter_label, self._p(),
-                                     _int32(label, "label"), 1 if keep else 0))
+        label = _int32(label, "label")
+        with _Use(self) as (d,):
+            return Dataset._wrap(_create(_lib.vae_dataset_filter_label, d, label,
+                                         1 if keep else 0))
 
     def batch(self, indices, binarize=False, rng=None, out=None):
         """The samples indices as floats (len(indices) * dim); binarize draws from rng."""
-        p = self._p()
         idx = _size_array(indices)
-        r = _handle(rng, Rng, "rng", optional=True)
-        o = _as_output(out, len(idx) * _lib.vae_dataset_dim(p), "out")
-        _lib.vae_dataset_batch(p, idx, len(idx), 1 if binarize else 0, r, o.ptr)
+        _check(rng, Rng, "rng", optional=True)
+        o = _as_output(out, len(idx) * self.dim, "out")
+        with _Use(self, rng) as (d, r):
+            _lib.vae_dataset_batch(d, idx, len(idx), 1 if binarize else 0, r, o.ptr)
         return o.obj
 
     def range(self, first, n, out=None):
         """Samples first .. first+n-1 as floats (n * dim)."""
-        p = self._p()
         first, n = _size(first, "first"), _size(n, "n")
-        o = _as_output(out, n * _lib.vae_dataset_dim(p), "out")
-        _lib.vae_dataset_range(p, first, n, o.ptr)
+        o = _as_output(out, n * self.dim, "out")
+        with _Use(self) as (d,):
+            _lib.vae_dataset_range(d, first, n, o.ptr)
         return o.obj
 
 
@@ -1387,8 +2068,7 @@ def _int32_array(labels, count):
     if mv is not None:
         if mv.format not in _INT32_FORMATS or mv.itemsize != 4:
             raise TypeError("labels must hold int32 items, got format %r" % mv.format)
-        values = mv.cast("B").cast("i").tolist() if mv.c_contiguous else \
-            memoryview(mv.tobytes()).cast("i").tolist()
+        values = memoryview(mv.tobytes()).cast("i").tolist()
     else:
         values = [_int32(v, "label") for v in labels]
     if len(values) != count:
@@ -1397,67 +2077,169 @@ def _int32_array(labels, count):
 
 
 # ---------------------------------------------------------------------------
-# Training loop
+# Trainers
 # ---------------------------------------------------------------------------
 
 
-def _stats(s):
-    return EpochStats(s.loss, s.recon, s.kl, s.seconds, s.samples, s.steps)
+class Trainer(_Handle):
+    """Everything training mutates: gradient slab, optimizer state, generator, counters.
 
-
-def train_epoch(model, elbo, optimizer, dataset, rng, batch_size=128, shuffle=True,
-                binarize=False, progress=None):
-    """One pass over dataset; returns EpochStats.
-
-    progress(done, total, running_loss) is called after every step; a true
-    return value stops the epoch with Cancelled (whose .stats has the partial
-    epoch). An exception raised by progress stops the epoch too and is
-    re-raised here once the library has returned.
+    Trainer(model, elbo, optimizer, context, seed=0) borrows the four objects:
+    it keeps them alive (attributes .model, .elbo, .optimizer, .context) and
+    is closed first when any of them is closed. The noise, shuffles and
+    binarization of its steps and epochs come from its own generator, seeded
+    here.
     """
-    m = _handle(model, Model, "model")
-    e = _handle(elbo, Elbo, "elbo")
-    o = _handle(optimizer, Optimizer, "optimizer")
-    d = _handle(dataset, Dataset, "dataset")
-    r = _handle(rng, Rng, "rng")
-    opts = TrainOptions()
-    _lib.vae_train_options_init(byref(opts))
-    opts.batch_size = _size(batch_size, "batch_size")
-    opts.shuffle = 1 if shuffle else 0
-    opts.binarize = 1 if binarize else 0
-    pending = []
-    if progress is not None:
-        if not callable(progress):
-            raise TypeError("progress must be callable")
 
-        def trampoline(_payload, done, total, running_loss):
-            # Nothing may propagate into C: any exception stops the epoch.
+    _free = "vae_trainer_free"
+
+    def __init__(self, model, elbo, optimizer, context, seed=0):
+        _check(model, Model, "model")
+        _check(elbo, Elbo, "elbo")
+        _check(optimizer, Optimizer, "optimizer")
+        _check(context, Context, "context")
+        seed = _seed(seed)
+        borrowed = (model, elbo, optimizer, context)
+        m, e, o, c = _borrow(borrowed)      # held until the trainer is freed
+        try:
+            ptr = _create(_lib.vae_trainer_create, m, e, o, c, seed)
+        except BaseException:
+            _unborrow(borrowed)
+            raise
+        self.model, self.elbo, self.optimizer, self.context = borrowed
+        self._borrowed = borrowed
+        self._adopt(ptr)
+        with _lock:
+            for obj in borrowed:
+                obj._dependents.add(self)
+
+    def _setup(self):
+        self._views = {}
+
+    def _release_views(self):
+        _release_views(self._views)
+
+    def _freed(self):
+        borrowed, self._borrowed = self._borrowed, ()
+        _unborrow(borrowed)
+
+    def reserve(self, max_batch):
+        """Sizes the context's workspace for steps of up to max_batch samples."""
+        max_batch = _size(max_batch, "max_batch")
+        with _Use(self) as (t,):
+            _lib.vae_trainer_reserve(t, max_batch)
+
+    def _input(self, x, n):
+        self._p()
+        xb = _as_input(x, "x")
+        return xb, _batch(xb, self.model.input_dim, n, "x")
+
+    def step(self, x, n=None):
+        """One training step on a batch (noise from the trainer's generator): EpochStats."""
+        xb, n = self._input(x, n)
+        st = _new_stats()
+        with _Use(self) as (t,):
+            _lib.vae_trainer_step(t, xb.ptr, n, byref(st))
+        return _stats(st)
+
+    def forward_backward(self, x, n=None, eps=None):
+        """Adds the gradient of the batch's mean loss into grads(), without stepping.
+
+        The noise is eps (n * latent_dim floats) when given, else drawn from
+        the trainer's generator. Returns EpochStats.
+        """
+        xb, n = self._input(x, n)
+        eb = None
+        if eps is not None:
+            eb = _as_input(eps, "eps")
+            _batch(eb, self.model.latent_dim, n, "eps")
+        st = _new_stats()
+        with _Use(self) as (t,):
+            _lib.vae_trainer_forward_backward(t, xb.ptr, n, eb.ptr if eb else None, byref(st))
+        return _stats(st)
+
+    def apply(self):
+        """One optimizer step with the gradient slab, which is then zeroed."""
+        with _Use(self) as (t,):
+            _lib.vae_trainer_apply(t)
+
+    def grads(self):
+        """Borrowed, writable float32 memoryview of the gradient slab (no copy).
+
+        In the layout of Model.params(). Valid while the trainer is open;
+        close() releases it.
+        """
+        with _Use(self) as (t,):
+            view = self._views.get("grads")
+            if view is not None and _view_alive(view):
+                return view
+            count = c_size_t()
+            view = _borrowed_view(self, _lib.vae_trainer_grads(t, byref(count)), count.value)
+            self._views["grads"] = view
+            return view
+
+    def zero_grads(self):
+        with _Use(self) as (t,):
+            _lib.vae_trainer_zero_grads(t)
+
+    @property
+    def steps(self):
+        """Optimizer steps taken."""
+        with _Use(self) as (t,):
+            return _lib.vae_trainer_steps(t)
+
+    @property
+    def epochs(self):
+        """Epochs completed by train_epoch()."""
+        with _Use(self) as (t,):
+            return _lib.vae_trainer_epochs(t)
+
+    def train_epoch(self, dataset, batch_size=128, shuffle=True, binarize=False,
+                    progress=None):
+        """One pass over dataset; returns EpochStats.
+
+        progress(done, total, running_loss) is called after every step; a true
+        return value stops the epoch with Cancelled (whose .stats has the
+        partial epoch). An exception raised by progress stops the epoch too
+        and is re-raised here once the library has returned. The callback runs
+        while the trainer's context is in use: inference from it needs another
+        context.
+        """
+        _check(dataset, Dataset, "dataset")
+        opts = TrainOptions()
+        _lib.vae_train_options_init(byref(opts), ctypes.sizeof(TrainOptions))
+        opts.batch_size = _size(batch_size, "batch_size")
+        opts.shuffle = 1 if shuffle else 0
+        opts.binarize = 1 if binarize else 0
+        pending = []
+        if progress is not None:
+            if not callable(progress):
+                raise TypeError("progress must be callable")
+
+            def trampoline(_payload, done, total, running_loss):
+                # Nothing may propagate into C: any exception stops the epoch.
+                try:
+                    stop = progress(done, total, running_loss)
+                    # A trainer closed by the callback (its free waits for
+                    # this call to return) stops its epoch too.
+                    return 1 if stop or not self._open else 0
+                except BaseException as exc:  # noqa: B902 - re-raised after the call
+                    pending.append(exc)
+                    return 1
+
+            opts.progress = ProgressFn(trampoline)
+        st = _new_stats()
+        with _Use(self, dataset) as (t, d):
             try:
-                return 1 if progress(done, total, running_loss) else 0
-            except BaseException as exc:  # noqa: B902 - re-raised after the call
-                pending.append(exc)
-                return 1
+                _lib.vae_trainer_train_epoch(t, d, byref(opts), byref(st))
+            except Cancelled as exc:
+                exc.stats = _stats(st)
+                if pending:
+                    raise pending[0] from None
+                raise
+        return _stats(st)
 
-        opts.progress = ProgressFn(trampoline)
-    stats = EpochStatsStruct()
-    stats.size = ctypes.sizeof(EpochStatsStruct)
-    try:
-        _lib.vae_train_epoch(m, e, o, d, r, byref(opts), byref(stats))
-    except Cancelled as exc:
-        exc.stats = _stats(stats)
-        if pending:
-            raise pending[0] from None
-        raise
-    return _stats(stats)
-
-
-def evaluate_dataset(model, elbo, dataset, rng=None, batch_size=128, per_sample=False):
-    """Mean losses over a whole dataset (not binarized); per_sample adds each sample's loss."""
-    m = _handle(model, Model, "model")
-    e = _handle(elbo, Elbo, "elbo")
-    d = _handle(dataset, Dataset, "dataset")
-    r = _handle(rng, Rng, "rng", optional=True)
-    loss, recon, kl = c_double(), c_double(), c_double()
-    ps, keep = _doubles(_lib.vae_dataset_count(d)) if per_sample else (None, None)
-    _lib.vae_evaluate_dataset(m, e, d, r, _size(batch_size, "batch_size"), byref(loss),
-                              byref(recon), byref(kl), keep[1] if keep else None)
-    return Losses(loss.value, recon.value, kl.value, ps)
+    def __repr__(self):
+        if not self._open:
+            return "<libvae.Trainer %s>" % (self._closed_why or "closed")
+        return "<libvae.Trainer %d steps, %d epochs>" % (self.steps, self.epochs)

@@ -5,9 +5,9 @@ Uses MNIST when the IDX files are in --data (train-images-idx3-ubyte and
 friends, optionally .gz; examples/fetch_mnist.sh downloads them), and
 otherwise falls back to synthetic 8x8 images, so it always runs:
 
-    LIBVAE_PATH=build/libvae.so.0.1 python3 examples/python/train_mnist.py
-    LIBVAE_PATH=build/libvae.so.0.1 python3 examples/python/train_mnist.py \\
-        --data data --epochs 2 --limit 10000 --save model.vae
+    LIBVAE_PATH=build/libvae.so.1 python3 examples/python/train_mnist.py
+    LIBVAE_PATH=build/libvae.so.1 python3 examples/python/train_mnist.py \\
+        --data data --epochs 2 --limit 10000 --threads 2 --save model.vae
 
 Prints the loss per epoch, the test loss, an importance-sampled
 log-likelihood estimate, and a few samples as text.
@@ -93,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--latent", type=int, default=20)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="workers of the context (more than 1 sets the BLAS to 1 thread)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     ap.add_argument("--binarize", action="store_true", help="dynamic binarization")
     ap.add_argument("--save", metavar="PATH", help="write the trained model there")
@@ -131,12 +133,18 @@ def main(argv=None):
 
 
 def run(args, rng, train, test, width):
-    with vae.Model.mlp(train.dim, args.hidden, args.latent, vae.ACT_RELU,
-                       vae.LIKELIHOOD_BERNOULLI, seed=args.seed) as model, \
-            vae.Elbo() as elbo, vae.Optimizer.adam(args.lr) as opt:
-        model.reserve(args.batch_size)
-        print("model %d-%s-%d, %d parameters" % (
-            train.dim, "-".join(map(str, args.hidden)), args.latent, model.n_params))
+    if args.threads > 1:
+        # Several workers run one single-threaded GEMM stream each.
+        vae.blas_set_threads(1)
+    with vae.Model.create_mlp(train.dim, args.hidden, args.latent, vae.ACT_RELU,
+                              vae.LIKELIHOOD_BERNOULLI, seed=args.seed) as model, \
+            vae.Context(threads=args.threads) as ctx, vae.Elbo() as elbo, \
+            vae.Optimizer.adam(lr=args.lr) as opt, \
+            vae.Trainer(model, elbo, opt, ctx, seed=args.seed) as trainer:
+        trainer.reserve(args.batch_size)
+        print("model %d-%s-%d, %d parameters, %d worker%s" % (
+            train.dim, "-".join(map(str, args.hidden)), args.latent, model.n_params,
+            ctx.threads, "s" if ctx.threads > 1 else ""))
         last = [0.0]
 
         def progress(done, total, loss):
@@ -147,27 +155,26 @@ def run(args, rng, train, test, width):
                 print("\r  %6d/%d  loss %.3f " % (done, total, loss), end="", flush=True)
 
         for epoch in range(1, args.epochs + 1):
-            st = vae.train_epoch(model, elbo, opt, train, rng, batch_size=args.batch_size,
-                                 binarize=args.binarize,
-                                 progress=progress if sys.stdout.isatty() else None)
-            ev = vae.evaluate_dataset(model, elbo, test, rng, batch_size=256)
+            st = trainer.train_epoch(train, batch_size=args.batch_size, binarize=args.binarize,
+                                     progress=progress if sys.stdout.isatty() else None)
+            ev = ctx.evaluate_dataset(model, elbo, test, rng)
             if sys.stdout.isatty():
                 print("\r" + " " * 40 + "\r", end="")
             print("epoch %d: train loss %.3f (recon %.3f, kl %.3f) in %.1f s, test loss %.3f"
                   % (epoch, st.loss, st.recon, st.kl, st.seconds, ev.loss))
 
         n = min(100, test.count)
-        ll = model.log_likelihood(test.range(0, n), 50, rng)
+        ll = ctx.log_likelihood(model, test.range(0, n), 50, rng)
         print("log p(x) on %d test images, K = 50: %.3f nats" % (n, sum(ll) / n))
 
         if args.save:
             model.save(args.save)
             with vae.Model.load(args.save) as again:
                 x = test.range(0, 4)
-                assert again.reconstruct(x) == model.reconstruct(x)
+                assert ctx.reconstruct(again, x) == ctx.reconstruct(model, x)
             print("saved %s (%d bytes)" % (args.save, os.path.getsize(args.save)))
 
-        samples = model.sample(rng, 2)
+        samples = ctx.sample(model, rng, 2)
         for i in range(2):
             print(ascii_image(samples[i * train.dim:(i + 1) * train.dim], width))
             print()
