@@ -1310,7 +1310,8 @@ enum {
     VAE_OPT_BETA2 = 5,        /**< Adam, in [0, 1), default 0.999 */
     VAE_OPT_EPS = 6,          /**< Adam, finite and > 0, default 1e-8 */
     VAE_OPT_MOMENTUM = 7,     /**< SGD, in [0, 1), default 0 */
-    VAE_OPT_NESTEROV = 8,     /**< SGD, 0 (default) or 1; 1 needs momentum > 0 at the step */
+    VAE_OPT_NESTEROV = 8,     /**< SGD, 0 (default) or 1; 1 needs momentum > 0 and
+                                   dampening 0 at the step */
     VAE_OPT_DAMPENING = 9     /**< SGD, in [0, 1), default 0: the momentum buffer adds
                                    (1 - dampening) g, as torch.optim.SGD. Added after the
                                    others without a new function, as docs/abi.md shows */
@@ -1603,12 +1604,14 @@ typedef struct vae_train_options {
  * @brief Fills opts with the defaults, as far as `size` bytes reach, and sets opts->size.
  *
  * Pass `sizeof *opts` as the caller compiled it: a program built against an older, shorter
- * vae_train_options gets only the fields it knows filled in.
+ * vae_train_options gets only the fields it knows filled in; one built against a newer,
+ * longer one gets zeros in the fields this library does not know.
  * @param[out] opts The options to fill.
  * @param[in]  size sizeof(vae_train_options) in the caller's header; at least
  *                  sizeof(size_t).
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID opts is NULL, or size is smaller than sizeof(size_t).
+ * @retval VAE_ERR_INVALID opts is NULL, or size is smaller than sizeof(size_t) or more than
+ *                         4096 bytes beyond this library's struct.
  */
 VAE_API int vae_train_options_init(vae_train_options *opts, size_t size);
 
@@ -1685,7 +1688,8 @@ VAE_API int vae_trainer_forward_backward(vae_trainer *t, const float *x, size_t 
  * Increments the step counter.
  * @param[in,out] t The trainer.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID t is NULL, or Nesterov momentum is set with momentum 0.
+ * @retval VAE_ERR_INVALID t is NULL, or Nesterov momentum is set with momentum 0 or
+ *                         dampening other than 0 (as torch.optim.SGD refuses).
  * @retval VAE_ERR_STATE   the context is in use.
  * @retval VAE_ERR_NUMERIC a gradient is not finite.
  */
@@ -1695,7 +1699,8 @@ VAE_API int vae_trainer_apply(vae_trainer *t);
  *        then vae_trainer_apply().
  *
  * On failure the parameters and optimizer state are unchanged and the gradient slab is
- * zero.
+ * zero, except after VAE_ERR_STATE: the context is in use, perhaps by another call on this
+ * very trainer, so nothing of the trainer is touched.
  * @param[in,out] t     The trainer.
  * @param[in]     x     Inputs, n * input_dim floats.
  * @param[in]     n     Number of samples, 1 to 2^20.

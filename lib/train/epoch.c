@@ -17,13 +17,18 @@ int vae_train_options_init(vae_train_options *opts, size_t size)
     if (size < sizeof(size_t))
         return vae_fail(VAE_ERR_INVALID,
                         "vae_train_options_init: size %zu is smaller than the size field", size);
+    if (size > sizeof(vae_train_options) + 4096)
+        return vae_fail(VAE_ERR_INVALID,
+                        "vae_train_options_init: size %zu is not the size of the struct", size);
     vae_train_options o;
     memset(&o, 0, sizeof o);
     o.size = size;
     o.batch_size = 128;
     o.shuffle = 1;
     /* Only the bytes the caller's struct has: an older, shorter one gets
-     * the fields it knows. */
+     * the fields it knows; a newer, longer one gets zeros in the fields
+     * this library does not know, which epochs accept. */
+    memset(opts, 0, size);
     memcpy(opts, &o, size < sizeof o ? size : sizeof o);
     return VAE_OK;
 }

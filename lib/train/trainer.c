@@ -141,8 +141,12 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
 {
     const vae_optimizer *o = t->opt;
     size_t bad = 0;
-    if (o->kind == VAE_OPTIMIZER_SGD && o->nesterov && o->momentum == 0.0f)
-        return vae_fail(VAE_ERR_INVALID, "%s: Nesterov momentum needs momentum > 0", fn);
+    if (o->kind == VAE_OPTIMIZER_SGD && o->nesterov &&
+        (o->momentum == 0.0f || o->dampening != 0.0f))
+        return vae_fail(VAE_ERR_INVALID,
+                        "%s: Nesterov momentum needs momentum > 0 and dampening 0 (momentum %g, "
+                        "dampening %g)",
+                        fn, (double)o->momentum, (double)o->dampening);
     if (!vae_all_finite(t->grads, t->n, &bad))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
@@ -204,8 +208,10 @@ int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *
     const char *fn = "vae_trainer_step";
     if (!t)
         return vae_fail(VAE_ERR_INVALID, "%s: trainer is NULL", fn);
-    if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats"))
+    if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats")) {
+        memset(t->grads, 0, t->n * sizeof *t->grads);
         return VAE_ERR_INVALID;
+    }
     int rc = vae_ctx_enter(t->ctx, fn);
     if (rc)
         return rc;
