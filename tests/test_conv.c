@@ -1,6 +1,7 @@
 /* Conv2D and ConvTranspose2D: forward against direct loops, the adjoint
  * identity, backward against finite differences, a whole convolutional VAE's
- * gradient, model files, and bad geometry. */
+ * gradient (through a trainer), model files, introspection, and bad
+ * geometry. */
 #include "test_util.h"
 
 typedef struct geo {
@@ -305,13 +306,15 @@ static vae_model *conv_vae(int likelihood, uint64_t seed)
     vae_layer *l = NULL;
     TU_OK(vae_model_create(&m, 64, 3, likelihood));
     TU_OK(vae_layer_conv2d_create(&l, 1, 8, 8, 2, 4, 4, 2, 1, VAE_ACT_TANH));
-    TU_OK(vae_model_add_encoder_layer(m, l));
+    TU_OK(vae_model_add_encoder_layer(m, &l));
+    assert_null(l);
     TU_OK(vae_layer_dense_create(&l, 32, 8, VAE_ACT_ELU));
-    TU_OK(vae_model_add_encoder_layer(m, l));
+    TU_OK(vae_model_add_encoder_layer(m, &l));
     TU_OK(vae_layer_dense_create(&l, 3, 32, VAE_ACT_SOFTPLUS));
-    TU_OK(vae_model_add_decoder_layer(m, l));
+    TU_OK(vae_model_add_decoder_layer(m, &l));
     TU_OK(vae_layer_conv2d_transpose_create(&l, 2, 4, 4, 1, 4, 4, 2, 1, 0, VAE_ACT_IDENTITY));
-    TU_OK(vae_model_add_decoder_layer(m, l));
+    TU_OK(vae_model_add_decoder_layer(m, &l));
+    assert_null(l);
     TU_OK(vae_model_build(m, seed));
     return m;
 }
@@ -323,20 +326,32 @@ static void test_conv_vae_elbo_fd(void **state)
     for (int lik = 0; lik < 2; lik++) {
         vae_model *m = conv_vae(lik, 3);
         vae_elbo *e = NULL;
+        vae_context *ctx = NULL;
+        vae_optimizer *o = NULL;
+        vae_trainer *t = NULL;
         TU_OK(vae_elbo_create(&e));
-        TU_OK(vae_elbo_set_beta(e, 0.6f));
+        TU_OK(vae_elbo_set_param(e, VAE_ELBO_BETA, 0.6));
+        TU_OK(vae_context_create(&ctx));
+        TU_OK(vae_optimizer_create(&o, VAE_OPTIMIZER_SGD));
+        TU_OK(vae_trainer_create(&t, m, e, o, ctx, 1));
         enum { B = 3 };
         float x[B * 64], eps[B * 3];
         tu_fill_range(&r, x, B * 64, 0, 1);
         for (size_t k = 0; k < B * 3; k++)
             eps[k] = (float)tu_gauss(&r);
-        size_t n = 0;
-        float *p = vae_model_params(m, &n), *g = vae_model_grads(m, &n);
+        size_t n = 0, ng = 0;
+        float *p = vae_model_params(m, &n), *g = vae_trainer_grads(t, &ng);
         /* 2x2x16 + 2 + 32x8 + 8 + 8x6 + 6 + 3x32 + 32 + 2x1x16 + 1 */
         assert_int_equal(n, 34 + 264 + 54 + 128 + 33);
-        TU_OK(vae_model_zero_grads(m));
-        double loss = 0;
-        TU_OK(vae_elbo_forward_backward(e, m, x, B, eps, NULL, &loss, NULL, NULL));
+        assert_int_equal(ng, n);
+        TU_OK(vae_trainer_zero_grads(t));
+        vae_epoch_stats fb = tu_stats();
+        TU_OK(vae_trainer_forward_backward(t, x, B, eps, &fb));
+        assert_int_equal(fb.samples, B);
+        /* The loss of the forward-backward pass is the evaluation's. */
+        vae_epoch_stats ev = tu_stats();
+        TU_OK(vae_elbo_evaluate(ctx, m, e, x, B, eps, NULL, NULL, &ev));
+        TU_CLOSE(fb.loss, ev.loss, 1e-6, 0.0);
         float *p0 = tu_alloc(n, 4);
         double *v = tu_alloc(n, sizeof(double));
         memcpy(p0, p, n * 4);
@@ -347,7 +362,9 @@ static void test_conv_vae_elbo_fd(void **state)
             for (int side = 0; side < 2; side++) {
                 for (size_t k = 0; k < n; k++)
                     p[k] = (float)(p0[k] + (side ? -h : h) * v[k]);
-                TU_OK(vae_elbo_evaluate(e, m, x, B, eps, NULL, &l2[side], NULL, NULL, NULL));
+                vae_epoch_stats st = tu_stats();
+                TU_OK(vae_elbo_evaluate(ctx, m, e, x, B, eps, NULL, NULL, &st));
+                l2[side] = st.loss;
             }
             memcpy(p, p0, n * 4);
             double fd = (l2[0] - l2[1]) / (2 * h), an = tu_dot_fd(g, v, n);
@@ -357,9 +374,110 @@ static void test_conv_vae_elbo_fd(void **state)
         }
         free(p0);
         free(v);
+        vae_trainer_free(t);
+        vae_optimizer_free(o);
+        vae_context_free(ctx);
         vae_elbo_free(e);
         vae_model_free(m);
     }
+}
+
+/* Every VAE_LAYER_* value of a convolution layer against its constructor's
+ * arguments and PyTorch's output sizes; kind and activation. */
+static void check_introspection(const vae_layer *l, const geo *g, int transpose, int act)
+{
+    size_t oh = transpose ? convt_out(g->h, g->kh, g->s, g->p, g->op)
+                          : conv_out(g->h, g->kh, g->s, g->p);
+    size_t ow = transpose ? convt_out(g->w, g->kw, g->s, g->p, g->op)
+                          : conv_out(g->w, g->kw, g->s, g->p);
+    assert_int_equal(vae_layer_kind(l),
+                     transpose ? VAE_LAYER_CONV2D_TRANSPOSE : VAE_LAYER_CONV2D);
+    assert_int_equal(vae_layer_activation(l), act);
+    const size_t want[14] = {g->ci * g->h * g->w,
+                             g->co * oh * ow,
+                             g->ci * g->co * g->kh * g->kw + g->co,
+                             g->ci,
+                             g->h,
+                             g->w,
+                             g->co,
+                             oh,
+                             ow,
+                             g->kh,
+                             g->kw,
+                             g->s,
+                             g->p,
+                             transpose ? g->op : 0};
+    for (int q = VAE_LAYER_INPUTS; q <= VAE_LAYER_OUTPUT_PADDING; q++) {
+        size_t v = (size_t)0xdeadbeef;
+        TU_OK(vae_layer_get_param(l, q, &v));
+        if (v != want[q - 1])
+            fail_msg("%s %zux%zux%zu -> %zu, kernel %zux%zu, stride %zu, padding %zu: "
+                     "parameter %d is %zu, expected %zu",
+                     transpose ? "convT" : "conv", g->ci, g->h, g->w, g->co, g->kh, g->kw, g->s,
+                     g->p, q, v, want[q - 1]);
+    }
+}
+
+static void test_introspection(void **state)
+{
+    (void)state;
+    const int acts[] = {VAE_ACT_IDENTITY, VAE_ACT_LEAKY_RELU, VAE_ACT_ELU};
+    for (size_t a = 0; a < 3; a++) {
+        for (size_t i = 0; i < sizeof conv_geos / sizeof *conv_geos; i++) {
+            vae_layer *l = make(&conv_geos[i], 0, acts[a]);
+            check_introspection(l, &conv_geos[i], 0, acts[a]);
+            vae_layer_free(l);
+        }
+        for (size_t i = 0; i < sizeof convt_geos / sizeof *convt_geos; i++) {
+            vae_layer *l = make(&convt_geos[i], 1, acts[a]);
+            check_introspection(l, &convt_geos[i], 1, acts[a]);
+            vae_layer_free(l);
+        }
+    }
+    /* Unknown parameters are refused for every kind, nothing written. */
+    const char *fn = "vae_layer_get_param";
+    const int bad[] = {0, -1, VAE_LAYER_OUTPUT_PADDING + 1, 1 << 30};
+    for (int transpose = 0; transpose < 2; transpose++) {
+        vae_layer *l = make(transpose ? &convt_geos[2] : &conv_geos[1], transpose,
+                            VAE_ACT_TANH);
+        for (size_t i = 0; i < 4; i++) {
+            size_t v = 55;
+            TU_EXPECT_ERR(vae_layer_get_param(l, bad[i], &v), VAE_ERR_INVALID, fn);
+            assert_int_equal(v, 55);
+        }
+        TU_EXPECT_ERR(vae_layer_get_param(l, VAE_LAYER_STRIDE, NULL), VAE_ERR_INVALID, fn);
+        vae_layer_free(l);
+    }
+
+    /* The layers of a model answer the same, and hand out no parameters or
+     * gradients of their own (the model's slab and a trainer hold them). */
+    vae_model *m = conv_vae(VAE_LIKELIHOOD_BERNOULLI, 4);
+    assert_int_equal(vae_model_layer_count(m), 5);
+    assert_int_equal(vae_model_encoder_layer_count(m), 2);
+    const geo enc = {1, 8, 8, 2, 4, 4, 2, 1, 0, 1}, dec = {2, 4, 4, 1, 4, 4, 2, 1, 0, 1};
+    check_introspection(vae_model_layer(m, 0), &enc, 0, VAE_ACT_TANH);
+    check_introspection(vae_model_layer(m, 4), &dec, 1, VAE_ACT_IDENTITY);
+    assert_int_equal(vae_layer_kind(vae_model_layer(m, 1)), VAE_LAYER_DENSE);
+    assert_int_equal(vae_layer_kind(vae_model_layer(m, 2)), VAE_LAYER_DENSE); /* head */
+    assert_int_equal(vae_layer_kind(vae_model_layer(m, 3)), VAE_LAYER_DENSE);
+    for (size_t i = 0; i < 5; i++) {
+        vae_layer *ml = (vae_layer *)vae_model_layer(m, i);
+        size_t n = 99;
+        assert_null(vae_layer_params(ml, &n));
+        assert_int_equal(n, 0);
+        n = 99;
+        assert_null(vae_layer_grads(ml, &n));
+        assert_int_equal(n, 0);
+        vae_layer_free(ml); /* ignored: the model owns it */
+    }
+    /* Still all there. */
+    vae_context *ctx = NULL;
+    TU_OK(vae_context_create(&ctx));
+    float z[3] = {0.5f, -0.5f, 1.0f}, out[64];
+    TU_OK(vae_decode(ctx, m, z, 1, out));
+    assert_true(tu_all_finite(out, 64));
+    vae_context_free(ctx);
+    vae_model_free(m);
 }
 
 static void test_conv_model_file(void **state)
@@ -376,9 +494,25 @@ static void test_conv_model_file(void **state)
     assert_int_equal(n1, n2);
     assert_memory_equal(p1, p2, n1 * sizeof *p1);
     float z[2 * 3] = {0.1f, -1, 2, 0.5f, 0.3f, -0.2f}, o1[2 * 64], o2[2 * 64];
-    TU_OK(vae_model_decode(m, z, 2, o1));
-    TU_OK(vae_model_decode(m2, z, 2, o2));
+    vae_context *ctx = NULL;
+    TU_OK(vae_context_create(&ctx));
+    TU_OK(vae_decode(ctx, m, z, 2, o1));
+    TU_OK(vae_decode(ctx, m2, z, 2, o2));
     assert_memory_equal(o1, o2, sizeof o1);
+    /* The loaded layers have the same kinds, activations and geometry. */
+    assert_int_equal(vae_model_layer_count(m2), vae_model_layer_count(m));
+    for (size_t i = 0; i < vae_model_layer_count(m); i++) {
+        const vae_layer *a = vae_model_layer(m, i), *b = vae_model_layer(m2, i);
+        assert_int_equal(vae_layer_kind(a), vae_layer_kind(b));
+        assert_int_equal(vae_layer_activation(a), vae_layer_activation(b));
+        for (int q = VAE_LAYER_INPUTS; q <= VAE_LAYER_OUTPUT_PADDING; q++) {
+            size_t va = 1, vb = 2;
+            TU_OK(vae_layer_get_param(a, q, &va));
+            TU_OK(vae_layer_get_param(b, q, &vb));
+            assert_int_equal(va, vb);
+        }
+    }
+    vae_context_free(ctx);
     free(buf);
     vae_model_free(m);
     vae_model_free(m2);
@@ -411,11 +545,11 @@ static void test_bad_geometry(void **state)
     vae_model *m = NULL;
     TU_OK(vae_model_create(&m, 64, 2, VAE_LIKELIHOOD_BERNOULLI));
     TU_OK(vae_layer_conv2d_create(&l, 1, 8, 8, 2, 4, 4, 2, 1, VAE_ACT_RELU));
-    TU_OK(vae_model_add_encoder_layer(m, l));
+    TU_OK(vae_model_add_encoder_layer(m, &l));
     TU_OK(vae_layer_dense_create(&l, 30, 8, VAE_ACT_RELU));
-    TU_OK(vae_model_add_encoder_layer(m, l));
+    TU_OK(vae_model_add_encoder_layer(m, &l));
     TU_OK(vae_layer_dense_create(&l, 2, 64, VAE_ACT_IDENTITY));
-    TU_OK(vae_model_add_decoder_layer(m, l));
+    TU_OK(vae_model_add_decoder_layer(m, &l));
     TU_EXPECT_ERR(vae_model_build(m, 1), VAE_ERR_SHAPE, "vae_model_build");
     assert_non_null(strstr(vae_last_error(), "encoder layer 1 expects 30 inputs"));
     assert_non_null(strstr(vae_last_error(), "32"));
@@ -429,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_adjoint),            cmocka_unit_test(test_conv_backward_fd),
         cmocka_unit_test(test_convt_backward_fd),  cmocka_unit_test(test_conv_vae_elbo_fd),
         cmocka_unit_test(test_conv_model_file),    cmocka_unit_test(test_bad_geometry),
+        cmocka_unit_test(test_introspection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

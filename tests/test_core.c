@@ -33,7 +33,7 @@ static void test_strerror_distinct(void **state)
 static void test_status_values_pinned(void **state)
 {
     (void)state;
-    /* Part of the ABI: a binding compiled against 0.1 hard-codes these. */
+    /* Part of the ABI: a binding compiled against any release hard-codes these. */
     assert_int_equal(VAE_OK, 0);
     assert_int_equal(VAE_ERR_INVALID, -1);
     assert_int_equal(VAE_ERR_SHAPE, -2);
@@ -59,11 +59,69 @@ static void test_enum_values_pinned(void **state)
     assert_int_equal(VAE_LIKELIHOOD_GAUSSIAN, 1);
     assert_int_equal(VAE_OBJECTIVE_ELBO, 0);
     assert_int_equal(VAE_OBJECTIVE_AUTOENCODER, 1);
+    /* Added in 1.0: layer kinds and geometry, settings of the objective, the
+     * model and the optimizers. */
+    assert_int_equal(VAE_LAYER_DENSE, 1);
+    assert_int_equal(VAE_LAYER_CONV2D, 2);
+    assert_int_equal(VAE_LAYER_CONV2D_TRANSPOSE, 3);
+    assert_int_equal(VAE_LAYER_INPUTS, 1);
+    assert_int_equal(VAE_LAYER_OUTPUTS, 2);
+    assert_int_equal(VAE_LAYER_PARAMS, 3);
+    assert_int_equal(VAE_LAYER_IN_CHANNELS, 4);
+    assert_int_equal(VAE_LAYER_IN_HEIGHT, 5);
+    assert_int_equal(VAE_LAYER_IN_WIDTH, 6);
+    assert_int_equal(VAE_LAYER_OUT_CHANNELS, 7);
+    assert_int_equal(VAE_LAYER_OUT_HEIGHT, 8);
+    assert_int_equal(VAE_LAYER_OUT_WIDTH, 9);
+    assert_int_equal(VAE_LAYER_KERNEL_HEIGHT, 10);
+    assert_int_equal(VAE_LAYER_KERNEL_WIDTH, 11);
+    assert_int_equal(VAE_LAYER_STRIDE, 12);
+    assert_int_equal(VAE_LAYER_PADDING, 13);
+    assert_int_equal(VAE_LAYER_OUTPUT_PADDING, 14);
+    assert_int_equal(VAE_MODEL_GAUSSIAN_SIGMA, 1);
+    assert_int_equal(VAE_ELBO_BETA, 1);
+    assert_int_equal(VAE_ELBO_OBJECTIVE, 2);
+    assert_int_equal(VAE_OPTIMIZER_SGD, 1);
+    assert_int_equal(VAE_OPTIMIZER_ADAM, 2);
+    assert_int_equal(VAE_OPT_LR, 1);
+    assert_int_equal(VAE_OPT_WEIGHT_DECAY, 2);
+    assert_int_equal(VAE_OPT_CLIP_NORM, 3);
+    assert_int_equal(VAE_OPT_BETA1, 4);
+    assert_int_equal(VAE_OPT_BETA2, 5);
+    assert_int_equal(VAE_OPT_EPS, 6);
+    assert_int_equal(VAE_OPT_MOMENTUM, 7);
+    assert_int_equal(VAE_OPT_NESTEROV, 8);
+    assert_int_equal(VAE_OPT_DAMPENING, 9);
+}
+
+/* The public structs' layouts are ABI: fields only ever appended. */
+static void test_struct_layouts_pinned(void **state)
+{
+    (void)state;
+    assert_int_equal(offsetof(vae_train_options, size), 0);
+    assert_int_equal(offsetof(vae_train_options, batch_size), sizeof(size_t));
+    assert_int_equal(offsetof(vae_train_options, shuffle), 2 * sizeof(size_t));
+    assert_int_equal(offsetof(vae_train_options, binarize), 2 * sizeof(size_t) + sizeof(int));
+    assert_true(offsetof(vae_train_options, progress) >= 2 * sizeof(size_t) + 2 * sizeof(int));
+    assert_true(offsetof(vae_train_options, payload) > offsetof(vae_train_options, progress));
+    assert_int_equal(offsetof(vae_epoch_stats, size), 0);
+    assert_true(offsetof(vae_epoch_stats, loss) < offsetof(vae_epoch_stats, recon));
+    assert_true(offsetof(vae_epoch_stats, recon) < offsetof(vae_epoch_stats, kl));
+    assert_true(offsetof(vae_epoch_stats, kl) < offsetof(vae_epoch_stats, seconds));
+    assert_true(offsetof(vae_epoch_stats, seconds) < offsetof(vae_epoch_stats, samples));
+    assert_true(offsetof(vae_epoch_stats, samples) < offsetof(vae_epoch_stats, steps));
 }
 
 static void test_version(void **state)
 {
     (void)state;
+    /* This is the 1.0.0 header and library. */
+    assert_int_equal(VAE_VERSION_MAJOR, 1);
+    assert_int_equal(VAE_VERSION_MINOR, 0);
+    assert_int_equal(VAE_VERSION_PATCH, 0);
+    assert_int_equal(VAE_VERSION_NUMBER, 10000);
+    assert_int_equal(vae_version_number(), 10000);
+    assert_string_equal(vae_version_string(), "1.0.0");
     assert_int_equal(VAE_VERSION_NUMBER,
                      VAE_VERSION_MAJOR * 10000 + VAE_VERSION_MINOR * 100 + VAE_VERSION_PATCH);
     /* The library that is loaded agrees with the header it was compiled with. */
@@ -108,7 +166,8 @@ static void *failing_thread(void *arg)
 static void test_last_error_per_thread(void **state)
 {
     (void)state;
-    TU_EXPECT_ERR(vae_elbo_set_beta(NULL, 1.0f), VAE_ERR_INVALID, "vae_elbo_set_beta");
+    TU_EXPECT_ERR(vae_elbo_set_param(NULL, VAE_ELBO_BETA, 1.0), VAE_ERR_INVALID,
+                  "vae_elbo_set_param");
     char mine[512];
     snprintf(mine, sizeof mine, "%s", vae_last_error());
 
@@ -132,6 +191,7 @@ int main(void)
         cmocka_unit_test(test_strerror_distinct),
         cmocka_unit_test(test_status_values_pinned),
         cmocka_unit_test(test_enum_values_pinned),
+        cmocka_unit_test(test_struct_layouts_pinned),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_last_error_message),
         cmocka_unit_test(test_last_error_per_thread),

@@ -1,6 +1,6 @@
 /* The standalone dense layer and its seven fused activations: forward and
  * backward against naive double-precision loops, backward against central
- * finite differences, and bad input. */
+ * finite differences, introspection, ownership by a model, and bad input. */
 #include <float.h>
 
 #include "test_util.h"
@@ -455,6 +455,92 @@ static void test_bad_forward_backward(void **state)
     vae_layer_free(l);
 }
 
+/* Every VAE_LAYER_* geometry value of a layer, in order INPUTS ..
+ * OUTPUT_PADDING (14 values). */
+static void layer_geometry(const vae_layer *l, size_t got[14])
+{
+    for (int q = VAE_LAYER_INPUTS; q <= VAE_LAYER_OUTPUT_PADDING; q++) {
+        size_t v = (size_t)0xdeadbeef;
+        TU_OK(vae_layer_get_param(l, q, &v));
+        got[q - VAE_LAYER_INPUTS] = v;
+    }
+}
+
+/* Introspection of dense layers: kind, activation and every geometry value
+ * (the convolution ones 0), for standalone layers and layers a model owns;
+ * unknown parameters and NULL refused. */
+static void test_introspection(void **state)
+{
+    (void)state;
+    const size_t dims[][2] = {{1, 1}, {3, 5}, {784, 400}, {5000, 2}};
+    for (int act = 0; act < N_ACT; act++)
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            vae_layer *l = NULL;
+            TU_OK(vae_layer_dense_create(&l, dims[d][0], dims[d][1], act));
+            assert_int_equal(vae_layer_kind(l), VAE_LAYER_DENSE);
+            assert_int_equal(vae_layer_activation(l), act);
+            size_t got[14];
+            layer_geometry(l, got);
+            assert_int_equal(got[VAE_LAYER_INPUTS - 1], dims[d][0]);
+            assert_int_equal(got[VAE_LAYER_OUTPUTS - 1], dims[d][1]);
+            assert_int_equal(got[VAE_LAYER_PARAMS - 1], dims[d][0] * dims[d][1] + dims[d][1]);
+            for (int q = VAE_LAYER_IN_CHANNELS; q <= VAE_LAYER_OUTPUT_PADDING; q++)
+                if (got[q - 1] != 0)
+                    fail_msg("dense layer: parameter %d is %zu, expected 0", q, got[q - 1]);
+            size_t n = 0;
+            assert_non_null(vae_layer_params(l, &n));
+            assert_int_equal(n, got[VAE_LAYER_PARAMS - 1]);
+            vae_layer_free(l);
+        }
+
+    vae_layer *l = NULL;
+    TU_OK(vae_layer_dense_create(&l, 3, 2, VAE_ACT_ELU));
+    const char *fn = "vae_layer_get_param";
+    const int bad[] = {0, -1, VAE_LAYER_OUTPUT_PADDING + 1, 1000};
+    size_t v = 77;
+    for (size_t i = 0; i < 4; i++) {
+        TU_EXPECT_ERR(vae_layer_get_param(l, bad[i], &v), VAE_ERR_INVALID, fn);
+        assert_int_equal(v, 77); /* nothing written */
+    }
+    TU_EXPECT_ERR(vae_layer_get_param(NULL, VAE_LAYER_INPUTS, &v), VAE_ERR_INVALID, fn);
+    TU_EXPECT_ERR(vae_layer_get_param(l, VAE_LAYER_INPUTS, NULL), VAE_ERR_INVALID, fn);
+    assert_int_equal(vae_layer_kind(NULL), -1);
+    assert_int_equal(vae_layer_activation(NULL), -1);
+    vae_layer_free(l);
+
+    /* The layers of a model, through vae_model_layer(): encoder, head,
+     * decoder, with the activations they were given. */
+    const size_t hidden[2] = {7, 5};
+    vae_model *m = NULL;
+    TU_OK(vae_model_create_mlp(&m, 9, hidden, 2, 3, VAE_ACT_SOFTPLUS, VAE_LIKELIHOOD_BERNOULLI,
+                               1));
+    assert_int_equal(vae_model_layer_count(m), 6);
+    assert_int_equal(vae_model_encoder_layer_count(m), 2);
+    /* Encoder 9-7-5, head 5 -> 2*3 (identity), decoder 3-5-7-9 with the last
+     * layer identity (logits). */
+    const size_t want[6][2] = {{9, 7}, {7, 5}, {5, 6}, {3, 5}, {5, 7}, {7, 9}};
+    const int want_act[6] = {VAE_ACT_SOFTPLUS, VAE_ACT_SOFTPLUS, VAE_ACT_IDENTITY,
+                             VAE_ACT_SOFTPLUS, VAE_ACT_SOFTPLUS, VAE_ACT_IDENTITY};
+    size_t total = 0;
+    for (size_t i = 0; i < 6; i++) {
+        const vae_layer *ml = vae_model_layer(m, i);
+        assert_non_null(ml);
+        assert_int_equal(vae_layer_kind(ml), VAE_LAYER_DENSE);
+        assert_int_equal(vae_layer_activation(ml), want_act[i]);
+        size_t got[14];
+        layer_geometry(ml, got);
+        assert_int_equal(got[VAE_LAYER_INPUTS - 1], want[i][0]);
+        assert_int_equal(got[VAE_LAYER_OUTPUTS - 1], want[i][1]);
+        assert_int_equal(vae_layer_input_size(ml), want[i][0]);
+        assert_int_equal(vae_layer_output_size(ml), want[i][1]);
+        total += got[VAE_LAYER_PARAMS - 1];
+    }
+    assert_null(vae_model_layer(m, 6));
+    assert_null(vae_model_layer(NULL, 0));
+    assert_int_equal(vae_model_param_count(m), total);
+    vae_model_free(m);
+}
+
 static void test_layer_in_model_is_driven_by_model(void **state)
 {
     (void)state;
@@ -467,14 +553,75 @@ static void test_layer_in_model_is_driven_by_model(void **state)
     /* A forward on the standalone layer first, so the STATE below comes from
      * ownership and not from a missing forward. */
     TU_OK(vae_layer_forward(enc, x, 1, y));
-    TU_OK(vae_model_add_encoder_layer(m, enc));
-    TU_OK(vae_model_add_decoder_layer(m, dec));
-    TU_EXPECT_ERR(vae_layer_forward(enc, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
-    TU_EXPECT_ERR(vae_layer_backward(enc, dy, NULL), VAE_ERR_STATE, "vae_layer_backward");
+    assert_non_null(vae_layer_params(enc, NULL));
+    /* The add takes the layer from the caller: the pointer becomes NULL.
+     * A copy kept before (a documented mistake) still reaches the layer. */
+    vae_layer *enc_copy = enc, *dec_copy = dec;
+    TU_OK(vae_model_add_encoder_layer(m, &enc));
+    TU_OK(vae_model_add_decoder_layer(m, &dec));
+    assert_null(enc);
+    assert_null(dec);
+    TU_EXPECT_ERR(vae_layer_forward(enc_copy, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
+    TU_EXPECT_ERR(vae_layer_backward(enc_copy, dy, NULL), VAE_ERR_STATE, "vae_layer_backward");
     TU_OK(vae_model_build(m, 1));
-    TU_EXPECT_ERR(vae_layer_forward(enc, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
-    TU_EXPECT_ERR(vae_layer_forward(dec, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
-    TU_EXPECT_ERR(vae_layer_backward(enc, dy, NULL), VAE_ERR_STATE, "vae_layer_backward");
+    TU_EXPECT_ERR(vae_layer_forward(enc_copy, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
+    TU_EXPECT_ERR(vae_layer_forward(dec_copy, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
+    TU_EXPECT_ERR(vae_layer_backward(enc_copy, dy, NULL), VAE_ERR_STATE, "vae_layer_backward");
+    vae_rng *rng = NULL;
+    TU_OK(vae_rng_create(&rng, 1));
+    TU_EXPECT_ERR(vae_layer_init(enc_copy, rng), VAE_ERR_STATE, "vae_layer_init");
+
+    /* A model's layer has no parameters or gradients of its own to hand
+     * out: they live in the model's slab and in a trainer. Through the copy
+     * and through vae_model_layer() alike. */
+    for (size_t i = 0; i < vae_model_layer_count(m); i++) {
+        vae_layer *ml = (vae_layer *)vae_model_layer(m, i);
+        size_t n = 99;
+        assert_null(vae_layer_params(ml, &n));
+        assert_int_equal(n, 0);
+        n = 99;
+        assert_null(vae_layer_grads(ml, &n));
+        assert_int_equal(n, 0);
+        TU_EXPECT_ERR(vae_layer_forward(ml, x, 1, y), VAE_ERR_STATE, "vae_layer_forward");
+    }
+    assert_ptr_equal(vae_model_layer(m, 0), enc_copy);
+    assert_null(vae_layer_params(enc_copy, NULL));
+    assert_null(vae_layer_grads(dec_copy, NULL));
+    /* Getters still work on them. */
+    assert_int_equal(vae_layer_kind(enc_copy), VAE_LAYER_DENSE);
+    assert_int_equal(vae_layer_activation(dec_copy), VAE_ACT_IDENTITY);
+
+    /* Freeing a model's layer through the copy is ignored (the model frees
+     * it, once: AddressSanitizer would report a double free). */
+    vae_layer_free(enc_copy);
+    vae_layer_free(dec_copy);
+    /* Handing it to another model is refused, and does not free it. */
+    vae_model *m2 = NULL;
+    TU_OK(vae_model_create(&m2, 3, 2, VAE_LIKELIHOOD_BERNOULLI));
+    vae_layer *stolen = enc_copy;
+    TU_EXPECT_ERR(vae_model_add_encoder_layer(m2, &stolen), VAE_ERR_INVALID,
+                  "vae_model_add_encoder_layer");
+    assert_null(stolen);
+    assert_int_equal(vae_model_layer_count(m2), 0);
+    /* The first model still runs with it. */
+    vae_context *ctx = NULL;
+    TU_OK(vae_context_create(&ctx));
+    float mu[2], lv[2];
+    TU_OK(vae_encode(ctx, m, x, 1, mu, lv));
+    assert_true(tu_all_finite(mu, 2) && tu_all_finite(lv, 2));
+
+    /* A failed add frees the layer and clears the pointer (LeakSanitizer
+     * would report it otherwise): the built model refuses new layers. */
+    vae_layer *late = NULL;
+    TU_OK(vae_layer_dense_create(&late, 3, 3, VAE_ACT_RELU));
+    TU_EXPECT_ERR(vae_model_add_encoder_layer(m, &late), VAE_ERR_STATE,
+                  "vae_model_add_encoder_layer");
+    assert_null(late);
+    vae_layer_free(late); /* harmless */
+
+    vae_context_free(ctx);
+    vae_rng_free(rng);
+    vae_model_free(m2);
     vae_model_free(m); /* frees enc and dec */
 }
 
@@ -486,6 +633,7 @@ int main(void)
         cmocka_unit_test(test_backward_all_activations),
         cmocka_unit_test(test_bad_create),
         cmocka_unit_test(test_bad_forward_backward),
+        cmocka_unit_test(test_introspection),
         cmocka_unit_test(test_layer_in_model_is_driven_by_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,19 @@
-/* Optimizers: Adam, AdamW and SGD (plain, momentum, Nesterov, weight decay)
- * against PyTorch's update rules written out in double, gradient clipping,
- * non-finite gradients, binding to one model, and bad input. */
+/* Optimizers and the trainer's update: Adam, AdamW and SGD (plain, momentum,
+ * dampening, Nesterov, weight decay) against torch.optim's update rules
+ * written out in double, gradient clipping, non-finite gradients, the
+ * optimizer state kept per trainer, the step counter, and bad input.
+ *
+ * An optimizer is only a kind and hyperparameters; its state (Adam's
+ * moments, SGD's momentum buffer) lives in the trainer. The tests write a
+ * known gradient into the trainer's slab (vae_trainer_grads() is writable),
+ * call vae_trainer_apply() and compare vae_model_params() with the closed
+ * form. */
 #include <float.h>
 
 #include "test_util.h"
 
 #define N_STEPS 3
+#define N_PARAMS 10
 
 /* A tiny model: head 2->2 (6 parameters) and decoder 1->2 (4): 10 values. */
 static vae_model *tiny(uint64_t seed)
@@ -14,9 +22,84 @@ static vae_model *tiny(uint64_t seed)
     TU_OK(vae_model_create_mlp(&m, 2, NULL, 0, 1, VAE_ACT_IDENTITY, VAE_LIKELIHOOD_GAUSSIAN,
                                seed));
     size_t n = 0;
-    vae_model_params(m, &n);
-    assert_int_equal(n, 10);
+    assert_non_null(vae_model_params(m, &n));
+    assert_int_equal(n, N_PARAMS);
+    assert_int_equal(vae_model_param_count(m), N_PARAMS);
     return m;
+}
+
+/* One hyperparameter setting. */
+typedef struct hp {
+    int param;
+    double value;
+} hp;
+
+/* A model, an objective, a context, an optimizer and the trainer over them. */
+typedef struct rig {
+    vae_model *m;
+    vae_elbo *e;
+    vae_context *ctx;
+    vae_optimizer *o;
+    vae_trainer *t;
+    int own_opt;
+} rig;
+
+static vae_optimizer *make_opt(int kind, const hp *set, size_t n_set)
+{
+    vae_optimizer *o = NULL;
+    TU_OK(vae_optimizer_create(&o, kind));
+    assert_int_equal(vae_optimizer_kind(o), kind);
+    for (size_t i = 0; i < n_set; i++) {
+        TU_OK(vae_optimizer_set_param(o, set[i].param, set[i].value));
+        double back = -1.0;
+        TU_OK(vae_optimizer_get_param(o, set[i].param, &back));
+        /* The value is kept, at least to float precision. */
+        TU_CLOSE(back, set[i].value, 1e-7, 0.0);
+    }
+    return o;
+}
+
+/* A rig on tiny(seed) with optimizer `o` (borrowed when given, else made from
+ * kind and the settings). */
+static void rig_make(rig *r, uint64_t seed, vae_optimizer *o, int kind, const hp *set,
+                     size_t n_set)
+{
+    memset(r, 0, sizeof *r);
+    r->m = tiny(seed);
+    TU_OK(vae_elbo_create(&r->e));
+    TU_OK(vae_context_create(&r->ctx));
+    if (o) {
+        r->o = o;
+    } else {
+        r->o = make_opt(kind, set, n_set);
+        r->own_opt = 1;
+    }
+    TU_OK(vae_trainer_create(&r->t, r->m, r->e, r->o, r->ctx, seed + 100));
+    size_t n = 0;
+    assert_non_null(vae_trainer_grads(r->t, &n));
+    assert_int_equal(n, N_PARAMS);
+    TU_ASSERT_ZERO_GRADS(r->t); /* a new trainer's slab is zero */
+    assert_int_equal(vae_trainer_steps(r->t), 0);
+    assert_int_equal(vae_trainer_epochs(r->t), 0);
+}
+
+static void rig_free(rig *r)
+{
+    vae_trainer_free(r->t);
+    if (r->own_opt)
+        vae_optimizer_free(r->o);
+    vae_context_free(r->ctx);
+    vae_elbo_free(r->e);
+    vae_model_free(r->m);
+    memset(r, 0, sizeof *r);
+}
+
+/* The hyperparameter as the library keeps it. */
+static double get(const vae_optimizer *o, int param)
+{
+    double v = NAN;
+    TU_OK(vae_optimizer_get_param(o, param, &v));
+    return v;
 }
 
 /* Gradient of step t (1-based) for parameter i: mixed signs and sizes, one
@@ -28,44 +111,111 @@ static double grad_at(size_t i, int t)
     return 0.3 * sin(1.7 * (double)i + 0.9 * t) + 0.05 * (double)(i % 3) - 0.02 * t;
 }
 
-static void set_start(vae_model *m, double *ref)
+static void set_start(rig *r, double *ref)
 {
     size_t n = 0;
-    float *p = vae_model_params(m, &n);
+    float *p = vae_model_params(r->m, &n);
+    assert_int_equal(n, N_PARAMS);
     for (size_t i = 0; i < n; i++) {
         p[i] = (float)(0.15 * (double)i - 0.6);
-        ref[i] = p[i];
+        if (ref)
+            ref[i] = p[i];
     }
 }
 
-static void set_grads(vae_model *m, int t)
+/* Writes the gradient of step t into the trainer's slab. */
+static float *set_grads(vae_trainer *t, int step)
 {
     size_t n = 0;
-    float *g = vae_model_grads(m, &n);
+    float *g = vae_trainer_grads(t, &n);
+    assert_non_null(g);
+    assert_int_equal(n, N_PARAMS);
     for (size_t i = 0; i < n; i++)
-        g[i] = (float)grad_at(i, t);
+        g[i] = (float)grad_at(i, step);
+    return g;
 }
 
 /* Parameters of O(1) after three float updates: the measured error is at
  * most 6.4e-8 (one ulp near 0.75); 5e-7 leaves 8x margin and is still below
  * 1e-3 of the smallest update made here (Adam at lr 1e-3), so a wrong bias
- * correction, eps placement, decay or momentum rule is caught. */
+ * correction, eps placement, decay, dampening or momentum rule is caught. */
 #define PARAM_TOL 5e-7
 
-static void check_params(vae_model *m, const double *ref, const char *what, int t)
+static void check_params(rig *r, const double *ref, const char *what, int t)
 {
     size_t n = 0;
-    const float *p = vae_model_params(m, &n);
-    const float *g = vae_model_grads(m, NULL);
-    for (size_t i = 0; i < n; i++) {
+    const float *p = vae_model_params(r->m, &n);
+    for (size_t i = 0; i < n; i++)
         if (!(fabs(p[i] - ref[i]) <= PARAM_TOL))
             fail_msg("%s step %d: p[%zu] = %.9g, expected %.9g", what, t, i, (double)p[i],
                      ref[i]);
-        /* The step zeroes the gradients. */
-        if (g[i] != 0.0f)
-            fail_msg("%s step %d: gradient %zu = %g after the step, expected 0", what, t, i,
-                     (double)g[i]);
+    /* The apply zeroes the slab, and counts. */
+    TU_ASSERT_ZERO_GRADS(r->t);
+    assert_int_equal(vae_trainer_steps(r->t), (uint64_t)t);
+}
+
+/* ---- defaults, kinds and the closed forms ---------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    vae_optimizer *a = NULL, *s = NULL;
+    TU_OK(vae_optimizer_create(&a, VAE_OPTIMIZER_ADAM));
+    TU_OK(vae_optimizer_create(&s, VAE_OPTIMIZER_SGD));
+    assert_int_equal(vae_optimizer_kind(a), VAE_OPTIMIZER_ADAM);
+    assert_int_equal(vae_optimizer_kind(s), VAE_OPTIMIZER_SGD);
+    assert_int_equal(vae_optimizer_kind(NULL), -1);
+    /* PyTorch's defaults (to float precision, however they are stored). */
+    TU_CLOSE(get(a, VAE_OPT_LR), 1e-3, 1e-7, 0.0);
+    TU_CLOSE(get(a, VAE_OPT_BETA1), 0.9, 1e-7, 0.0);
+    TU_CLOSE(get(a, VAE_OPT_BETA2), 0.999, 1e-7, 0.0);
+    TU_CLOSE(get(a, VAE_OPT_EPS), 1e-8, 1e-7, 0.0);
+    assert_true(get(a, VAE_OPT_WEIGHT_DECAY) == 0.0);
+    assert_true(get(a, VAE_OPT_CLIP_NORM) == 0.0);
+    TU_CLOSE(get(s, VAE_OPT_LR), 1e-2, 1e-7, 0.0);
+    assert_true(get(s, VAE_OPT_MOMENTUM) == 0.0);
+    assert_true(get(s, VAE_OPT_NESTEROV) == 0.0);
+    assert_true(get(s, VAE_OPT_DAMPENING) == 0.0);
+    assert_true(get(s, VAE_OPT_WEIGHT_DECAY) == 0.0);
+    assert_true(get(s, VAE_OPT_CLIP_NORM) == 0.0);
+    vae_optimizer_free(a);
+    vae_optimizer_free(s);
+    vae_optimizer_free(NULL);
+}
+
+/* The default Adam (no setter called) follows the closed form with the
+ * documented defaults, and so does the default SGD (lr 1e-2, nothing else). */
+static void test_default_updates(void **state)
+{
+    (void)state;
+    rig r;
+    rig_make(&r, 1, NULL, VAE_OPTIMIZER_ADAM, NULL, 0);
+    double p[N_PARAMS], mom[N_PARAMS] = {0}, vel[N_PARAMS] = {0};
+    set_start(&r, p);
+    for (int t = 1; t <= N_STEPS; t++) {
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        const double bc1 = 1.0 - pow(0.9, t), bc2 = 1.0 - pow(0.999, t);
+        for (size_t i = 0; i < N_PARAMS; i++) {
+            const double g = (float)grad_at(i, t);
+            mom[i] = 0.9 * mom[i] + 0.1 * g;
+            vel[i] = 0.999 * vel[i] + 0.001 * g * g;
+            p[i] -= 1e-3 / bc1 * mom[i] / (sqrt(vel[i]) / sqrt(bc2) + 1e-8);
+        }
+        check_params(&r, p, "default adam", t);
     }
+    rig_free(&r);
+
+    rig_make(&r, 2, NULL, VAE_OPTIMIZER_SGD, NULL, 0);
+    set_start(&r, p);
+    for (int t = 1; t <= N_STEPS; t++) {
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        for (size_t i = 0; i < N_PARAMS; i++)
+            p[i] -= 1e-2 * (float)grad_at(i, t);
+        check_params(&r, p, "default sgd", t);
+    }
+    rig_free(&r);
 }
 
 typedef struct adam_case {
@@ -75,20 +225,22 @@ typedef struct adam_case {
 
 static void run_adam(const adam_case *c)
 {
-    vae_model *m = tiny(1);
-    vae_optimizer *o = NULL;
-    TU_OK(vae_optimizer_adam_create(&o, (float)c->lr, (float)c->b1, (float)c->b2,
-                                    (float)c->eps, (float)c->wd));
-    double p[10], mom[10] = {0}, vel[10] = {0};
-    set_start(m, p);
-    /* The hyperparameters as the library stores them (float). */
-    const double lr = (float)c->lr, b1 = (float)c->b1, b2 = (float)c->b2;
-    const double eps = (float)c->eps, wd = (float)c->wd;
+    const hp set[] = {{VAE_OPT_LR, c->lr},  {VAE_OPT_BETA1, c->b1},
+                      {VAE_OPT_BETA2, c->b2}, {VAE_OPT_EPS, c->eps},
+                      {VAE_OPT_WEIGHT_DECAY, c->wd}};
+    rig r;
+    rig_make(&r, 1, NULL, VAE_OPTIMIZER_ADAM, set, sizeof set / sizeof set[0]);
+    double p[N_PARAMS], mom[N_PARAMS] = {0}, vel[N_PARAMS] = {0};
+    set_start(&r, p);
+    /* The hyperparameters as the library keeps them. */
+    const double lr = get(r.o, VAE_OPT_LR), b1 = get(r.o, VAE_OPT_BETA1);
+    const double b2 = get(r.o, VAE_OPT_BETA2), eps = get(r.o, VAE_OPT_EPS);
+    const double wd = get(r.o, VAE_OPT_WEIGHT_DECAY);
     for (int t = 1; t <= N_STEPS; t++) {
-        set_grads(m, t);
-        TU_OK(vae_optimizer_step(o, m));
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
         const double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
-        for (size_t i = 0; i < 10; i++) {
+        for (size_t i = 0; i < N_PARAMS; i++) {
             /* The gradient as the library sees it: the float in the slab. */
             const double g = (float)grad_at(i, t);
             p[i] *= 1.0 - lr * wd; /* decoupled weight decay (AdamW), first */
@@ -96,10 +248,9 @@ static void run_adam(const adam_case *c)
             vel[i] = b2 * vel[i] + (1.0 - b2) * g * g;
             p[i] -= lr / bc1 * mom[i] / (sqrt(vel[i]) / sqrt(bc2) + eps);
         }
-        check_params(m, p, c->name, t);
+        check_params(&r, p, c->name, t);
     }
-    vae_optimizer_free(o);
-    vae_model_free(m);
+    rig_free(&r);
 }
 
 static void test_adam(void **state)
@@ -123,89 +274,135 @@ typedef struct sgd_case {
     const char *name;
     double lr, momentum;
     int nesterov;
-    double wd;
+    double wd, dampening;
 } sgd_case;
 
 static void run_sgd(const sgd_case *c)
 {
-    vae_model *m = tiny(2);
-    vae_optimizer *o = NULL;
-    TU_OK(vae_optimizer_sgd_create(&o, (float)c->lr, (float)c->momentum, c->nesterov,
-                                   (float)c->wd));
-    double p[10], buf[10] = {0};
-    set_start(m, p);
-    const double lr = (float)c->lr, mu = (float)c->momentum, wd = (float)c->wd;
+    const hp set[] = {{VAE_OPT_LR, c->lr},
+                      {VAE_OPT_MOMENTUM, c->momentum},
+                      {VAE_OPT_NESTEROV, c->nesterov},
+                      {VAE_OPT_WEIGHT_DECAY, c->wd},
+                      {VAE_OPT_DAMPENING, c->dampening}};
+    rig r;
+    rig_make(&r, 2, NULL, VAE_OPTIMIZER_SGD, set, sizeof set / sizeof set[0]);
+    double p[N_PARAMS], buf[N_PARAMS] = {0};
+    set_start(&r, p);
+    const double lr = get(r.o, VAE_OPT_LR), mu = get(r.o, VAE_OPT_MOMENTUM);
+    const double wd = get(r.o, VAE_OPT_WEIGHT_DECAY), damp = get(r.o, VAE_OPT_DAMPENING);
     for (int t = 1; t <= N_STEPS; t++) {
-        set_grads(m, t);
-        TU_OK(vae_optimizer_step(o, m));
-        for (size_t i = 0; i < 10; i++) {
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        /* torch.optim.SGD: d = g + wd p; buf = d at the first step, then
+         * mu buf + (1 - dampening) d; d = d + mu buf (Nesterov) or buf. */
+        for (size_t i = 0; i < N_PARAMS; i++) {
             double g = (float)grad_at(i, t);
-            g += wd * p[i];                              /* L2 decay in the gradient */
+            g += wd * p[i];
             if (mu != 0.0) {
-                buf[i] = t == 1 ? g : mu * buf[i] + g;   /* no dampening */
+                buf[i] = t == 1 ? g : mu * buf[i] + (1.0 - damp) * g;
                 g = c->nesterov ? g + mu * buf[i] : buf[i];
             }
             p[i] -= lr * g;
         }
-        check_params(m, p, c->name, t);
+        check_params(&r, p, c->name, t);
     }
-    vae_optimizer_free(o);
-    vae_model_free(m);
+    rig_free(&r);
 }
 
 static void test_sgd(void **state)
 {
     (void)state;
     const sgd_case cases[] = {
-        {"sgd plain", 0.1, 0.0, 0, 0.0},
-        {"sgd weight decay", 0.1, 0.0, 0, 0.05},
-        {"sgd momentum", 0.1, 0.9, 0, 0.0},
-        {"sgd momentum + weight decay", 0.1, 0.9, 0, 0.05},
-        {"sgd nesterov", 0.1, 0.9, 1, 0.0},
-        {"sgd nesterov + weight decay", 0.2, 0.5, 1, 0.1},
+        {"sgd plain", 0.1, 0.0, 0, 0.0, 0.0},
+        {"sgd weight decay", 0.1, 0.0, 0, 0.05, 0.0},
+        {"sgd momentum", 0.1, 0.9, 0, 0.0, 0.0},
+        {"sgd momentum + weight decay", 0.1, 0.9, 0, 0.05, 0.0},
+        {"sgd nesterov", 0.1, 0.9, 1, 0.0, 0.0},
+        {"sgd nesterov + weight decay", 0.2, 0.5, 1, 0.1, 0.0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_sgd(&cases[i]);
 }
 
+/* Dampening scales what the buffer adds after the first step, and only that:
+ * torch.optim.SGD takes buf = g (undampened) at the first step. */
+static void test_sgd_dampening(void **state)
+{
+    (void)state;
+    const sgd_case cases[] = {
+        {"sgd dampening 0.5", 0.1, 0.9, 0, 0.0, 0.5},
+        {"sgd dampening 0.9 + weight decay", 0.2, 0.8, 0, 0.05, 0.9},
+        {"sgd dampening 0.25, momentum 0.5", 0.3, 0.5, 0, 0.0, 0.25},
+        /* Without momentum there is no buffer: dampening changes nothing. */
+        {"sgd dampening without momentum", 0.1, 0.0, 0, 0.0, 0.7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_sgd(&cases[i]);
+
+    /* The first step with dampening equals the first step without it, and
+     * the second differs by exactly lr * dampening * g2 (buf2 = mu g1 +
+     * (1 - dampening) g2 against mu g1 + g2). */
+    const hp with[] = {{VAE_OPT_LR, 0.5}, {VAE_OPT_MOMENTUM, 0.9}, {VAE_OPT_DAMPENING, 0.5}};
+    const hp without[] = {{VAE_OPT_LR, 0.5}, {VAE_OPT_MOMENTUM, 0.9}};
+    rig a, b;
+    rig_make(&a, 3, NULL, VAE_OPTIMIZER_SGD, with, 3);
+    rig_make(&b, 3, NULL, VAE_OPTIMIZER_SGD, without, 2);
+    set_start(&a, NULL);
+    set_start(&b, NULL);
+    set_grads(a.t, 1);
+    set_grads(b.t, 1);
+    TU_OK(vae_trainer_apply(a.t));
+    TU_OK(vae_trainer_apply(b.t));
+    const float *pa = vae_model_params(a.m, NULL), *pb = vae_model_params(b.m, NULL);
+    assert_memory_equal(pa, pb, N_PARAMS * sizeof(float));
+    set_grads(a.t, 2);
+    set_grads(b.t, 2);
+    TU_OK(vae_trainer_apply(a.t));
+    TU_OK(vae_trainer_apply(b.t));
+    for (size_t i = 0; i < N_PARAMS; i++)
+        TU_CLOSE((double)pa[i] - pb[i], 0.5 * 0.5 * (float)grad_at(i, 2), 0.0, 5e-7);
+    rig_free(&a);
+    rig_free(&b);
+}
+
 static void test_set_lr_between_steps(void **state)
 {
     (void)state;
-    vae_model *m = tiny(3);
-    vae_optimizer *o = NULL;
-    TU_OK(vae_optimizer_sgd_create(&o, 0.1f, 0.5f, 0, 0.0f));
-    double p[10], buf[10] = {0};
-    set_start(m, p);
-    const double lrs[N_STEPS] = {0.1f, 0.025f, 0.4f};
+    const hp set[] = {{VAE_OPT_LR, 0.1}, {VAE_OPT_MOMENTUM, 0.5}};
+    rig r;
+    rig_make(&r, 3, NULL, VAE_OPTIMIZER_SGD, set, 2);
+    double p[N_PARAMS], buf[N_PARAMS] = {0};
+    set_start(&r, p);
+    const double lrs[N_STEPS] = {0.1, 0.025, 0.4};
     for (int t = 1; t <= N_STEPS; t++) {
         if (t > 1)
-            TU_OK(vae_optimizer_set_lr(o, (float)lrs[t - 1]));
-        set_grads(m, t);
-        TU_OK(vae_optimizer_step(o, m));
-        for (size_t i = 0; i < 10; i++) {
+            TU_OK(vae_optimizer_set_param(r.o, VAE_OPT_LR, lrs[t - 1]));
+        const double lr = get(r.o, VAE_OPT_LR);
+        TU_CLOSE(lr, lrs[t - 1], 1e-7, 0.0);
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        for (size_t i = 0; i < N_PARAMS; i++) {
             double g = (float)grad_at(i, t);
             buf[i] = t == 1 ? g : 0.5 * buf[i] + g;
-            p[i] -= lrs[t - 1] * buf[i];
+            p[i] -= lr * buf[i];
         }
-        check_params(m, p, "sgd with set_lr", t);
+        check_params(&r, p, "sgd with a new lr per step", t);
     }
-    vae_optimizer_free(o);
-    vae_model_free(m);
+    rig_free(&r);
 }
 
 static void test_clip_norm(void **state)
 {
     (void)state;
     /* Plain SGD with lr 1 makes the update the (clipped) gradient itself. */
-    const float clips[] = {1.0f, 0.25f, 100.0f, 0.0f};
+    const double clips[] = {1.0, 0.25, 100.0, 0.0};
     for (size_t ci = 0; ci < 4; ci++) {
-        vae_model *m = tiny(4);
-        vae_optimizer *o = NULL;
-        TU_OK(vae_optimizer_sgd_create(&o, 1.0f, 0.0f, 0, 0.0f));
-        TU_OK(vae_optimizer_set_clip_norm(o, clips[ci]));
+        const hp set[] = {{VAE_OPT_LR, 1.0}, {VAE_OPT_CLIP_NORM, clips[ci]}};
+        rig r;
+        rig_make(&r, 4, NULL, VAE_OPTIMIZER_SGD, set, 2);
         size_t n = 0;
-        float *p = vae_model_params(m, &n), *g = vae_model_grads(m, NULL);
-        float p0[10];
+        float *p = vae_model_params(r.m, &n), *g = vae_trainer_grads(r.t, NULL);
+        float p0[N_PARAMS], g0[N_PARAMS];
         memcpy(p0, p, sizeof p0);
         double norm = 0.0;
         for (size_t i = 0; i < n; i++) {
@@ -213,10 +410,9 @@ static void test_clip_norm(void **state)
             norm += (double)g[i] * g[i];
         }
         norm = sqrt(norm); /* 3.6 */
-        float g0[10];
         memcpy(g0, g, sizeof g0);
-        TU_OK(vae_optimizer_step(o, m));
-        const double scale = clips[ci] > 0.0f && norm > clips[ci] ? clips[ci] / norm : 1.0;
+        TU_OK(vae_trainer_apply(r.t));
+        const double scale = clips[ci] > 0.0 && norm > clips[ci] ? clips[ci] / norm : 1.0;
         double moved = 0.0;
         for (size_t i = 0; i < n; i++) {
             double d = (double)p0[i] - p[i];
@@ -230,247 +426,559 @@ static void test_clip_norm(void **state)
             TU_CLOSE(sqrt(moved), clips[ci], 1e-5, 0.0);
         else
             TU_CLOSE(sqrt(moved), norm, 1e-5, 0.0);
-        vae_optimizer_free(o);
-        vae_model_free(m);
+        TU_ASSERT_ZERO_GRADS(r.t);
+        rig_free(&r);
     }
 }
 
-/* A NaN or infinite gradient: VAE_ERR_NUMERIC, and parameters, gradients
- * and optimizer state (momentum, step count) untouched: the following good
- * step gives exactly what it would have without the bad one. */
-static void check_nonfinite(int adam, float bad)
+/* ---- failures that change nothing ------------------------------------------------ */
+
+/* A NaN or infinite gradient: VAE_ERR_NUMERIC, and parameters, slab and
+ * optimizer state (moments, momentum, step count) untouched: the following
+ * good steps give exactly what they would have without the bad one. */
+static void check_nonfinite(int kind, float bad, size_t where)
 {
-    vae_model *m = tiny(5), *ref = tiny(5);
-    vae_optimizer *o = NULL, *oref = NULL;
-    if (adam) {
-        TU_OK(vae_optimizer_adam_create(&o, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f));
-        TU_OK(vae_optimizer_adam_create(&oref, 0.05f, 0.9f, 0.999f, 1e-8f, 0.0f));
-    } else {
-        TU_OK(vae_optimizer_sgd_create(&o, 0.1f, 0.9f, 0, 0.0f));
-        TU_OK(vae_optimizer_sgd_create(&oref, 0.1f, 0.9f, 0, 0.0f));
-    }
-    size_t n = 0;
-    float *p = vae_model_params(m, &n), *g = vae_model_grads(m, NULL);
-    set_grads(m, 1);
-    set_grads(ref, 1);
-    TU_OK(vae_optimizer_step(o, m));
-    TU_OK(vae_optimizer_step(oref, ref));
+    const hp adam[] = {{VAE_OPT_LR, 0.05}};
+    const hp sgd[] = {{VAE_OPT_LR, 0.1}, {VAE_OPT_MOMENTUM, 0.9}};
+    const hp *set = kind == VAE_OPTIMIZER_ADAM ? adam : sgd;
+    size_t n_set = kind == VAE_OPTIMIZER_ADAM ? 1 : 2;
+    rig r, ref;
+    rig_make(&r, 5, NULL, kind, set, n_set);
+    rig_make(&ref, 5, NULL, kind, set, n_set);
+    float *p = vae_model_params(r.m, NULL);
+    set_grads(r.t, 1);
+    set_grads(ref.t, 1);
+    TU_OK(vae_trainer_apply(r.t));
+    TU_OK(vae_trainer_apply(ref.t));
 
-    float p_before[10], g_bad[10];
+    float p_before[N_PARAMS], g_bad[N_PARAMS];
     memcpy(p_before, p, sizeof p_before);
-    set_grads(m, 2);
-    g[7] = bad;
+    float *g = set_grads(r.t, 2);
+    g[where] = bad;
     memcpy(g_bad, g, sizeof g_bad);
-    TU_EXPECT_ERR(vae_optimizer_step(o, m), VAE_ERR_NUMERIC, "vae_optimizer_step");
+    TU_EXPECT_ERR(vae_trainer_apply(r.t), VAE_ERR_NUMERIC, "vae_trainer_apply");
     assert_memory_equal(p, p_before, sizeof p_before);
-    assert_memory_equal(g, g_bad, sizeof g_bad);
+    assert_memory_equal(g, g_bad, sizeof g_bad); /* "changes nothing": the slab too */
+    assert_int_equal(vae_trainer_steps(r.t), 1);
 
-    set_grads(m, 2);
-    set_grads(ref, 2);
-    TU_OK(vae_optimizer_step(o, m));
-    TU_OK(vae_optimizer_step(oref, ref));
-    assert_memory_equal(p, vae_model_params(ref, NULL), n * sizeof(float));
-    vae_optimizer_free(o);
-    vae_optimizer_free(oref);
-    vae_model_free(m);
-    vae_model_free(ref);
+    for (int t = 2; t <= N_STEPS; t++) {
+        set_grads(r.t, t);
+        set_grads(ref.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        TU_OK(vae_trainer_apply(ref.t));
+        if (memcmp(p, vae_model_params(ref.m, NULL), N_PARAMS * sizeof(float)) != 0)
+            fail_msg("kind %d, bad value %g at %zu: step %d after the refused one differs from "
+                     "the run without it",
+                     kind, (double)bad, where, t);
+    }
+    assert_int_equal(vae_trainer_steps(r.t), N_STEPS);
+    rig_free(&r);
+    rig_free(&ref);
 }
 
 static void test_nonfinite_gradient(void **state)
 {
     (void)state;
     const float bad[] = {NAN, INFINITY, -INFINITY};
-    for (int adam = 0; adam < 2; adam++)
+    const size_t where[] = {0, 7, N_PARAMS - 1};
+    for (int kind = VAE_OPTIMIZER_SGD; kind <= VAE_OPTIMIZER_ADAM; kind++)
         for (size_t i = 0; i < 3; i++)
-            check_nonfinite(adam, bad[i]);
+            for (size_t w = 0; w < 3; w++)
+                check_nonfinite(kind, bad[i], where[w]);
 }
 
-/* Gives m the gradients of step t and checks that o refuses to step it with
- * VAE_ERR_STATE, a message containing needle, and m's parameters untouched
- * (its gradients stay for whoever steps it next). */
-static void expect_refused(vae_optimizer *o, vae_model *m, int t, const char *needle)
+/* Nesterov needs momentum: the setting is accepted (momentum may be set
+ * afterwards) but the step is refused, changing nothing. */
+static void test_nesterov_without_momentum(void **state)
 {
+    (void)state;
+    const hp set[] = {{VAE_OPT_LR, 0.1}, {VAE_OPT_NESTEROV, 1}};
+    rig r;
+    rig_make(&r, 6, NULL, VAE_OPTIMIZER_SGD, set, 2);
+    double p[N_PARAMS];
+    set_start(&r, p);
+    float p0[N_PARAMS], g0[N_PARAMS];
+    memcpy(p0, vae_model_params(r.m, NULL), sizeof p0);
+    float *g = set_grads(r.t, 1);
+    memcpy(g0, g, sizeof g0);
+    TU_EXPECT_ERR_MSG(vae_trainer_apply(r.t), VAE_ERR_INVALID, "vae_trainer_apply", "momentum");
+    assert_memory_equal(vae_model_params(r.m, NULL), p0, sizeof p0);
+    assert_memory_equal(g, g0, sizeof g0);
+    assert_int_equal(vae_trainer_steps(r.t), 0);
+    /* vae_trainer_step refuses likewise, and leaves the slab zero. */
+    float x[2] = {0.25f, -0.5f};
+    vae_epoch_stats st = tu_stats();
+    TU_EXPECT_ERR_MSG(vae_trainer_step(r.t, x, 1, &st), VAE_ERR_INVALID, NULL, "momentum");
+    assert_memory_equal(vae_model_params(r.m, NULL), p0, sizeof p0);
+    TU_ASSERT_ZERO_GRADS(r.t);
+    assert_int_equal(vae_trainer_steps(r.t), 0);
+
+    /* With momentum the same trainer steps, from a fresh momentum buffer:
+     * the first Nesterov step is p -= lr (g + mu g). */
+    TU_OK(vae_optimizer_set_param(r.o, VAE_OPT_MOMENTUM, 0.9));
+    set_grads(r.t, 1);
+    TU_OK(vae_trainer_apply(r.t));
+    const double lr = get(r.o, VAE_OPT_LR), mu = get(r.o, VAE_OPT_MOMENTUM);
+    for (size_t i = 0; i < N_PARAMS; i++)
+        p[i] -= lr * (1.0 + mu) * (float)grad_at(i, 1);
+    check_params(&r, p, "nesterov once momentum is set", 1);
+    rig_free(&r);
+}
+
+/* vae_trainer_step fails at its first half (bad input) or its second (a
+ * non-finite slab, refused Nesterov): the parameters and optimizer state are
+ * unchanged and the slab is zero, whatever it held before. */
+static void test_step_failure_zeroes_slab(void **state)
+{
+    (void)state;
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    rig r, ref;
+    rig_make(&r, 7, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    rig_make(&ref, 7, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    float x[4] = {0.25f, -0.5f, 1.5f, 0.125f}, eps[2] = {0.3f, -1.1f};
+    /* One good step first, so the Adam state is not the initial one. */
+    TU_OK(vae_trainer_forward_backward(r.t, x, 2, eps, NULL));
+    TU_OK(vae_trainer_forward_backward(ref.t, x, 2, eps, NULL));
+    TU_OK(vae_trainer_apply(r.t));
+    TU_OK(vae_trainer_apply(ref.t));
+    const float *p = vae_model_params(r.m, NULL);
+    float p0[N_PARAMS];
+    memcpy(p0, p, sizeof p0);
+
+    float xbad[4] = {0.25f, NAN, 1.5f, 0.125f};
+    for (int k = 0; k < 4; k++) {
+        /* A slab a custom loop left nonzero. */
+        float *g = set_grads(r.t, 2 + k);
+        vae_epoch_stats st = tu_stats();
+        switch (k) {
+        case 0:
+            TU_EXPECT_ERR(vae_trainer_step(r.t, xbad, 2, &st), VAE_ERR_NUMERIC,
+                          "vae_trainer_step");
+            break;
+        case 1:
+            TU_EXPECT_ERR(vae_trainer_step(r.t, NULL, 2, &st), VAE_ERR_INVALID,
+                          "vae_trainer_step");
+            break;
+        case 2:
+            TU_EXPECT_ERR(vae_trainer_step(r.t, x, 0, &st), VAE_ERR_INVALID,
+                          "vae_trainer_step");
+            break;
+        default:
+            /* The batch's gradient is fine; the slab it is added to is not. */
+            g[4] = NAN;
+            TU_EXPECT_ERR_MSG(vae_trainer_step(r.t, x, 2, &st), VAE_ERR_NUMERIC, NULL, NULL);
+            break;
+        }
+        if (tu_first_nonzero(g, N_PARAMS) != N_PARAMS)
+            fail_msg("case %d: the slab is not zero after a failed vae_trainer_step", k);
+        assert_memory_equal(p, p0, sizeof p0);
+        assert_int_equal(vae_trainer_steps(r.t), 1);
+    }
+    /* The optimizer state is the one after the good step: the next step
+     * matches the run that never failed. */
+    TU_OK(vae_trainer_forward_backward(r.t, x, 2, eps, NULL));
+    TU_OK(vae_trainer_forward_backward(ref.t, x, 2, eps, NULL));
+    TU_OK(vae_trainer_apply(r.t));
+    TU_OK(vae_trainer_apply(ref.t));
+    assert_memory_equal(p, vae_model_params(ref.m, NULL), sizeof p0);
+    rig_free(&r);
+    rig_free(&ref);
+}
+
+/* The same postcondition when the step is refused for its stats argument
+ * (size never set, or a longer struct with an unknown nonzero byte). */
+static void test_step_bad_stats_zeroes_slab(void **state)
+{
+    (void)state;
+    rig r;
+    rig_make(&r, 7, NULL, VAE_OPTIMIZER_SGD, NULL, 0);
+    float x[4] = {0.25f, -0.5f, 1.5f, 0.125f};
+    float p0[N_PARAMS];
+    memcpy(p0, vae_model_params(r.m, NULL), sizeof p0);
+    struct {
+        vae_epoch_stats st;
+        double future;
+    } big;
+    for (int k = 0; k < 2; k++) {
+        float *g = set_grads(r.t, 1 + k);
+        memset(&big, 0, sizeof big);
+        big.st.size = k == 0 ? 0 : sizeof big;
+        big.future = 1.0;
+        TU_EXPECT_ERR_MSG(vae_trainer_step(r.t, x, 2, &big.st), VAE_ERR_INVALID,
+                          "vae_trainer_step", k == 0 ? "size" : "stats");
+        assert_memory_equal(vae_model_params(r.m, NULL), p0, sizeof p0);
+        assert_int_equal(vae_trainer_steps(r.t), 0);
+        if (tu_first_nonzero(g, N_PARAMS) != N_PARAMS)
+            fail_msg("vae_trainer_step refused stats (%s) and left the slab nonzero; the "
+                     "header: \"On failure ... the gradient slab is zero\"",
+                     k == 0 ? "size 0" : "nonzero unknown tail");
+    }
+    rig_free(&r);
+}
+
+/* ---- optimizer state lives in the trainer ---------------------------------------- */
+
+/* Two trainers with one optimizer on two models: each keeps its own moments
+ * and step count, so what the optimizer does on model B does not depend on
+ * how often it stepped model A, and the reverse. */
+static void check_shared(int kind)
+{
+    const hp adam[] = {{VAE_OPT_LR, 0.05}, {VAE_OPT_BETA1, 0.8}};
+    const hp sgd[] = {{VAE_OPT_LR, 0.1}, {VAE_OPT_MOMENTUM, 0.9}, {VAE_OPT_DAMPENING, 0.3}};
+    const hp *set = kind == VAE_OPTIMIZER_ADAM ? adam : sgd;
+    size_t n_set = kind == VAE_OPTIMIZER_ADAM ? 2 : 3;
+    vae_optimizer *shared = make_opt(kind, set, n_set);
+    rig a, b, a_alone, b_alone;
+    rig_make(&a, 6, shared, kind, NULL, 0);
+    rig_make(&b, 7, shared, kind, NULL, 0);
+    /* The references: the same models, each with an optimizer of its own. */
+    rig_make(&a_alone, 6, NULL, kind, set, n_set);
+    rig_make(&b_alone, 7, NULL, kind, set, n_set);
+    const size_t bytes = N_PARAMS * sizeof(float);
+
+    /* A takes three steps, then B its first: B's step is a first step. */
+    for (int t = 1; t <= 3; t++) {
+        set_grads(a.t, t);
+        set_grads(a_alone.t, t);
+        TU_OK(vae_trainer_apply(a.t));
+        TU_OK(vae_trainer_apply(a_alone.t));
+    }
+    set_grads(b.t, 1);
+    set_grads(b_alone.t, 1);
+    TU_OK(vae_trainer_apply(b.t));
+    TU_OK(vae_trainer_apply(b_alone.t));
+    assert_memory_equal(vae_model_params(b.m, NULL), vae_model_params(b_alone.m, NULL), bytes);
+    /* Interleaved: each continues its own sequence. */
+    for (int t = 2; t <= 4; t++) {
+        set_grads(b.t, t);
+        set_grads(b_alone.t, t);
+        TU_OK(vae_trainer_apply(b.t));
+        TU_OK(vae_trainer_apply(b_alone.t));
+        set_grads(a.t, t + 2);
+        set_grads(a_alone.t, t + 2);
+        TU_OK(vae_trainer_apply(a.t));
+        TU_OK(vae_trainer_apply(a_alone.t));
+    }
+    if (memcmp(vae_model_params(a.m, NULL), vae_model_params(a_alone.m, NULL), bytes) != 0 ||
+        memcmp(vae_model_params(b.m, NULL), vae_model_params(b_alone.m, NULL), bytes) != 0)
+        fail_msg("optimizer kind %d: trainers sharing it do not match trainers with one each",
+                 kind);
+    assert_int_equal(vae_trainer_steps(a.t), 6);
+    assert_int_equal(vae_trainer_steps(b.t), 4);
+    /* The optimizer is only read: a new learning rate reaches both. */
+    TU_OK(vae_optimizer_set_param(shared, VAE_OPT_LR, 1e-3));
+    TU_OK(vae_optimizer_set_param(a_alone.o, VAE_OPT_LR, 1e-3));
+    TU_OK(vae_optimizer_set_param(b_alone.o, VAE_OPT_LR, 1e-3));
+    set_grads(a.t, 7);
+    set_grads(a_alone.t, 7);
+    set_grads(b.t, 5);
+    set_grads(b_alone.t, 5);
+    TU_OK(vae_trainer_apply(a.t));
+    TU_OK(vae_trainer_apply(a_alone.t));
+    TU_OK(vae_trainer_apply(b.t));
+    TU_OK(vae_trainer_apply(b_alone.t));
+    assert_memory_equal(vae_model_params(a.m, NULL), vae_model_params(a_alone.m, NULL), bytes);
+    assert_memory_equal(vae_model_params(b.m, NULL), vae_model_params(b_alone.m, NULL), bytes);
+    /* Freeing one trainer leaves the other and the optimizer working. */
+    rig_free(&a);
+    set_grads(b.t, 6);
+    TU_OK(vae_trainer_apply(b.t));
+    assert_int_equal(vae_trainer_steps(b.t), 6);
+    rig_free(&b);
+    rig_free(&a_alone);
+    rig_free(&b_alone);
+    vae_optimizer_free(shared);
+}
+
+static void test_shared_optimizer_separate_state(void **state)
+{
+    (void)state;
+    check_shared(VAE_OPTIMIZER_ADAM);
+    check_shared(VAE_OPTIMIZER_SGD);
+}
+
+/* Two trainers on the same model (one after the other) each start from a
+ * zero state: a new trainer's first Adam step is a first step. */
+static void test_new_trainer_fresh_state(void **state)
+{
+    (void)state;
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    rig r;
+    rig_make(&r, 8, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    double p[N_PARAMS];
+    set_start(&r, p);
+    for (int t = 1; t <= 2; t++) {
+        set_grads(r.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+    }
+    vae_trainer_free(r.t);
+    r.t = NULL;
+    TU_OK(vae_trainer_create(&r.t, r.m, r.e, r.o, r.ctx, 1));
+    assert_int_equal(vae_trainer_steps(r.t), 0);
+    TU_ASSERT_ZERO_GRADS(r.t);
+    const float *q = vae_model_params(r.m, NULL);
+    for (size_t i = 0; i < N_PARAMS; i++)
+        p[i] = q[i];
+    set_grads(r.t, 3);
+    TU_OK(vae_trainer_apply(r.t));
+    /* The first Adam step moves each parameter by lr sign(g) (up to eps). */
+    const double lr = get(r.o, VAE_OPT_LR);
+    for (size_t i = 0; i < N_PARAMS; i++) {
+        double g = (float)grad_at(i, 3);
+        p[i] -= g == 0.0 ? 0.0 : lr * g / (fabs(g) + 1e-8);
+    }
+    check_params(&r, p, "adam on a new trainer", 1);
+    rig_free(&r);
+}
+
+/* The step counter counts the applies that succeeded, from any entry point;
+ * forward_backward and zero_grads do not count. */
+static void test_steps_count(void **state)
+{
+    (void)state;
+    rig r;
+    rig_make(&r, 9, NULL, VAE_OPTIMIZER_SGD, NULL, 0);
+    float x[4] = {0.25f, -0.5f, 1.5f, 0.125f};
+    vae_epoch_stats st = tu_stats();
+    TU_OK(vae_trainer_forward_backward(r.t, x, 2, NULL, &st));
+    assert_int_equal(st.samples, 2);
+    assert_int_equal(vae_trainer_steps(r.t), 0);
     size_t n = 0;
-    float *p = vae_model_params(m, &n), p0[10];
-    assert_int_equal(n, 10);
-    memcpy(p0, p, sizeof p0);
-    set_grads(m, t);
-    TU_EXPECT_ERR_MSG(vae_optimizer_step(o, m), VAE_ERR_STATE, "vae_optimizer_step", needle);
-    assert_memory_equal(p, p0, sizeof p0);
+    const float *g = vae_trainer_grads(r.t, &n);
+    assert_true(tu_first_nonzero(g, n) < n); /* the batch added a gradient */
+    TU_OK(vae_trainer_zero_grads(r.t));
+    TU_ASSERT_ZERO_GRADS(r.t);
+    assert_int_equal(vae_trainer_steps(r.t), 0);
+    TU_OK(vae_trainer_apply(r.t)); /* a zero slab is a valid step */
+    assert_int_equal(vae_trainer_steps(r.t), 1);
+    st = tu_stats();
+    TU_OK(vae_trainer_step(r.t, x, 2, &st));
+    assert_int_equal(st.steps, 1);
+    assert_int_equal(st.samples, 2);
+    assert_int_equal(vae_trainer_steps(r.t), 2);
+    TU_OK(vae_trainer_step(r.t, x, 1, NULL));
+    assert_int_equal(vae_trainer_steps(r.t), 3);
+    set_grads(r.t, 1)[0] = NAN;
+    TU_EXPECT_ERR(vae_trainer_apply(r.t), VAE_ERR_NUMERIC, "vae_trainer_apply");
+    assert_int_equal(vae_trainer_steps(r.t), 3);
+    TU_OK(vae_trainer_zero_grads(r.t));
+    for (int k = 0; k < 5; k++)
+        TU_OK(vae_trainer_apply(r.t));
+    assert_int_equal(vae_trainer_steps(r.t), 8);
+    assert_int_equal(vae_trainer_epochs(r.t), 0);
+    assert_int_equal(vae_trainer_steps(NULL), 0);
+    assert_int_equal(vae_trainer_epochs(NULL), 0);
+    rig_free(&r);
 }
 
-static void test_binding_and_state(void **state)
-{
-    (void)state;
-    vae_model *a = tiny(6), *b = tiny(7), *u = NULL;
-    TU_OK(vae_model_create(&u, 2, 1, VAE_LIKELIHOOD_GAUSSIAN));
-    vae_optimizer *o = NULL;
-    TU_OK(vae_optimizer_adam_create(&o, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f));
-    TU_EXPECT_ERR(vae_optimizer_step(NULL, a), VAE_ERR_INVALID, "vae_optimizer_step");
-    TU_EXPECT_ERR(vae_optimizer_step(o, NULL), VAE_ERR_INVALID, "vae_optimizer_step");
-    TU_EXPECT_ERR(vae_optimizer_step(o, u), VAE_ERR_STATE, "vae_optimizer_step");
-    set_grads(a, 1);
-    TU_OK(vae_optimizer_step(o, a));
-    /* The state now has a's layout: another model is refused, untouched. */
-    expect_refused(o, b, 1, "another model");
-    /* ...and the bound model still steps. */
-    set_grads(a, 2);
-    TU_OK(vae_optimizer_step(o, a));
-    vae_optimizer_free(o);
-    vae_optimizer_free(NULL);
-    vae_model_free(a);
-    vae_model_free(b);
-    vae_model_free(u);
-}
+/* ---- bad input ----------------------------------------------------------------- */
 
-/* A model freed and replaced must not inherit the state of the optimizer
- * that stepped it, even when the new model is allocated at the same address
- * (glibc usually gives it back; under AddressSanitizer it never does, and the
- * rule holds either way). */
-static void test_replaced_model_is_refused(void **state)
+static void test_bad_create(void **state)
 {
     (void)state;
-    for (int adam = 0; adam < 2; adam++) {
-        vae_optimizer *o = NULL;
-        if (adam)
-            TU_OK(vae_optimizer_adam_create(&o, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f));
-        else
-            TU_OK(vae_optimizer_sgd_create(&o, 0.01f, 0.9f, 0, 0.0f));
-        vae_model *a = tiny(6);
-        set_grads(a, 1);
-        TU_OK(vae_optimizer_step(o, a));
-        uintptr_t old = (uintptr_t)a;
-        vae_model_free(a);
-        vae_model *b = tiny(6); /* same layout, so same parameter count */
-        expect_refused(o, b, 1, "another model");
-        print_message("optimizer %d: the new model %s the freed one's address\n", adam,
-                      (uintptr_t)b == old ? "reuses" : "does not reuse");
-        /* A fresh optimizer serves it. */
-        vae_optimizer *o2 = NULL;
-        TU_OK(vae_optimizer_sgd_create(&o2, 0.01f, 0.0f, 0, 0.0f));
-        TU_OK(vae_optimizer_step(o2, b));
-        vae_optimizer_free(o2);
-        vae_optimizer_free(o);
-        vae_model_free(b);
-    }
-}
-
-/* Switching a model to another optimizer leaves the first one's state
- * behind: the first is refused from then on, the second keeps working. */
-static void test_model_switched_to_another_optimizer(void **state)
-{
-    (void)state;
-    vae_model *m = tiny(3);
-    vae_optimizer *a = NULL, *b = NULL;
-    TU_OK(vae_optimizer_adam_create(&a, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f));
-    TU_OK(vae_optimizer_sgd_create(&b, 0.01f, 0.5f, 1, 0.0f));
-    set_grads(m, 1);
-    TU_OK(vae_optimizer_step(a, m));
-    set_grads(m, 2);
-    TU_OK(vae_optimizer_step(b, m));
-    float *p = vae_model_params(m, NULL), p0[10];
-    memcpy(p0, p, sizeof p0);
-    expect_refused(a, m, 3, "another optimizer now steps");
-    TU_OK(vae_optimizer_step(b, m));
-    assert_memory_not_equal(p, p0, sizeof p0);
-    vae_optimizer_free(a);
-    vae_optimizer_free(b);
-    vae_model_free(m);
-}
-
-static void test_bad_constructor_args(void **state)
-{
-    (void)state;
-    const char *fa = "vae_optimizer_adam_create", *fs = "vae_optimizer_sgd_create";
+    const char *fn = "vae_optimizer_create";
     vae_optimizer *o = (vae_optimizer *)&o;
-    TU_EXPECT_ERR(vae_optimizer_adam_create(NULL, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f),
-                  VAE_ERR_INVALID, fa);
-    const float bad_lr[] = {0.0f, -1e-3f, NAN, INFINITY};
+    TU_EXPECT_ERR(vae_optimizer_create(NULL, VAE_OPTIMIZER_ADAM), VAE_ERR_INVALID, fn);
+    const int bad_kind[] = {0, -1, 3, 1000};
     for (size_t i = 0; i < 4; i++) {
-        TU_EXPECT_ERR(vae_optimizer_adam_create(&o, bad_lr[i], 0.9f, 0.999f, 1e-8f, 0.0f),
-                      VAE_ERR_INVALID, fa);
-        assert_null(o);
         o = (vae_optimizer *)&o;
-        TU_EXPECT_ERR(vae_optimizer_sgd_create(&o, bad_lr[i], 0.0f, 0, 0.0f), VAE_ERR_INVALID,
-                      fs);
+        TU_EXPECT_ERR_MSG(vae_optimizer_create(&o, bad_kind[i]), VAE_ERR_INVALID, fn, "kind");
         assert_null(o);
     }
-    const float bad_beta[] = {-0.1f, 1.0f, 1.5f, NAN};
-    for (size_t i = 0; i < 4; i++) {
-        TU_EXPECT_ERR(vae_optimizer_adam_create(&o, 1e-3f, bad_beta[i], 0.999f, 1e-8f, 0.0f),
-                      VAE_ERR_INVALID, fa);
-        TU_EXPECT_ERR(vae_optimizer_adam_create(&o, 1e-3f, 0.9f, bad_beta[i], 1e-8f, 0.0f),
-                      VAE_ERR_INVALID, fa);
-    }
-    const float bad_eps[] = {0.0f, -1e-8f, NAN, INFINITY};
-    for (size_t i = 0; i < 4; i++)
-        TU_EXPECT_ERR(vae_optimizer_adam_create(&o, 1e-3f, 0.9f, 0.999f, bad_eps[i], 0.0f),
-                      VAE_ERR_INVALID, fa);
-    const float bad_wd[] = {-0.1f, NAN, INFINITY};
-    for (size_t i = 0; i < 3; i++) {
-        TU_EXPECT_ERR(vae_optimizer_adam_create(&o, 1e-3f, 0.9f, 0.999f, 1e-8f, bad_wd[i]),
-                      VAE_ERR_INVALID, fa);
-        TU_EXPECT_ERR(vae_optimizer_sgd_create(&o, 0.1f, 0.9f, 0, bad_wd[i]), VAE_ERR_INVALID,
-                      fs);
-    }
-    TU_EXPECT_ERR(vae_optimizer_sgd_create(NULL, 0.1f, 0.0f, 0, 0.0f), VAE_ERR_INVALID, fs);
-    const float bad_mom[] = {-0.1f, 1.0f, 2.0f, NAN};
-    for (size_t i = 0; i < 4; i++)
-        TU_EXPECT_ERR(vae_optimizer_sgd_create(&o, 0.1f, bad_mom[i], 0, 0.0f), VAE_ERR_INVALID,
-                      fs);
-    TU_EXPECT_ERR(vae_optimizer_sgd_create(&o, 0.1f, 0.0f, 1, 0.0f), VAE_ERR_INVALID, fs);
-    assert_null(o);
-    /* Valid edge values. */
-    TU_OK(vae_optimizer_adam_create(&o, 1e-3f, 0.0f, 0.0f, 1e-8f, 0.0f));
-    vae_optimizer_free(o);
-    TU_OK(vae_optimizer_sgd_create(&o, 0.1f, 0.0f, 0, 0.0f));
-    vae_optimizer_free(o);
 }
 
-static void test_bad_setters(void **state)
+/* Every hyperparameter of each kind: bad values refused with the value kept;
+ * the other kind's and unknown ones refused. */
+typedef struct bound_case {
+    int param;
+    double bad[6];
+    size_t n_bad;
+    double good[3];
+    size_t n_good;
+} bound_case;
+
+static void check_bounds(vae_optimizer *o, const bound_case *c)
+{
+    const char *set = "vae_optimizer_set_param";
+    for (size_t i = 0; i < c->n_good; i++) {
+        TU_OK(vae_optimizer_set_param(o, c->param, c->good[i]));
+        TU_CLOSE(get(o, c->param), c->good[i], 1e-7, 0.0);
+    }
+    const double kept = get(o, c->param);
+    for (size_t i = 0; i < c->n_bad; i++) {
+        TU_EXPECT_ERR(vae_optimizer_set_param(o, c->param, c->bad[i]), VAE_ERR_INVALID, set);
+        if (!(get(o, c->param) == kept))
+            fail_msg("param %d: the refused value %g changed the setting from %g to %g",
+                     c->param, c->bad[i], kept, get(o, c->param));
+    }
+}
+
+static void test_bad_params(void **state)
 {
     (void)state;
-    vae_optimizer *o = NULL;
-    TU_OK(vae_optimizer_sgd_create(&o, 0.1f, 0.0f, 0, 0.0f));
-    TU_EXPECT_ERR(vae_optimizer_set_lr(NULL, 0.1f), VAE_ERR_INVALID, "vae_optimizer_set_lr");
-    const float bad_lr[] = {0.0f, -0.0f, -1.0f, NAN, INFINITY, -INFINITY};
-    for (size_t i = 0; i < sizeof bad_lr / sizeof bad_lr[0]; i++)
-        TU_EXPECT_ERR(vae_optimizer_set_lr(o, bad_lr[i]), VAE_ERR_INVALID,
-                      "vae_optimizer_set_lr");
-    TU_EXPECT_ERR(vae_optimizer_set_clip_norm(NULL, 1.0f), VAE_ERR_INVALID,
-                  "vae_optimizer_set_clip_norm");
-    const float bad_clip[] = {-1.0f, NAN, INFINITY};
+    const char *set = "vae_optimizer_set_param", *getfn = "vae_optimizer_get_param";
+    vae_optimizer *a = NULL, *s = NULL;
+    TU_OK(vae_optimizer_create(&a, VAE_OPTIMIZER_ADAM));
+    TU_OK(vae_optimizer_create(&s, VAE_OPTIMIZER_SGD));
+    const bound_case common[] = {
+        {VAE_OPT_LR, {0.0, -0.0, -1e-3, NAN, INFINITY, -INFINITY}, 6, {1e-6, 5.0, 0.01}, 3},
+        {VAE_OPT_WEIGHT_DECAY, {-0.1, -1e-30, NAN, INFINITY}, 4, {0.0, 3.0, 0.01}, 3},
+        {VAE_OPT_CLIP_NORM, {-1.0, -1e-30, NAN, INFINITY}, 4, {0.0, 100.0, 0.0}, 3},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        check_bounds(a, &common[i]);
+        check_bounds(s, &common[i]);
+    }
+    const bound_case adam[] = {
+        {VAE_OPT_BETA1, {-0.1, 1.0, 1.5, NAN, INFINITY, -1e-30}, 6, {0.0, 0.999, 0.9}, 3},
+        {VAE_OPT_BETA2, {-0.1, 1.0, 1.5, NAN, INFINITY, -1e-30}, 6, {0.0, 0.9999, 0.999}, 3},
+        {VAE_OPT_EPS, {0.0, -1e-8, NAN, INFINITY}, 4, {1e-12, 1.0, 1e-8}, 3},
+    };
     for (size_t i = 0; i < 3; i++)
-        TU_EXPECT_ERR(vae_optimizer_set_clip_norm(o, bad_clip[i]), VAE_ERR_INVALID,
-                      "vae_optimizer_set_clip_norm");
-    TU_OK(vae_optimizer_set_clip_norm(o, 0.0f));
+        check_bounds(a, &adam[i]);
+    const bound_case sgd[] = {
+        {VAE_OPT_MOMENTUM, {-0.1, 1.0, 2.0, NAN, INFINITY, -1e-30}, 6, {0.0, 0.99, 0.5}, 3},
+        {VAE_OPT_NESTEROV, {-1.0, 2.0, 0.5, NAN, INFINITY}, 5, {1.0, 0.0}, 2},
+        {VAE_OPT_DAMPENING, {-0.1, 1.0, 1.5, NAN, INFINITY, -1e-30}, 6, {0.0, 0.99, 0.25}, 3},
+    };
+    for (size_t i = 0; i < 3; i++)
+        check_bounds(s, &sgd[i]);
 
-    /* The rejected values changed nothing: lr is still 0.1, no clipping. */
-    vae_model *m = tiny(8);
-    double p[10];
-    set_start(m, p);
-    set_grads(m, 1);
-    TU_OK(vae_optimizer_step(o, m));
-    for (size_t i = 0; i < 10; i++)
-        p[i] -= (double)0.1f * (float)grad_at(i, 1);
-    check_params(m, p, "sgd after rejected setters", 1);
-    vae_model_free(m);
+    /* The other kind's settings, both ways, and unknown ones. */
+    double v = 42.0;
+    const int sgd_only[] = {VAE_OPT_MOMENTUM, VAE_OPT_NESTEROV, VAE_OPT_DAMPENING};
+    const int adam_only[] = {VAE_OPT_BETA1, VAE_OPT_BETA2, VAE_OPT_EPS};
+    for (size_t i = 0; i < 3; i++) {
+        TU_EXPECT_ERR(vae_optimizer_set_param(a, sgd_only[i], 0.0), VAE_ERR_INVALID, set);
+        TU_EXPECT_ERR(vae_optimizer_get_param(a, sgd_only[i], &v), VAE_ERR_INVALID, getfn);
+        TU_EXPECT_ERR(vae_optimizer_set_param(s, adam_only[i], 0.5), VAE_ERR_INVALID, set);
+        TU_EXPECT_ERR(vae_optimizer_get_param(s, adam_only[i], &v), VAE_ERR_INVALID, getfn);
+    }
+    assert_true(v == 42.0); /* no value was written by a refused get */
+    const int unknown[] = {0, -1, 10, 1000};
+    for (size_t i = 0; i < 4; i++) {
+        TU_EXPECT_ERR(vae_optimizer_set_param(a, unknown[i], 0.5), VAE_ERR_INVALID, set);
+        TU_EXPECT_ERR(vae_optimizer_set_param(s, unknown[i], 0.5), VAE_ERR_INVALID, set);
+        TU_EXPECT_ERR(vae_optimizer_get_param(a, unknown[i], &v), VAE_ERR_INVALID, getfn);
+        TU_EXPECT_ERR(vae_optimizer_get_param(s, unknown[i], &v), VAE_ERR_INVALID, getfn);
+    }
+    TU_EXPECT_ERR(vae_optimizer_set_param(NULL, VAE_OPT_LR, 0.1), VAE_ERR_INVALID, set);
+    TU_EXPECT_ERR(vae_optimizer_get_param(NULL, VAE_OPT_LR, &v), VAE_ERR_INVALID, getfn);
+    TU_EXPECT_ERR(vae_optimizer_get_param(a, VAE_OPT_LR, NULL), VAE_ERR_INVALID, getfn);
+    /* The kinds are unchanged by all that. */
+    assert_int_equal(vae_optimizer_kind(a), VAE_OPTIMIZER_ADAM);
+    assert_int_equal(vae_optimizer_kind(s), VAE_OPTIMIZER_SGD);
+    vae_optimizer_free(a);
+    vae_optimizer_free(s);
+
+    /* Refused values change nothing: a fresh SGD with lr 0.1 after a series
+     * of refused settings still takes a plain step of lr 0.1, unclipped. */
+    const hp lr[] = {{VAE_OPT_LR, 0.1}};
+    rig r;
+    rig_make(&r, 8, NULL, VAE_OPTIMIZER_SGD, lr, 1);
+    TU_EXPECT_ERR(vae_optimizer_set_param(r.o, VAE_OPT_LR, -1.0), VAE_ERR_INVALID, set);
+    TU_EXPECT_ERR(vae_optimizer_set_param(r.o, VAE_OPT_CLIP_NORM, -1.0), VAE_ERR_INVALID, set);
+    TU_EXPECT_ERR(vae_optimizer_set_param(r.o, VAE_OPT_MOMENTUM, 1.0), VAE_ERR_INVALID, set);
+    TU_EXPECT_ERR(vae_optimizer_set_param(r.o, VAE_OPT_BETA1, 0.5), VAE_ERR_INVALID, set);
+    double p[N_PARAMS];
+    set_start(&r, p);
+    set_grads(r.t, 1);
+    TU_OK(vae_trainer_apply(r.t));
+    for (size_t i = 0; i < N_PARAMS; i++)
+        p[i] -= get(r.o, VAE_OPT_LR) * (float)grad_at(i, 1);
+    TU_CLOSE(get(r.o, VAE_OPT_LR), 0.1, 1e-7, 0.0);
+    check_params(&r, p, "sgd after refused settings", 1);
+    rig_free(&r);
+}
+
+static void test_bad_trainer_args(void **state)
+{
+    (void)state;
+    const char *fn = "vae_trainer_create";
+    vae_model *m = tiny(9), *unbuilt = NULL;
+    TU_OK(vae_model_create(&unbuilt, 2, 1, VAE_LIKELIHOOD_GAUSSIAN));
+    vae_elbo *e = NULL;
+    vae_context *ctx = NULL;
+    vae_optimizer *o = NULL;
+    TU_OK(vae_elbo_create(&e));
+    TU_OK(vae_context_create(&ctx));
+    TU_OK(vae_optimizer_create(&o, VAE_OPTIMIZER_ADAM));
+    vae_trainer *t = (vae_trainer *)&t;
+    TU_EXPECT_ERR(vae_trainer_create(NULL, m, e, o, ctx, 1), VAE_ERR_INVALID, fn);
+    TU_EXPECT_ERR(vae_trainer_create(&t, NULL, e, o, ctx, 1), VAE_ERR_INVALID, fn);
+    assert_null(t);
+    t = (vae_trainer *)&t;
+    TU_EXPECT_ERR(vae_trainer_create(&t, m, NULL, o, ctx, 1), VAE_ERR_INVALID, fn);
+    assert_null(t);
+    t = (vae_trainer *)&t;
+    TU_EXPECT_ERR(vae_trainer_create(&t, m, e, NULL, ctx, 1), VAE_ERR_INVALID, fn);
+    assert_null(t);
+    t = (vae_trainer *)&t;
+    TU_EXPECT_ERR(vae_trainer_create(&t, m, e, o, NULL, 1), VAE_ERR_INVALID, fn);
+    assert_null(t);
+    t = (vae_trainer *)&t;
+    TU_EXPECT_ERR_MSG(vae_trainer_create(&t, unbuilt, e, o, ctx, 1), VAE_ERR_STATE, fn, "build");
+    assert_null(t);
+
+    TU_OK(vae_trainer_create(&t, m, e, o, ctx, 1));
+    TU_EXPECT_ERR(vae_trainer_apply(NULL), VAE_ERR_INVALID, "vae_trainer_apply");
+    TU_EXPECT_ERR(vae_trainer_zero_grads(NULL), VAE_ERR_INVALID, "vae_trainer_zero_grads");
+    TU_EXPECT_ERR(vae_trainer_reserve(NULL, 8), VAE_ERR_INVALID, "vae_trainer_reserve");
+    TU_EXPECT_ERR(vae_trainer_reserve(t, 0), VAE_ERR_INVALID, "vae_trainer_reserve");
+    TU_EXPECT_ERR(vae_trainer_reserve(t, ((size_t)1 << 20) + 1), VAE_ERR_INVALID,
+                  "vae_trainer_reserve");
+    TU_OK(vae_trainer_reserve(t, 16));
+    size_t n = 99;
+    assert_null(vae_trainer_grads(NULL, &n));
+    assert_int_equal(n, 0);
+    assert_non_null(vae_trainer_grads(t, NULL));
+
+    float x[4] = {0.1f, 0.2f, 0.3f, 0.4f}, eps[2] = {0.5f, -0.5f};
+    const char *fb = "vae_trainer_forward_backward";
+    TU_EXPECT_ERR(vae_trainer_forward_backward(NULL, x, 2, NULL, NULL), VAE_ERR_INVALID, fb);
+    TU_EXPECT_ERR(vae_trainer_forward_backward(t, NULL, 2, NULL, NULL), VAE_ERR_INVALID, fb);
+    TU_EXPECT_ERR(vae_trainer_forward_backward(t, x, 0, NULL, NULL), VAE_ERR_INVALID, fb);
+    TU_EXPECT_ERR(vae_trainer_forward_backward(t, x, ((size_t)1 << 20) + 1, NULL, NULL),
+                  VAE_ERR_INVALID, fb);
+    eps[1] = INFINITY;
+    TU_EXPECT_ERR(vae_trainer_forward_backward(t, x, 2, eps, NULL), VAE_ERR_NUMERIC, fb);
+    vae_epoch_stats st = tu_stats();
+    st.size = 0;
+    TU_EXPECT_ERR_MSG(vae_trainer_forward_backward(t, x, 2, NULL, &st), VAE_ERR_INVALID, fb,
+                      "size");
+    TU_ASSERT_ZERO_GRADS(t); /* nothing was added by the refused calls */
+    TU_EXPECT_ERR(vae_trainer_step(NULL, x, 2, NULL), VAE_ERR_INVALID, "vae_trainer_step");
+    assert_int_equal(vae_trainer_steps(t), 0);
+
+    vae_trainer_free(t);
+    vae_trainer_free(NULL);
     vae_optimizer_free(o);
+    vae_context_free(ctx);
+    vae_elbo_free(e);
+    vae_model_free(unbuilt);
+    vae_model_free(m);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_default_updates),
         cmocka_unit_test(test_adam),
         cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_sgd_dampening),
         cmocka_unit_test(test_set_lr_between_steps),
         cmocka_unit_test(test_clip_norm),
         cmocka_unit_test(test_nonfinite_gradient),
-        cmocka_unit_test(test_binding_and_state),
-        cmocka_unit_test(test_replaced_model_is_refused),
-        cmocka_unit_test(test_model_switched_to_another_optimizer),
-        cmocka_unit_test(test_bad_constructor_args),
-        cmocka_unit_test(test_bad_setters),
+        cmocka_unit_test(test_nesterov_without_momentum),
+        cmocka_unit_test(test_step_failure_zeroes_slab),
+        cmocka_unit_test(test_step_bad_stats_zeroes_slab),
+        cmocka_unit_test(test_shared_optimizer_separate_state),
+        cmocka_unit_test(test_new_trainer_fresh_state),
+        cmocka_unit_test(test_steps_count),
+        cmocka_unit_test(test_bad_create),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_bad_trainer_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,4 +173,58 @@ static inline void *tu_alloc(size_t n, size_t size)
     return p;
 }
 
+/* ---- added for the 1.0 API (trainers, contexts, size-prefixed structs) ---- */
+
+/* A vae_epoch_stats full of 0xab garbage, with size = sizeof: every field a
+ * call promises to fill must be overwritten. */
+static inline vae_epoch_stats tu_stats(void)
+{
+    vae_epoch_stats st;
+    memset(&st, 0xab, sizeof st);
+    st.size = sizeof st;
+    return st;
+}
+
+/* A heap copy of n floats (free it). */
+static inline float *tu_copy_floats(const float *src, size_t n)
+{
+    float *p = (float *)tu_alloc(n, sizeof *p);
+    if (n)
+        memcpy(p, src, n * sizeof *p);
+    return p;
+}
+
+/* Index of the first nonzero float, or n when all n are +0.0 or -0.0. */
+static inline size_t tu_first_nonzero(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != 0.0f)
+            return i;
+    return n;
+}
+
+/* Fails the test unless the trainer's gradient slab is all zero. */
+#define TU_ASSERT_ZERO_GRADS(trainer)                                                       \
+    do {                                                                                    \
+        size_t tu_n_ = 0;                                                                   \
+        const float *tu_g_ = vae_trainer_grads((trainer), &tu_n_);                          \
+        if (!tu_g_ || !tu_n_)                                                               \
+            fail_msg("%s:%d: vae_trainer_grads(%s) gave no slab", __FILE__, __LINE__,       \
+                     #trainer);                                                             \
+        size_t tu_i_ = tu_first_nonzero(tu_g_, tu_n_);                                      \
+        if (tu_i_ != tu_n_)                                                                 \
+            fail_msg("%s:%d: gradient %zu of %zu is %g, expected a zero slab", __FILE__,    \
+                     __LINE__, tu_i_, tu_n_, (double)tu_g_[tu_i_]);                         \
+    } while (0)
+
+/* Index of the first byte of p[0..n) that differs from `byte`, or n. */
+static inline size_t tu_first_byte_not(const void *p, size_t n, unsigned char byte)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != byte)
+            return i;
+    return n;
+}
+
 #endif
