@@ -1257,7 +1257,7 @@ VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float
  * @param[in]     m          A built model.
  * @param[in]     e          The objective.
  * @param[in]     x          Inputs, n * input_dim floats.
- * @param[in]     n          Number of samples; at least 1.
+ * @param[in]     n          Number of samples, 1 to 2^20.
  * @param[in]     eps        Noise, n * latent_dim finite floats, or NULL.
  * @param[in,out] rng        Generator of the noise when eps is NULL; may be NULL when eps
  *                           is given or with VAE_OBJECTIVE_AUTOENCODER.
@@ -1265,8 +1265,8 @@ VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float
  * @param[out]    stats      Receives the means (loss, recon, kl, samples, seconds); may be
  *                           NULL; its size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0, neither eps nor rng gives the
- *                         noise, stats->size is too small or has unknown nonzero bytes, or
+ * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0 or above 2^20, neither eps nor
+ *                         rng gives the noise, stats->size is too small or has unknown nonzero bytes, or
  *                         a Bernoulli input lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.

@@ -5,7 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../blas/blas.h"
 #include "../core/core.h"
 #include "context.h"
 

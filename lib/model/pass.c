@@ -126,7 +126,6 @@ static void backward_part(void *arg, size_t w)
                 dh[L + k] = 0.0f;
             }
         }
-    (void)z;
     backward_layers(m, ws, slot, 0, m->n_enc, j->x + start * D, ws->dhead, b, NULL, grad, acc);
 }
 
