@@ -2,7 +2,7 @@
  *
  * With a one-dimensional latent code, p(x) = integral of p(x|z) N(z; 0, 1) dz
  * is computed here by the trapezoid rule over z in [-10, 10] (20001 points,
- * in double, the decoder evaluated by vae_model_decode at every point). The
+ * in double, the decoder evaluated by vae_decode at every point). The
  * encoder is set by hand (no hidden layer, head weights zero, biases mu and
  * log sigma^2), so the proposal q(z|x) is known exactly and the variance of
  * the importance weights can be integrated too: with w = p(x, z) / q(z),
@@ -31,6 +31,22 @@
 #define EXPECT_ERR(call, expected, fn, needle) TU_EXPECT_ERR_MSG(call, expected, fn, needle)
 #define OK(call) TU_OK(call)
 
+/* One context for the whole group. */
+static vae_context *g_ctx;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return vae_context_create(&g_ctx) == VAE_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    vae_context_free(g_ctx);
+    return 0;
+}
+
 /* ---- tiny models with hand-set parameters -------------------------------------- */
 
 /* latent 1, no encoder layer: the head maps x[D] to (mu, logvar). The decoder
@@ -51,16 +67,16 @@ static tiny make_tiny(int lik, size_t D, size_t H, int act, const float *w1, con
     vae_layer *l = NULL;
     if (H) {
         OK(vae_layer_dense_create(&l, 1, H, act));
-        OK(vae_model_add_decoder_layer(t.m, l));
+        OK(vae_model_add_decoder_layer(t.m, &l));
         OK(vae_layer_dense_create(&l, H, D, VAE_ACT_IDENTITY));
-        OK(vae_model_add_decoder_layer(t.m, l));
+        OK(vae_model_add_decoder_layer(t.m, &l));
     } else {
         OK(vae_layer_dense_create(&l, 1, D, VAE_ACT_IDENTITY));
-        OK(vae_model_add_decoder_layer(t.m, l));
+        OK(vae_model_add_decoder_layer(t.m, &l));
     }
     OK(vae_model_build(t.m, 1));
     if (lik == VAE_LIKELIHOOD_GAUSSIAN)
-        OK(vae_model_set_gaussian_sigma(t.m, sigma));
+        OK(vae_model_set_param(t.m, VAE_MODEL_GAUSSIAN_SIGMA, sigma));
     size_t n = 0;
     float *p = vae_model_params(t.m, &n);
     size_t want = 2 * D + 2 + (H ? (H + H) + (D * H + D) : (D + D));
@@ -144,7 +160,7 @@ static void integrate(quad *q, const tiny *t, const float *x)
         q->z[i] = (float)(-10.0 + 20.0 * (double)i / (G - 1));
         q->wt[i] = i == 0 || i == G - 1 ? 0.5 * 20.0 / (G - 1) : 20.0 / (G - 1);
     }
-    OK(vae_model_decode(t->m, q->z, G, out));
+    OK(vae_decode(g_ctx, t->m, q->z, G, out));
     for (size_t i = 0; i < G; i++)
         q->lf[i] = log_lik(t, x, out + i * t->D) + log_normal(q->z[i], 0.0, 1.0);
     free(out);
@@ -245,14 +261,14 @@ static void test_linear_gaussian_exact(void **state)
         const size_t ks[3] = {1, 3, 500};
         for (size_t j = 0; j < 3; j++) {
             double ll = 0.0;
-            OK(vae_model_log_likelihood(t.m, x, 1, ks[j], rng, &ll));
+            OK(vae_log_likelihood(g_ctx, t.m, x, 1, ks[j], rng, &ll));
             if (fabs(ll - logp) > 2e-4)
                 fail_msg("x%zu, K = %zu: estimate %.8f, log p(x) = %.8f", k, ks[j], ll, logp);
         }
     }
     /* The three at once: row i of the output belongs to row i of x. */
     double ll3[3];
-    OK(vae_model_log_likelihood(t.m, &xs[0][0], 3, 2, rng, ll3));
+    OK(vae_log_likelihood(g_ctx, t.m, &xs[0][0], 3, 2, rng, ll3));
     for (size_t k = 0; k < 3; k++) {
         integrate(&q, &t, xs[k]);
         assert_true(fabs(ll3[k] - q.logp) < 2e-4);
@@ -293,7 +309,7 @@ static void check_against_quadrature(tiny *t, const float *x, size_t K, uint64_t
     vae_rng *rng = NULL;
     OK(vae_rng_create(&rng, seed));
     double ll = 0.0;
-    OK(vae_model_log_likelihood(t->m, x, 1, K, rng, &ll));
+    OK(vae_log_likelihood(g_ctx, t->m, x, 1, K, rng, &ll));
     vae_rng_free(rng);
     if (fabs(ll - q.logp) > tol)
         fail_msg("%s: estimate %.6f, quadrature %.6f (diff %.2g > tol %.2g; posterior %.3f "
@@ -376,7 +392,7 @@ static void test_bound_and_elbo(void **state)
     double m1, se1, m10, se10, m100, se100;
     /* K = 1 is one draw of log p(x|z) + log p(z) - log q(z): on average the
      * ELBO, not log p(x). */
-    OK(vae_model_log_likelihood(t.m, xr, N1, 1, rng, v));
+    OK(vae_log_likelihood(g_ctx, t.m, xr, N1, 1, rng, v));
     mean_se(v, N1, &m1, &se1);
     if (fabs(m1 - elbo) > 5.0 * se1 + 1e-4)
         fail_msg("K = 1: mean %.5f +- %.5f, exact ELBO %.5f (log p %.5f)", m1, se1, elbo,
@@ -385,8 +401,9 @@ static void test_bound_and_elbo(void **state)
      * reconstruction term): -loss agrees within its own noise. */
     vae_elbo *e = NULL;
     OK(vae_elbo_create(&e));
-    double loss = 0.0;
-    OK(vae_elbo_evaluate(e, t.m, xr, N1, NULL, rng, &loss, NULL, NULL, v));
+    vae_epoch_stats st = {sizeof st};
+    OK(vae_elbo_evaluate(g_ctx, t.m, e, xr, N1, NULL, rng, v, &st));
+    const double loss = st.loss;
     double ml, sel;
     mean_se(v, N1, &ml, &sel);
     assert_true(fabs(ml - loss) < 1e-9 * fabs(loss) + 1e-12);
@@ -395,9 +412,9 @@ static void test_bound_and_elbo(void **state)
     vae_elbo_free(e);
 
     /* More samples tighten the bound towards log p(x), from below. */
-    OK(vae_model_log_likelihood(t.m, xr, N10, 10, rng, v));
+    OK(vae_log_likelihood(g_ctx, t.m, xr, N10, 10, rng, v));
     mean_se(v, N10, &m10, &se10);
-    OK(vae_model_log_likelihood(t.m, xr, N100, 100, rng, v));
+    OK(vae_log_likelihood(g_ctx, t.m, xr, N100, 100, rng, v));
     mean_se(v, N100, &m100, &se100);
     double rho2 = weight_variance(&q, mq, sq);
     if (!(m10 > m1 + 5.0 * hypot(se1, se10)) || !(m100 > m10 + 5.0 * hypot(se10, se100)))
@@ -414,47 +431,72 @@ static void test_bound_and_elbo(void **state)
     vae_model_free(t.m);
 }
 
-/* ---- determinism and chunking ------------------------------------------------------ */
+/* ---- determinism and per-sample generators ---------------------------------------- */
 
 static void test_reproducible(void **state)
 {
     (void)state;
-    tiny a = bernoulli_tanh(), b = bernoulli_tanh();
+    tiny a = bernoulli_tanh();
     set_q(&a, NULL, 0.3f, -0.5f);
-    set_q(&b, NULL, 0.3f, -0.5f);
     const float x[4 * 3] = {1, 0, 1, 0, 1, 1, 0.5f, 0.5f, 0.5f, 1, 1, 1};
     double r1[4], r2[4], r3[4];
     vae_rng *g1 = NULL, *g2 = NULL, *g3 = NULL;
     OK(vae_rng_create(&g1, 99));
     OK(vae_rng_create(&g2, 99));
     OK(vae_rng_create(&g3, 100));
-    /* The K = 700 draws of a sample are decoded in chunks of the workspace:
-     * a model whose workspace holds 7 rows decodes them 7 at a time and
-     * must give the same numbers. */
-    OK(vae_model_reserve(b.m, 7));
-    OK(vae_model_log_likelihood(a.m, x, 4, 700, g1, r1));
-    OK(vae_model_log_likelihood(b.m, x, 4, 700, g2, r2));
-    OK(vae_model_log_likelihood(a.m, x, 4, 700, g3, r3));
+    /* A context reserved for 7 rows grows to what K = 700 draws need and
+     * computes the same bits as one that was never reserved. */
+    vae_context *small = NULL;
+    OK(vae_context_create(&small));
+    OK(vae_context_reserve(small, a.m, 7));
+    OK(vae_log_likelihood(g_ctx, a.m, x, 4, 700, g1, r1));
+    OK(vae_log_likelihood(small, a.m, x, 4, 700, g2, r2));
+    OK(vae_log_likelihood(g_ctx, a.m, x, 4, 700, g3, r3));
     for (size_t i = 0; i < 4; i++) {
         assert_true(isfinite(r1[i]));
         assert_true(r1[i] < 0.0); /* a probability of binary data below 1 */
-        /* Equal up to float rounding in the decoder (a BLAS may round a
-         * batch of 7 differently from one of 256); a chunk drawn or decoded
-         * at the wrong offset would be off by far more. */
-        if (fabs(r1[i] - r2[i]) > 1e-5 * fmax(1.0, fabs(r1[i])))
-            fail_msg("sample %zu: %.17g unchunked, %.17g in chunks of 7", i, r1[i], r2[i]);
         assert_true(r1[i] != r3[i]); /* another seed, other draws */
     }
+    assert_memory_equal(r1, r2, sizeof r1);
     /* Same seed, same model: bit for bit. */
     vae_rng_free(g1);
     OK(vae_rng_create(&g1, 99));
-    OK(vae_model_log_likelihood(a.m, x, 4, 700, g1, r3));
+    OK(vae_log_likelihood(g_ctx, a.m, x, 4, 700, g1, r3));
     assert_memory_equal(r1, r3, sizeof r1);
+
+    /* Sample i draws its codes from its own generator, seeded by the i-th
+     * draw of rng: four calls of one sample each, in order, on one
+     * generator estimate the same numbers as one call of four. A sample
+     * seeded from the wrong draw would be off by the estimator's noise, far
+     * more than the 1e-9 left for a BLAS that rounds other batch shapes
+     * differently. */
+    vae_rng *g4 = NULL;
+    OK(vae_rng_create(&g4, 99));
+    for (size_t i = 0; i < 4; i++) {
+        double one = 0.0;
+        OK(vae_log_likelihood(small, a.m, x + 3 * i, 1, 700, g4, &one));
+        if (fabs(one - r1[i]) > 1e-9 * fabs(r1[i]))
+            fail_msg("sample %zu: %.17g alone, %.17g in the batch", i, one, r1[i]);
+    }
+    /* ...and both generators advanced by the same draws (one per sample). */
+    float u1 = 0, u2 = 0;
+    OK(vae_rng_uniform(g1, &u1, 1));
+    OK(vae_rng_uniform(g4, &u2, 1));
+    assert_true(u1 == u2);
+    /* The same sample at another position of the batch gets other draws. */
+    const float x2[2 * 3] = {0, 1, 1, 1, 0, 1};
+    double rr[2];
+    vae_rng_free(g1);
+    OK(vae_rng_create(&g1, 99));
+    OK(vae_log_likelihood(g_ctx, a.m, x2, 2, 700, g1, rr));
+    assert_true(isfinite(rr[1]));
+    assert_true(rr[1] != r1[0]);
     vae_rng_free(g1);
     vae_rng_free(g2);
     vae_rng_free(g3);
+    vae_rng_free(g4);
+    vae_context_free(small);
     vae_model_free(a.m);
-    vae_model_free(b.m);
 }
 
 /* ---- bad input ----------------------------------------------------------------------- */
@@ -467,35 +509,40 @@ static void test_bad_input(void **state)
     OK(vae_rng_create(&rng, 1));
     float x[3] = {1, 0, 1};
     double out[2] = {0};
-    const char *fn = "vae_model_log_likelihood";
-    EXPECT_ERR(vae_model_log_likelihood(NULL, x, 1, 5, rng, out), VAE_ERR_INVALID, fn, "model");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, NULL, 1, 5, rng, out), VAE_ERR_INVALID, fn, "x");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 5, NULL, out), VAE_ERR_INVALID, fn, "rng");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 5, rng, NULL), VAE_ERR_INVALID, fn,
-               "out_per_sample");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 0, 5, rng, out), VAE_ERR_INVALID, fn, "n (0)");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 0, rng, out), VAE_ERR_INVALID, fn, "k (0)");
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, SIZE_MAX, rng, out), VAE_ERR_INVALID, fn,
-               "too large");
+    const char *fn = "vae_log_likelihood";
+    vae_context *c = g_ctx;
+    EXPECT_ERR(vae_log_likelihood(NULL, t.m, x, 1, 5, rng, out), VAE_ERR_INVALID, fn, "context");
+    EXPECT_ERR(vae_log_likelihood(c, NULL, x, 1, 5, rng, out), VAE_ERR_INVALID, fn, "model");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, NULL, 1, 5, rng, out), VAE_ERR_INVALID, fn, "x");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 5, NULL, out), VAE_ERR_INVALID, fn, "rng");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 5, rng, NULL), VAE_ERR_INVALID, fn, "out");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 0, 5, rng, out), VAE_ERR_INVALID, fn, "n is 0");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 0, rng, out), VAE_ERR_INVALID, fn, "k = 0");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, ((size_t)1 << 30) + 1, rng, out),
+               VAE_ERR_INVALID, fn, "2^30");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, SIZE_MAX, rng, out), VAE_ERR_INVALID, fn,
+               "2^30");
     x[1] = NAN;
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 5, rng, out), VAE_ERR_NUMERIC, fn, "x[0][1]");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 5, rng, out), VAE_ERR_NUMERIC, fn, "x[0][1]");
     x[1] = INFINITY;
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 5, rng, out), VAE_ERR_NUMERIC, fn, "x[0][1]");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 5, rng, out), VAE_ERR_NUMERIC, fn, "x[0][1]");
     x[1] = 1.5f;
-    EXPECT_ERR(vae_model_log_likelihood(t.m, x, 1, 5, rng, out), VAE_ERR_INVALID, fn, "[0, 1]");
+    EXPECT_ERR(vae_log_likelihood(c, t.m, x, 1, 5, rng, out), VAE_ERR_INVALID, fn, "[0, 1]");
     x[1] = 0.0f;
+    OK(vae_log_likelihood(c, t.m, x, 1, 5, rng, out));
+    assert_true(isfinite(out[0]) && out[0] < 0.0);
     vae_model_free(t.m);
 
     vae_model *unbuilt = NULL;
     OK(vae_model_create(&unbuilt, 3, 1, VAE_LIKELIHOOD_BERNOULLI));
-    EXPECT_ERR(vae_model_log_likelihood(unbuilt, x, 1, 5, rng, out), VAE_ERR_STATE, fn, "build");
+    EXPECT_ERR(vae_log_likelihood(c, unbuilt, x, 1, 5, rng, out), VAE_ERR_STATE, fn, "build");
     vae_model_free(unbuilt);
 
     /* A decoder whose output overflows: the estimate is not finite. */
     const float w[2] = {1.0f, 1.0f}, huge[2] = {3e38f, -3e38f};
     tiny g = make_tiny(VAE_LIKELIHOOD_GAUSSIAN, 2, 0, 0, NULL, NULL, w, huge, 1.0f);
     const float xg[4] = {0.0f, 0.0f, 1.0f, 1.0f};
-    EXPECT_ERR(vae_model_log_likelihood(g.m, xg, 2, 4, rng, out), VAE_ERR_NUMERIC, fn,
+    EXPECT_ERR(vae_log_likelihood(c, g.m, xg, 2, 4, rng, out), VAE_ERR_NUMERIC, fn,
                "sample 0");
     vae_model_free(g.m);
     vae_rng_free(rng);
@@ -511,5 +558,5 @@ int main(void)
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_bad_input),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -669,8 +669,8 @@ enum {
 
 /** @brief Settings of a model, for vae_model_set_param() and vae_model_get_param(). */
 enum {
-    VAE_MODEL_GAUSSIAN_SIGMA = 1 /**< sigma of the Gaussian likelihood, finite and > 0;
-                                      default 1 */
+    VAE_MODEL_GAUSSIAN_SIGMA = 1 /**< sigma of the Gaussian likelihood, as a float finite
+                                      and > 0; default 1 */
 };
 
 /**
@@ -1074,7 +1074,7 @@ enum {
 
 /** @brief Settings of an objective, for vae_elbo_set_param(). Values are part of the ABI. */
 enum {
-    VAE_ELBO_BETA = 1,     /**< weight of the KL term, finite and >= 0; default 1 */
+    VAE_ELBO_BETA = 1,     /**< weight of the KL term, as a float finite and >= 0; default 1 */
     VAE_ELBO_OBJECTIVE = 2 /**< VAE_OBJECTIVE_ELBO (default) or VAE_OBJECTIVE_AUTOENCODER */
 };
 
