@@ -253,7 +253,11 @@ int vae_check_input(const vae_model *m, const float *x, size_t n, const char *fn
         return vae_fail(VAE_ERR_NUMERIC, "%s: x[%zu][%zu] is not finite", fn,
                         bad / m->input_dim, bad % m->input_dim);
     if (m->likelihood == VAE_LIKELIHOOD_BERNOULLI) {
+        /* A branch-free pass (vectorized); the search runs only on failure. */
+        int out = 0;
         for (size_t i = 0; i < count; i++)
+            out |= (x[i] < 0.0f) | (x[i] > 1.0f);
+        for (size_t i = 0; out && i < count; i++)
             if (x[i] < 0.0f || x[i] > 1.0f)
                 return vae_fail(VAE_ERR_INVALID,
                                 "%s: x[%zu][%zu] = %g is outside [0, 1], which a Bernoulli "
