@@ -13,7 +13,7 @@
 #include <zlib.h>
 
 #include "../core/core.h"
-#include "../model/model.h"
+#include "../nn/layer.h"
 
 static const unsigned char MAGIC[8] = {0x89, 'V', 'A', 'E', '\r', '\n', 0x1a, '\n'};
 #define FORMAT_VERSION 1u
@@ -85,6 +85,16 @@ static float get_f32(reader *r)
     return f;
 }
 
+/* A built model, or the error the model calls give. */
+static int check_model(const vae_model *m, const char *fn)
+{
+    if (!m)
+        return vae_fail(VAE_ERR_INVALID, "%s: model is NULL", fn);
+    if (!vae_model_is_built(m))
+        return vae_fail(VAE_ERR_STATE, "%s: build the model first", fn);
+    return VAE_OK;
+}
+
 /* CRC-32 (zlib's) of len bytes, fed to zlib in parts that fit its uInt. */
 static uint32_t file_crc(const unsigned char *buf, size_t len)
 {
@@ -104,11 +114,12 @@ static size_t file_size(const vae_model *m)
     /* header; model fields: likelihood, reserved, sigma, reserved (4 bytes
      * each), input and latent dims (8 each), layer and encoder counts (4 each) */
     size_t n = HEADER_BYTES + 40;
-    for (size_t i = 0; i < m->n_layers; i++) {
+    for (size_t i = 0; i < vae_model_layer_count(m); i++) {
         uint64_t f[VAE_LAYER_MAX_FIELDS];
-        n += 24 + 8 * m->layers[i]->ops->describe(m->layers[i], f);
+        const vae_layer *l = vae_model_layer(m, i);
+        n += 24 + 8 * l->ops->describe(l, f);
     }
-    return n + 8 + 4 * m->n_params + 4; /* parameter count, parameters, CRC */
+    return n + 8 + 4 * vae_model_param_count(m) + 4; /* parameter count, parameters, CRC */
 }
 
 static void encode(const vae_model *m, unsigned char *buf, size_t size)
@@ -119,16 +130,21 @@ static void encode(const vae_model *m, unsigned char *buf, size_t size)
     put_u32(&w, FORMAT_VERSION);
     put_u32(&w, 0); /* flags */
     put_u64(&w, size - HEADER_BYTES - 4);
-    put_u32(&w, (uint32_t)m->likelihood);
+    double sigma = 1.0;
+    vae_model_get_param(m, VAE_MODEL_GAUSSIAN_SIGMA, &sigma);
+    const size_t n_layers = vae_model_layer_count(m), n_params = vae_model_param_count(m);
+    /* Read only: the slab of a const model. */
+    const float *params = vae_model_params((vae_model *)(uintptr_t)m, NULL);
+    put_u32(&w, (uint32_t)vae_model_likelihood(m));
     put_u32(&w, 0);
-    put_f32(&w, m->sigma);
+    put_f32(&w, (float)sigma);
     put_u32(&w, 0);
-    put_u64(&w, m->input_dim);
-    put_u64(&w, m->latent_dim);
-    put_u32(&w, (uint32_t)m->n_layers);
-    put_u32(&w, (uint32_t)m->n_enc);
-    for (size_t i = 0; i < m->n_layers; i++) {
-        const vae_layer *l = m->layers[i];
+    put_u64(&w, vae_model_input_dim(m));
+    put_u64(&w, vae_model_latent_dim(m));
+    put_u32(&w, (uint32_t)n_layers);
+    put_u32(&w, (uint32_t)vae_model_encoder_layer_count(m));
+    for (size_t i = 0; i < n_layers; i++) {
+        const vae_layer *l = vae_model_layer(m, i);
         uint64_t f[VAE_LAYER_MAX_FIELDS];
         size_t nf = l->ops->describe(l, f);
         put_u32(&w, (uint32_t)l->ops->kind);
@@ -139,16 +155,16 @@ static void encode(const vae_model *m, unsigned char *buf, size_t size)
         for (size_t j = 0; j < nf; j++)
             put_u64(&w, f[j]);
     }
-    put_u64(&w, m->n_params);
-    for (size_t i = 0; i < m->n_params; i++)
-        put_f32(&w, m->params[i]);
+    put_u64(&w, n_params);
+    for (size_t i = 0; i < n_params; i++)
+        put_f32(&w, params[i]);
     put_u32(&w, file_crc(buf, size - 4));
 }
 
 int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
 {
     const char *fn = "vae_model_save_mem";
-    int rc = vae_model_check_ready(m, fn);
+    int rc = check_model(m, fn);
     if (rc)
         return rc;
     if (!size)
@@ -201,7 +217,7 @@ static void sync_parent(char *path)
 int vae_model_save(const vae_model *m, const char *path)
 {
     const char *fn = "vae_model_save";
-    int rc = vae_model_check_ready(m, fn);
+    int rc = check_model(m, fn);
     if (rc)
         return rc;
     if (!path || !*path)
@@ -361,8 +377,10 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             /* The head is rebuilt by vae_model_build from the encoder's
              * output and the latent size: its record must describe exactly
              * that layer, checked before anything of its size is allocated. */
-            uint64_t hin = m->n_enc ? m->layers[m->n_enc - 1]->out : m->input_dim;
-            uint64_t hout = 2 * (uint64_t)m->latent_dim;
+            size_t enc = vae_model_encoder_layer_count(m);
+            uint64_t hin = enc ? vae_layer_output_size(vae_model_layer(m, enc - 1))
+                               : vae_model_input_dim(m);
+            uint64_t hout = 2 * (uint64_t)vae_model_latent_dim(m);
             if (kind != VAE_LAYER_DENSE || act != VAE_ACT_IDENTITY || nf != 2 || f[0] != hin ||
                 f[1] != hout || np != (hin + 1) * hout) {
                 rc = vae_fail(VAE_ERR_FORMAT,
@@ -370,7 +388,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
                               "model: expected a dense identity layer %llu -> %llu (latent "
                               "size %zu) with %llu parameters",
                               fn, what, (unsigned)i, (unsigned long long)hin,
-                              (unsigned long long)hout, m->latent_dim,
+                              (unsigned long long)hout, vae_model_latent_dim(m),
                               (unsigned long long)((hin + 1) * hout));
                 break;
             }
@@ -410,13 +428,14 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
         rc = fail_inner(fn, what, "the layers do not fit together");
     if (!rc) {
         uint64_t np = get_u64(&r);
-        if (r.err || np != m->n_params || r.left != 4 * m->n_params)
+        if (r.err || np != vae_model_param_count(m) || r.left != 4 * vae_model_param_count(m))
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %llu parameters stored, the model has %zu", fn,
-                          what, (unsigned long long)np, m->n_params);
+                          what, (unsigned long long)np, vae_model_param_count(m));
     }
-    for (size_t i = 0; !rc && i < m->n_params; i++) {
-        m->params[i] = get_f32(&r);
-        if (!isfinite(m->params[i]))
+    float *params = rc ? NULL : vae_model_params(m, NULL);
+    for (size_t i = 0; !rc && i < vae_model_param_count(m); i++) {
+        params[i] = get_f32(&r);
+        if (!isfinite(params[i]))
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: parameter %zu is not finite", fn, what, i);
     }
     if (rc) {
