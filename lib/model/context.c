@@ -139,17 +139,18 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
         size_t s = l->ops->scratch_floats(l, B);
         scratch = s > scratch ? s : scratch;
     }
-    /* Per worker: activations, z, std (and recon gradient) for its rows; dz,
-     * dhead and two gradient buffers for a block; scratch; a gradient slab
-     * for training workers > 0. Shared: noise, then two double arrays. */
-    double per_d = (double)rows * (double)(acts + 2 * L + (train ? D : 0)) +
-                   (double)B * (double)(3 * L + 2 * width) + (double)scratch;
+    /* Per worker, for its rows: activations, z, std, dz, dhead, two gradient
+     * buffers (and the recon gradient when training); scratch for a block;
+     * a gradient slab for training workers > 0. Shared: noise, then two
+     * double arrays. */
+    double per_d = (double)rows * (double)(acts + 5 * L + 2 * width + (train ? D : 0)) +
+                   (double)scratch;
     double total_d = per_d * (double)T + (train ? (double)(T - 1) * (double)m->n_params : 0) +
                      (double)shared * (double)(L + 4) + 2;
     if (total_d * sizeof(float) > (double)(SIZE_MAX / 4))
         return vae_fail(VAE_ERR_NOMEM, "%s: a workspace of %.0f floats is too large", fn,
                         total_d);
-    size_t per = rows * (acts + 2 * L + (train ? D : 0)) + B * (3 * L + 2 * width) + scratch;
+    size_t per = rows * (acts + 5 * L + 2 * width + (train ? D : 0)) + scratch;
     size_t total = per * T + (train ? (T - 1) * m->n_params : 0) + shared * (L + 4) + 2;
     size_t nptr = T * m->n_layers;
     if (total > ctx->cap) {
@@ -184,10 +185,11 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
             w->dout = p;
             p += rows * D;
         }
-        w->dz = p; p += B * L;
-        w->dhead = p; p += B * 2 * L;
-        w->ga = p; p += B * width;
-        w->gb = p; p += B * width;
+        w->dz = p; p += rows * L;
+        w->dhead = p; p += rows * 2 * L;
+        w->ga = p; p += rows * width;
+        w->gb = p; p += rows * width;
+        w->width = width;
         w->scratch = p; p += scratch;
         w->grad = NULL;
         if (train && t > 0) {

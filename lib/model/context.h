@@ -19,16 +19,17 @@
 /* Largest batch of one call that processes a whole batch at once. */
 #define VAE_MAX_BATCH ((size_t)1 << 20)
 
-/* One worker's share of the workspace for one call. Activations and the
- * per-sample parts hold `rows` rows (all the worker's blocks of a training
- * pass, one block otherwise); the backward buffers one block. */
+/* One worker's share of the workspace for one call. Everything holds
+ * `rows` rows: all the worker's blocks of a training pass, one block
+ * otherwise. */
 typedef struct vae_ws {
     float **acts;               /* acts[i][rows][layers[i]->out] */
     float *z, *std;             /* [rows][latent] */
     float *dout;                /* [rows][input]: dL/d(decoder output), training */
-    float *dz;                  /* [BLOCK][latent] */
-    float *dhead;               /* [BLOCK][2 latent] */
-    float *ga, *gb;             /* [BLOCK][max width], ping-pong for dy/dx */
+    float *dz;                  /* [rows][latent] (training; else a block's) */
+    float *dhead;               /* [rows][2 latent] (training; else a block's) */
+    float *ga, *gb;             /* [rows][width], ping-pong for dy/dx (training) */
+    size_t width;               /* largest layer input or output, >= 2 latent */
     float *scratch;             /* largest layer scratch for a block */
     float *grad;                /* private gradient of one block (training, workers > 0) */
 } vae_ws;

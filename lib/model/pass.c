@@ -25,6 +25,76 @@ typedef struct pass_job {
     int overflow[VAE_MAX_THREADS];
 } pass_job;
 
+/* The reparameterization of one block: z = mu + s eps, s = exp(logvar / 2)
+ * (or z = mu for the autoencoder). Returns 1 when s^2 overflows float. */
+static int reparameterize(const pass_job *j, const vae_ws *ws, size_t slot, size_t start,
+                          size_t b)
+{
+    const vae_model *m = j->m;
+    const size_t L = m->latent_dim;
+    const float *h = vae_ws_act(m, ws, m->n_enc, slot); /* [b][mu | logvar] */
+    float *z = ws->z + slot * VAE_BLOCK * L, *sd = ws->std + slot * VAE_BLOCK * L;
+    if (!j->sampled) {
+        for (size_t i = 0; i < b; i++)
+            memcpy(z + i * L, h + i * 2 * L, L * sizeof(float));
+        return 0;
+    }
+    const float *eps = j->eps + start * L;
+    /* s^2 = exp(logvar) enters the KL gradient in float: past about logvar
+     * 88.7 it overflows although the double KL is finite. */
+    int overflow = 0;
+    for (size_t i = 0; i < b; i++)
+        for (size_t k = 0; k < L; k++) {
+            float mu = h[i * 2 * L + k], lv = h[i * 2 * L + L + k];
+            float s = expf(0.5f * lv);
+            overflow |= !(s * s < INFINITY);
+            sd[i * L + k] = s;
+            z[i * L + k] = mu + s * eps[i * L + k];
+        }
+    return overflow;
+}
+
+/* Per-sample terms of one block: recon_i (and its gradient when training)
+ * and kl_i. */
+static void block_terms(const pass_job *j, const vae_ws *ws, size_t slot, size_t start,
+                        size_t b)
+{
+    const vae_model *m = j->m;
+    const size_t L = m->latent_dim, D = m->input_dim;
+    const float *h = vae_ws_act(m, ws, m->n_enc, slot);
+    float *dout = j->train ? ws->dout + slot * VAE_BLOCK * D : NULL;
+    vae_recon_loss(m, j->x + start * D, vae_ws_act(m, ws, m->n_layers - 1, slot), b, dout,
+                   1.0f / (float)j->n, j->ctx->rec + start);
+    /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2) */
+    for (size_t i = 0; i < b; i++) {
+        double kl = 0.0;
+        for (size_t c = 0; j->sampled && c < L; c++) {
+            double mu = h[i * 2 * L + c], lv = h[i * 2 * L + L + c];
+            kl += mu * mu + exp(lv) - 1.0 - lv;
+        }
+        j->ctx->kl[start + i] = 0.5 * kl;
+    }
+}
+
+/* One layer's forward pass on every block of worker w (slot k holds its
+ * k-th block): layer by layer rather than block by block, so a layer's
+ * weights are still in cache for its next block. The order changes no
+ * result: blocks do not interact in the forward pass. */
+static void forward_layer(const pass_job *j, const vae_ws *ws, size_t w, size_t i)
+{
+    const vae_model *m = j->m;
+    const vae_layer *l = m->layers[i];
+    const size_t T = j->ctx->workers;
+    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
+        size_t start, b;
+        vae_block_range(j->n, j->nblk, blk, &start, &b);
+        const float *in = i == 0 ? j->x + start * m->input_dim
+                        : i == m->n_enc + 1 ? ws->z + slot * VAE_BLOCK * m->latent_dim
+                                            : vae_ws_act(m, ws, i - 1, slot);
+        l->ops->forward(l, in, b, vae_ws_act(m, ws, i, slot), ws->scratch);
+    }
+}
+
 static void forward_part(void *arg, size_t w)
 {
     pass_job *j = arg;
@@ -33,90 +103,97 @@ static void forward_part(void *arg, size_t w)
     if (w >= j->ctx->workers)
         return;
     const vae_ws *ws = &j->ctx->ws[w];
-    const size_t L = m->latent_dim, D = m->input_dim, T = j->ctx->workers;
-    /* Outside training one slot serves every block in turn. */
-    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot += j->train) {
+    const size_t T = j->ctx->workers;
+    if (!j->train) {
+        /* One slot serves every block in turn. */
+        for (size_t blk = w; blk < j->nblk; blk += T) {
+            size_t start, b;
+            vae_block_range(j->n, j->nblk, blk, &start, &b);
+            vae_forward_encoder(m, ws, 0, j->x + start * m->input_dim, b);
+            j->overflow[w] |= reparameterize(j, ws, 0, start, b);
+            vae_forward_decoder(m, ws, 0, ws->z, b);
+            block_terms(j, ws, 0, start, b);
+        }
+        return;
+    }
+    for (size_t i = 0; i <= m->n_enc; i++)
+        forward_layer(j, ws, w, i);
+    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
         size_t start, b;
         vae_block_range(j->n, j->nblk, blk, &start, &b);
-        const float *x = j->x + start * D;
-        vae_forward_encoder(m, ws, slot, x, b);
-        const float *h = vae_ws_act(m, ws, m->n_enc, slot); /* [b][mu | logvar] */
-        float *z = ws->z + slot * VAE_BLOCK * L, *sd = ws->std + slot * VAE_BLOCK * L;
-        if (j->sampled) {
-            const float *eps = j->eps + start * L;
-            /* s^2 = exp(logvar) enters the KL gradient in float: past about
-             * logvar 88.7 it overflows although the double KL is finite. */
-            int overflow = 0;
-            for (size_t i = 0; i < b; i++)
-                for (size_t k = 0; k < L; k++) {
-                    float mu = h[i * 2 * L + k], lv = h[i * 2 * L + L + k];
-                    float s = expf(0.5f * lv);
-                    overflow |= !(s * s < INFINITY);
-                    sd[i * L + k] = s;
-                    z[i * L + k] = mu + s * eps[i * L + k];
-                }
-            j->overflow[w] |= overflow;
-        } else {
-            for (size_t i = 0; i < b; i++)
-                memcpy(z + i * L, h + i * 2 * L, L * sizeof(float));
-        }
-        vae_forward_decoder(m, ws, slot, z, b);
-        float *dout = j->train ? ws->dout + slot * VAE_BLOCK * D : NULL;
-        vae_recon_loss(m, x, vae_ws_act(m, ws, m->n_layers - 1, slot), b, dout,
-                       1.0f / (float)j->n, j->ctx->rec + start);
-        /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2) */
-        for (size_t i = 0; i < b; i++) {
-            double kl = 0.0;
-            for (size_t c = 0; j->sampled && c < L; c++) {
-                double mu = h[i * 2 * L + c], lv = h[i * 2 * L + L + c];
-                kl += mu * mu + exp(lv) - 1.0 - lv;
-            }
-            j->ctx->kl[start + i] = 0.5 * kl;
-        }
+        j->overflow[w] |= reparameterize(j, ws, slot, start, b);
+    }
+    for (size_t i = m->n_enc + 1; i < m->n_layers; i++)
+        forward_layer(j, ws, w, i);
+    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
+        size_t start, b;
+        vae_block_range(j->n, j->nblk, blk, &start, &b);
+        block_terms(j, ws, slot, start, b);
     }
 }
 
-/* Layers n_layers-1 .. first, backward from cur (overwritten); the last one
- * writes its input gradient to last_dx (may be NULL). */
-static void backward_layers(const vae_model *m, const vae_ws *ws, size_t slot, size_t first,
-                            size_t last, const float *x0, float *cur, size_t b,
-                            float *last_dx, float *grad, int accumulate)
+/* Backward of layers last .. first for the blocks in slots [s0, s1) of
+ * worker w, layer by layer as the forward pass. At the first layer the
+ * gradient is cur(slot) (overwritten); the last one computed writes its
+ * input gradient to out(slot) (NULL: not needed). Each parameter receives
+ * its blocks' gradients in slot order, that is block order. */
+typedef float *(*slot_buf)(const pass_job *j, const vae_ws *ws, size_t slot);
+
+static float *slot_dout(const pass_job *j, const vae_ws *ws, size_t slot)
 {
-    for (size_t i = last + 1; i-- > first;) {
-        const vae_layer *l = m->layers[i];
-        const float *in = i == first ? x0 : vae_ws_act(m, ws, i - 1, slot);
-        float *dx = i == first ? last_dx : (cur == ws->ga ? ws->gb : ws->ga);
-        l->ops->backward(l, in, vae_ws_act(m, ws, i, slot), cur, b, dx, ws->scratch,
-                         grad + l->offset, accumulate);
-        cur = dx;
-    }
+    return ws->dout + slot * VAE_BLOCK * j->m->input_dim;
+}
+static float *slot_dz(const pass_job *j, const vae_ws *ws, size_t slot)
+{
+    return ws->dz + slot * VAE_BLOCK * j->m->latent_dim;
+}
+static float *slot_dhead(const pass_job *j, const vae_ws *ws, size_t slot)
+{
+    return ws->dhead + slot * VAE_BLOCK * 2 * j->m->latent_dim;
 }
 
-static void backward_part(void *arg, size_t w)
+static void backward_layers(const pass_job *j, const vae_ws *ws, size_t w, size_t s0, size_t s1,
+                            size_t first, size_t last, slot_buf cur, slot_buf out, float *grad,
+                            int accumulate)
 {
-    pass_job *j = arg;
-    const size_t T = j->ctx->workers, blk = j->round * T + w;
-    if (w >= T || blk >= j->nblk)
-        return;
     const vae_model *m = j->m;
-    const vae_ws *ws = &j->ctx->ws[w];
-    const size_t L = m->latent_dim, D = m->input_dim, slot = j->round;
+    const size_t T = j->ctx->workers;
+    for (size_t i = last + 1, t = 0; i-- > first; t++) {
+        const vae_layer *l = m->layers[i];
+        for (size_t slot = s0; slot < s1; slot++) {
+            size_t start, b;
+            vae_block_range(j->n, j->nblk, w + slot * T, &start, &b);
+            const float *in = i > first ? vae_ws_act(m, ws, i - 1, slot)
+                              : first == 0 ? j->x + start * m->input_dim
+                                           : ws->z + slot * VAE_BLOCK * m->latent_dim;
+            /* dy and dx ping-pong between ga and gb, a block's rows each */
+            float *pp[2] = {ws->ga + slot * VAE_BLOCK * ws->width,
+                            ws->gb + slot * VAE_BLOCK * ws->width};
+            float *dy = t == 0 ? cur(j, ws, slot) : pp[(t - 1) % 2];
+            float *dx = i > first ? pp[t % 2] : out ? out(j, ws, slot) : NULL;
+            l->ops->backward(l, in, vae_ws_act(m, ws, i, slot), dy, b, dx, ws->scratch,
+                             grad + l->offset, accumulate);
+        }
+    }
+}
+
+/* dz -> [dmu | dlogvar] of one block, plus beta times the KL gradient (of
+ * the mean over the batch). */
+static void head_gradient(const pass_job *j, const vae_ws *ws, size_t w, size_t slot)
+{
+    const vae_model *m = j->m;
+    const size_t L = m->latent_dim;
     size_t start, b;
-    vae_block_range(j->n, j->nblk, blk, &start, &b);
-    float *grad = w == 0 ? j->grad : ws->grad;
-    const int acc = w == 0;
+    vae_block_range(j->n, j->nblk, w + slot * j->ctx->workers, &start, &b);
     const float *h = vae_ws_act(m, ws, m->n_enc, slot);
-    const float *z = ws->z + slot * VAE_BLOCK * L, *sd = ws->std + slot * VAE_BLOCK * L;
+    const float *sd = ws->std + slot * VAE_BLOCK * L, *dz = slot_dz(j, ws, slot);
     const float *eps = j->sampled ? j->eps + start * L : NULL;
-    /* The decoder, from dL/d(output) to dL/dz. */
-    float *dout = ws->dout + slot * VAE_BLOCK * D;
-    backward_layers(m, ws, slot, m->n_enc + 1, m->n_layers - 1, z, dout, b, ws->dz, grad, acc);
-    /* dz -> [dmu | dlogvar], plus beta times the KL gradient (of the mean). */
+    float *dhead = slot_dhead(j, ws, slot);
     const float fb = j->e->beta / (float)j->n;
     for (size_t i = 0; i < b; i++)
         for (size_t k = 0; k < L; k++) {
-            float g = ws->dz[i * L + k];
-            float *dh = ws->dhead + i * 2 * L;
+            float g = dz[i * L + k];
+            float *dh = dhead + i * 2 * L;
             if (j->sampled) {
                 float mu = h[i * 2 * L + k], s = sd[i * L + k];
                 dh[k] = g + fb * mu;
@@ -126,7 +203,30 @@ static void backward_part(void *arg, size_t w)
                 dh[L + k] = 0.0f;
             }
         }
-    backward_layers(m, ws, slot, 0, m->n_enc, j->x + start * D, ws->dhead, b, NULL, grad, acc);
+}
+
+/* The whole backward pass of worker w's slots [s0, s1). */
+static void backward_slots(const pass_job *j, size_t w, size_t s0, size_t s1, float *grad,
+                           int accumulate)
+{
+    const vae_model *m = j->m;
+    const vae_ws *ws = &j->ctx->ws[w];
+    backward_layers(j, ws, w, s0, s1, m->n_enc + 1, m->n_layers - 1, slot_dout, slot_dz, grad,
+                    accumulate);
+    for (size_t slot = s0; slot < s1; slot++)
+        head_gradient(j, ws, w, slot);
+    backward_layers(j, ws, w, s0, s1, 0, m->n_enc, slot_dhead, NULL, grad, accumulate);
+}
+
+/* Round `round` with several workers: worker 0 adds its block into the
+ * slab, the others write theirs into their own buffers. */
+static void backward_part(void *arg, size_t w)
+{
+    pass_job *j = arg;
+    const size_t T = j->ctx->workers;
+    if (w >= T || j->round * T + w >= j->nblk)
+        return;
+    backward_slots(j, w, j->round, j->round + 1, w == 0 ? j->grad : j->ctx->ws[w].grad, w == 0);
 }
 
 /* grad += the round's private gradients in block order; worker t sums one
@@ -199,7 +299,10 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
     if (per_sample)
         for (size_t i = 0; i < n; i++)
             per_sample[i] = ctx->rec[i] + beta * ctx->kl[i];
-    if (grad) {
+    if (grad && ctx->workers == 1) {
+        /* One worker holds every block: all of them straight into the slab. */
+        backward_slots(&job, 0, 0, job.nblk, grad, 1);
+    } else if (grad) {
         const size_t T = ctx->workers;
         for (job.round = 0; job.round * T < job.nblk; job.round++) {
             vae_ctx_run(ctx, backward_part, &job);
