@@ -26,6 +26,20 @@ void vae_struct_put(void *dst, const void *src, size_t known);
 
 #endif
 
+/* Elementwise kernels compiled for several x86-64 levels, the best chosen
+ * at load time (GCC/Clang function multiversioning over ifunc). The build
+ * is ISO C (-std=c11), where floating-point contraction is off, so every
+ * version computes the same roundings (IEEE add, mul, div, sqrt), only in
+ * wider vectors (checked: the same parameters after Adam, SGD and ELU steps
+ * with and without the clones). Kernels built on vae_exp_nonpos (the
+ * Bernoulli loss, the sigmoid) ran slower as AVX2 and AVX-512 clones and
+ * stay baseline. CMake defines VAE_NO_CLONES for sanitizer builds. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(VAE_NO_CLONES)
+#define VAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VAE_CLONES
+#endif
+
 /* Records a message for vae_last_error() on this thread and returns status,
  * so a failure reads `return vae_fail(VAE_ERR_INVALID, "...", ...);`. */
 int vae_fail(int status, const char *fmt, ...) VAE_PRINTF(2, 3);

@@ -42,7 +42,7 @@ const char *vae_strerror(int status)
     }
 }
 
-int vae_all_finite(const float *x, size_t n, size_t *where)
+VAE_CLONES int vae_all_finite(const float *x, size_t n, size_t *where)
 {
     /* A value is NaN or infinite exactly when its exponent bits are all ones.
      * An integer OR over the bits vectorizes; the search runs only on failure. */

@@ -1,6 +1,7 @@
 #include <math.h>
 
 #include "vae/vae.h"
+#include "../core/core.h"
 #include "../core/numeric.h"
 #include "activation.h"
 
@@ -31,7 +32,7 @@ static float act_one(int act, float z)
     }
 }
 
-void vae_act_bias_forward(int act, float *y, size_t rows, size_t cols, const float *b,
+VAE_CLONES void vae_act_bias_forward(int act, float *y, size_t rows, size_t cols, const float *b,
                           int bias_per_row)
 {
     for (size_t r = 0; r < rows; r++) {
@@ -58,7 +59,7 @@ void vae_act_bias_forward(int act, float *y, size_t rows, size_t cols, const flo
     }
 }
 
-void vae_act_backward(int act, const float *y, float *dy, size_t n)
+VAE_CLONES void vae_act_backward(int act, const float *y, float *dy, size_t n)
 {
     switch (act) {
     case VAE_ACT_IDENTITY: break;

@@ -4,9 +4,10 @@
  *   p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
 #include <math.h>
 
+#include "../core/core.h"
 #include "optimizer.h"
 
-void vae_adam_update(const vae_optimizer *o, uint64_t t, float *p, float *g, float *m, float *v,
+VAE_CLONES void vae_adam_update(const vae_optimizer *o, uint64_t t, float *p, float *g, float *m, float *v,
                      size_t lo, size_t hi, float gscale)
 {
     const double td = (double)t;

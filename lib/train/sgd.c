@@ -3,9 +3,10 @@
  * Nesterov uses g + mu b. */
 #include <math.h>
 
+#include "../core/core.h"
 #include "optimizer.h"
 
-void vae_sgd_update(const vae_optimizer *o, int first, float *p, float *g, float *buf,
+VAE_CLONES void vae_sgd_update(const vae_optimizer *o, int first, float *p, float *g, float *buf,
                     size_t lo, size_t hi, float gscale)
 {
     const float lr = o->lr, wd = o->weight_decay, mu = o->momentum, damp = 1.0f - o->dampening;
