@@ -1662,8 +1662,8 @@ VAE_API int vae_trainer_reserve(vae_trainer *t, size_t max_batch);
  * @brief Adds the gradient of the batch's mean loss to the gradient slab, without stepping.
  *
  * The loss is that of vae_elbo_evaluate(), with eps from the caller or drawn from the
- * trainer's generator in sample order. When the loss is not finite nothing is added and the
- * call fails. Allocates only to grow the context's workspace.
+ * trainer's generator in sample order. When the loss is not finite nothing is added, the
+ * generator is left as it was and the call fails. Allocates only to grow the context's workspace.
  * @param[in,out] t     The trainer.
  * @param[in]     x     Inputs, n * input_dim floats: finite, and in [0, 1] for a Bernoulli
  *                      model.
@@ -1698,8 +1698,8 @@ VAE_API int vae_trainer_apply(vae_trainer *t);
  * @brief One training step on one batch: vae_trainer_forward_backward() with drawn noise,
  *        then vae_trainer_apply().
  *
- * On failure the parameters and optimizer state are unchanged and the gradient slab is
- * zero, except after VAE_ERR_STATE: the context is in use, perhaps by another call on this
+ * On failure the parameters, the optimizer state and the generator are unchanged and the
+ * gradient slab is zero, except after VAE_ERR_STATE: the context is in use, perhaps by another call on this
  * very trainer, so nothing of the trainer is touched.
  * @param[in,out] t     The trainer.
  * @param[in]     x     Inputs, n * input_dim floats.

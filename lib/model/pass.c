@@ -1,11 +1,13 @@
 /* The ELBO over a batch and its gradient, cut into blocks (docs/math.md,
  * "Reproducibility"). Phase 1: every worker runs the forward pass of its
- * blocks (w, w + T, ...), keeping their activations, and writes each sample's
- * terms. The loss is checked before anything is added to the gradient.
- * Phase 2, in rounds of T blocks: worker 0 adds the round's first block's
- * gradient into the slab, workers 1.. write theirs into private buffers,
- * and the buffers are added to the slab in block order. The slab thus gets
- * the blocks' gradients one after another in block order, whatever T is. */
+ * blocks (w, w + T, ...), layer by layer, keeping their activations, and
+ * writes each sample's terms. The loss is checked before anything is added
+ * to the gradient. Phase 2: with one worker, every block's gradient goes
+ * straight into the slab, layer by layer in block order. With T workers, in
+ * rounds of T blocks: worker 0 adds the round's first block's gradient into
+ * the slab, workers 1.. write theirs into private buffers, and the buffers
+ * are added to the slab in block order. Either way the slab gets the
+ * blocks' gradients one after another in block order, whatever T is. */
 #include <math.h>
 #include <string.h>
 

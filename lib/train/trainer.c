@@ -77,7 +77,11 @@ int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, co
     double t0 = vae_seconds(), sums[3];
     if (!x)
         return vae_fail(VAE_ERR_INVALID, "%s: x is NULL", fn);
+    /* A failed pass leaves the generator as it was, like everything else. */
+    vae_rng saved = t->rng;
     int rc = vae_elbo_pass(t->ctx, t->m, t->e, x, n, eps, &t->rng, t->grads, NULL, sums, fn);
+    if (rc)
+        t->rng = saved;
     if (!rc && stats) {
         vae_epoch_stats s = {sizeof s, sums[0], sums[1], sums[2], vae_seconds() - t0, n, 0};
         vae_struct_put(stats, &s, sizeof s);
@@ -184,10 +188,12 @@ int vae_trainer_step_in(vae_trainer *t, const float *x, size_t n, vae_epoch_stat
                         const char *fn)
 {
     double t0 = vae_seconds();
+    vae_rng saved = t->rng;
     int rc = vae_trainer_forward_backward_in(t, x, n, NULL, stats, fn);
     if (!rc)
         rc = vae_trainer_apply_in(t, fn);
     if (rc) {
+        t->rng = saved;
         memset(t->grads, 0, t->n * sizeof *t->grads);
         return rc;
     }
