@@ -585,6 +585,30 @@ static void test_step_failure_zeroes_slab(void **state)
     rig_free(&ref);
 }
 
+/* A step that fails after drawing its noise (here: the gradient it adds to
+ * is not finite) leaves the trainer's generator as it was: the next step
+ * draws the noise the failed one drew, so two trainers of the same seed,
+ * one with a failed step in between, end with the same bits. */
+static void test_failed_step_keeps_generator(void **state)
+{
+    (void)state;
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    rig r, ref;
+    rig_make(&r, 7, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    rig_make(&ref, 7, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    float x[4] = {0.25f, -0.5f, 1.5f, 0.125f};
+    size_t n = 0;
+    float *g = vae_trainer_grads(r.t, &n);
+    g[3] = NAN;
+    TU_EXPECT_ERR(vae_trainer_step(r.t, x, 2, NULL), VAE_ERR_NUMERIC, "vae_trainer_step");
+    TU_OK(vae_trainer_step(r.t, x, 2, NULL));
+    TU_OK(vae_trainer_step(ref.t, x, 2, NULL));
+    assert_memory_equal(vae_model_params(r.m, NULL), vae_model_params(ref.m, NULL),
+                        n * sizeof(float));
+    rig_free(&r);
+    rig_free(&ref);
+}
+
 /* The same postcondition when the step is refused for its stats argument
  * (size never set, or a longer struct with an unknown nonzero byte). */
 static void test_step_bad_stats_zeroes_slab(void **state)
@@ -972,6 +996,7 @@ int main(void)
         cmocka_unit_test(test_nonfinite_gradient),
         cmocka_unit_test(test_nesterov_without_momentum),
         cmocka_unit_test(test_step_failure_zeroes_slab),
+        cmocka_unit_test(test_failed_step_keeps_generator),
         cmocka_unit_test(test_step_bad_stats_zeroes_slab),
         cmocka_unit_test(test_shared_optimizer_separate_state),
         cmocka_unit_test(test_new_trainer_fresh_state),
