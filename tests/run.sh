@@ -51,5 +51,5 @@ echo "== tsan"
 cmake -S "$root" -B "$root/build/tsan" -DVAE_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DVAE_SANITIZE=thread -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$root/build/tsan" -j"$jobs" --target test_context >/dev/null
-(cd "$root/build/tsan" && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 \
+(cd "$root/build/tsan" && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
   ctest --output-on-failure -R '^test_context$')
