@@ -37,6 +37,7 @@
  *
  * - @ref versions "Versions": header and library versions.
  * - @ref errors "Status codes and errors": status codes and the per-thread error message.
+ * - @ref memory "Memory": the allocator every allocation goes through.
  * - @ref rng "Random numbers": the seeded generator all randomness comes from.
  * - @ref layers "Layers": dense and convolution layers, standalone or in a model.
  * - @ref models "Models": architecture, parameters, introspection and named tensors.
@@ -126,7 +127,7 @@
  *
  * @section mp_options Structures that may grow
  *
- * The only public structures, vae_train_options and vae_epoch_stats, start with a
+ * The public structures, vae_train_options, vae_epoch_stats and vae_allocator, start with a
  * `size_t size` field holding `sizeof` the structure as the caller compiled it, so that
  * fields can be appended in later versions. A structure from an older header (smaller
  * size) is accepted and its missing fields take their defaults; one from a newer header
@@ -304,6 +305,92 @@ VAE_API const char *vae_strerror(int status);
  *         text to keep it longer); the pointer itself is valid while the thread lives.
  */
 VAE_API const char *vae_last_error(void);
+
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * @defgroup memory Memory
+ * @brief The allocator every allocation of the library goes through.
+ *
+ * Set once, before the library allocates anything (as SQLite's
+ * `sqlite3_config(SQLITE_CONFIG_MALLOC)` and libgit2's allocator setting): a program can
+ * count, limit or fail allocations, or place them in its own arena. The BLAS and the C
+ * library's threads allocate on their own and are not covered.
+ * @{
+ */
+
+/**
+ * @brief An allocator: three functions and the payload they receive.
+ *
+ * All three may be called from any of the library's threads at once, so they must be
+ * thread-safe. Fill it with `size = sizeof(vae_allocator)`; the size rule of the main
+ * page's "Structures that may grow" applies.
+ */
+typedef struct vae_allocator {
+    size_t size;                                       /**< sizeof(vae_allocator) */
+    void *(*malloc_fn)(void *payload, size_t n);       /**< as malloc(n); n > 0 */
+    void *(*realloc_fn)(void *payload, void *p, size_t n); /**< as realloc(p, n); p, n != 0 */
+    void (*free_fn)(void *payload, void *p);           /**< as free(p); p != NULL */
+    void *payload;                                     /**< passed to the three */
+} vae_allocator;
+
+/**
+ * @brief Sets the allocator of every later allocation of the library, process-wide.
+ *
+ * Allowed only while no block the library allocated is live: before the first object is
+ * created, or after every object has been freed; otherwise the blocks of one allocator
+ * could reach another's free. An allocation that fails makes the call that needed it
+ * return VAE_ERR_NOMEM with every handle as it was. Not thread-safe with other calls.
+ * @param[in] a The allocator, copied; NULL restores the C library's malloc, realloc and
+ *              free.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID a function is NULL, or a->size is not a size this library
+ *                         accepts.
+ * @retval VAE_ERR_STATE   blocks allocated by the library are still live.
+ */
+VAE_API int vae_set_allocator(const vae_allocator *a);
+/**
+ * @brief Process-wide limits on what input can make the library allocate, for
+ *        vae_set_limit(). Values are part of the ABI.
+ *
+ * A file or a model beyond a limit is refused with VAE_ERR_NOMEM before anything of its
+ * size is allocated, so a hostile or damaged input cannot drive the process out of memory.
+ */
+enum {
+    VAE_LIMIT_FILE_BYTES = 1,      /**< bytes a reader takes from one file or buffer, after
+                                        decompression; default 2^31 (2 GiB) */
+    VAE_LIMIT_MODEL_PARAMS = 2,    /**< parameters of a model built or loaded; default 2^28 */
+    VAE_LIMIT_WORKSPACE_BYTES = 3  /**< bytes of one context's workspace; default 2^32 */
+};
+
+/**
+ * @brief Sets a limit for every later call, process-wide.
+ *
+ * Not thread-safe with other calls: set limits at start-up.
+ * @param[in] limit A VAE_LIMIT_* value.
+ * @param[in] value The new limit, at least 1.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID limit is unknown or value is 0.
+ */
+VAE_API int vae_set_limit(int limit, uint64_t value);
+/**
+ * @brief The current value of a limit.
+ * @param[in] limit A VAE_LIMIT_* value.
+ * @return The value, or 0 for an unknown limit.
+ */
+VAE_API uint64_t vae_get_limit(int limit);
+/**
+ * @brief Number of blocks the library has allocated and not yet freed.
+ *
+ * Safe to call from any thread. After every object is freed it is 0 (a context after
+ * fork() in the child keeps its parent's worker pool, a few blocks that are never freed).
+ * @return The count of live blocks.
+ */
+VAE_API size_t vae_allocations(void);
 
 /** @} */
 

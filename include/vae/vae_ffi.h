@@ -32,6 +32,26 @@ enum {
 const char *vae_strerror(int status);
 const char *vae_last_error(void);
 
+typedef struct vae_allocator {
+    size_t size;
+    void *(*malloc_fn)(void *payload, size_t n);
+    void *(*realloc_fn)(void *payload, void *p, size_t n);
+    void (*free_fn)(void *payload, void *p);
+    void *payload;
+} vae_allocator;
+
+int vae_set_allocator(const vae_allocator *a);
+
+enum {
+    VAE_LIMIT_FILE_BYTES = 1,
+    VAE_LIMIT_MODEL_PARAMS = 2,
+    VAE_LIMIT_WORKSPACE_BYTES = 3
+};
+
+int vae_set_limit(int limit, uint64_t value);
+uint64_t vae_get_limit(int limit);
+size_t vae_allocations(void);
+
 typedef struct vae_rng vae_rng;
 int vae_rng_create(vae_rng **out, uint64_t seed);
 void vae_rng_free(vae_rng *rng);

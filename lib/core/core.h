@@ -40,6 +40,14 @@ void vae_struct_put(void *dst, const void *src, size_t known);
 #define VAE_CLONES
 #endif
 
+/* Every allocation of the library: the allocator set with
+ * vae_set_allocator() (the C library's by default). vae_calloc checks
+ * count * size for overflow; zero sizes allocate one byte. */
+void *vae_malloc(size_t n);
+void *vae_calloc(size_t count, size_t size);
+void *vae_realloc(void *p, size_t n);
+void vae_free(void *p);
+
 /* Records a message for vae_last_error() on this thread and returns status,
  * so a failure reads `return vae_fail(VAE_ERR_INVALID, "...", ...);`. */
 int vae_fail(int status, const char *fmt, ...) VAE_PRINTF(2, 3);

@@ -43,7 +43,7 @@ static void *worker_main(void *arg)
 {
     vae_pool *p = ((worker_arg *)arg)->pool;
     size_t index = ((worker_arg *)arg)->index;
-    free(arg);
+    vae_free(arg);
     /* Every task has a generation number above 0; one posted before this
      * thread first looks must still be seen as new. */
     unsigned long seen = 0;
@@ -85,35 +85,35 @@ void vae_pool_free(vae_pool *p)
     pthread_cond_destroy(&p->start);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
-    free(p->threads);
-    free(p);
+    vae_free(p->threads);
+    vae_free(p);
 }
 
 int vae_pool_create(vae_pool **out, size_t n)
 {
     *out = NULL;
-    vae_pool *p = calloc(1, sizeof *p);
-    pthread_t *threads = p ? calloc(n - 1, sizeof *threads) : NULL;
+    vae_pool *p = vae_calloc(1, sizeof *p);
+    pthread_t *threads = p ? vae_calloc(n - 1, sizeof *threads) : NULL;
     if (!p || !threads) {
-        free(p);
+        vae_free(p);
         return vae_fail(VAE_ERR_NOMEM, "out of memory for a pool of %zu threads", n);
     }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
-        free(threads);
-        free(p);
+        vae_free(threads);
+        vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a mutex");
     }
     if (pthread_cond_init(&p->start, NULL) != 0) {
         pthread_mutex_destroy(&p->lock);
-        free(threads);
-        free(p);
+        vae_free(threads);
+        vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a condition variable");
     }
     if (pthread_cond_init(&p->done, NULL) != 0) {
         pthread_cond_destroy(&p->start);
         pthread_mutex_destroy(&p->lock);
-        free(threads);
-        free(p);
+        vae_free(threads);
+        vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a condition variable");
     }
     atomic_init(&p->generation, 0);
@@ -122,7 +122,7 @@ int vae_pool_create(vae_pool **out, size_t n)
     p->n = n;
     p->threads = threads;
     for (size_t i = 1; i < n; i++) {
-        worker_arg *a = malloc(sizeof *a);
+        worker_arg *a = vae_malloc(sizeof *a);
         if (!a) {
             vae_pool_free(p);
             return vae_fail(VAE_ERR_NOMEM, "out of memory for a pool of %zu threads", n);
@@ -130,7 +130,7 @@ int vae_pool_create(vae_pool **out, size_t n)
         a->pool = p;
         a->index = i;
         if (pthread_create(&threads[i - 1], NULL, worker_main, a) != 0) {
-            free(a);
+            vae_free(a);
             vae_pool_free(p);
             return vae_fail(VAE_ERR_STATE, "cannot start thread %zu of %zu", i, n - 1);
         }

@@ -77,7 +77,7 @@ int vae_rng_create(vae_rng **out, uint64_t seed)
     if (!out)
         return vae_fail(VAE_ERR_INVALID, "vae_rng_create: out is NULL");
     *out = NULL;
-    vae_rng *rng = malloc(sizeof *rng);
+    vae_rng *rng = vae_malloc(sizeof *rng);
     if (!rng)
         return vae_fail(VAE_ERR_NOMEM, "vae_rng_create: out of memory");
     vae_rng_seed(rng, seed);
@@ -87,7 +87,7 @@ int vae_rng_create(vae_rng **out, uint64_t seed)
 
 void vae_rng_free(vae_rng *rng)
 {
-    free(rng);
+    vae_free(rng);
 }
 
 int vae_rng_normal(vae_rng *rng, float *out, size_t n)

@@ -14,7 +14,7 @@ int vae_dataset_alloc(vae_dataset **out, size_t count, size_t dim, int bytes, in
     size_t n = vae_mul_size(count, dim, &ovf);
     if (ovf || n > SIZE_MAX / sizeof(float))
         return vae_fail(VAE_ERR_INVALID, "%s: %zu x %zu values is too large", fn, count, dim);
-    vae_dataset *ds = calloc(1, sizeof *ds);
+    vae_dataset *ds = vae_calloc(1, sizeof *ds);
     if (!ds)
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     ds->count = count;
@@ -22,11 +22,11 @@ int vae_dataset_alloc(vae_dataset **out, size_t count, size_t dim, int bytes, in
     ds->height = 1;
     ds->width = dim;
     if (bytes)
-        ds->u8 = malloc(n ? n : 1);
+        ds->u8 = vae_malloc(n ? n : 1);
     else
-        ds->f32 = malloc((n ? n : 1) * sizeof(float));
+        ds->f32 = vae_malloc((n ? n : 1) * sizeof(float));
     if (labels)
-        ds->labels = malloc((count ? count : 1) * sizeof(int32_t));
+        ds->labels = vae_malloc((count ? count : 1) * sizeof(int32_t));
     if ((bytes ? !ds->u8 : !ds->f32) || (labels && !ds->labels)) {
         vae_dataset_free(ds);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu samples of %zu values", fn,
@@ -40,10 +40,10 @@ void vae_dataset_free(vae_dataset *ds)
 {
     if (!ds)
         return;
-    free(ds->u8);
-    free(ds->f32);
-    free(ds->labels);
-    free(ds);
+    vae_free(ds->u8);
+    vae_free(ds->f32);
+    vae_free(ds->labels);
+    vae_free(ds);
 }
 
 int vae_dataset_from_floats(vae_dataset **out, const float *data, size_t count, size_t dim,

@@ -122,7 +122,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     }
     /* Grow by doubling as data arrives, never past what the header promised. */
     size_t cap = total < (1u << 20) ? total : (1u << 20), got = 0;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = vae_malloc(cap);
     if (!buf) {
         rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", fn, path);
         goto done;
@@ -130,7 +130,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     for (;;) {
         r = read_full(f, buf + got, cap - got);
         if (r < 0) {
-            free(buf);
+            vae_free(buf);
             rc = read_failed(f, fn, path);
             goto done;
         }
@@ -138,9 +138,9 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
         if (got < cap || cap == total)
             break;
         size_t ncap = cap > total / 2 ? total : 2 * cap;
-        uint8_t *nb = realloc(buf, ncap);
+        uint8_t *nb = vae_realloc(buf, ncap);
         if (!nb) {
-            free(buf);
+            vae_free(buf);
             rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", fn, path);
             goto done;
         }
@@ -148,7 +148,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
         cap = ncap;
     }
     if (got < total) {
-        free(buf);
+        vae_free(buf);
         rc = vae_fail(VAE_ERR_FORMAT,
                       "%s: %s: truncated: the header announces %zu samples (%zu bytes of "
                       "data), the file has %zu",
@@ -158,7 +158,7 @@ static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max
     unsigned char extra;
     r = read_full(f, &extra, 1);
     if (r != 0) {
-        free(buf);
+        vae_free(buf);
         rc = r < 0 ? read_failed(f, fn, path)
                    : vae_fail(VAE_ERR_FORMAT,
                               "%s: %s: data continues past the size the header announces", fn,
@@ -185,28 +185,28 @@ int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char 
         return rc;
     if (labels_path) {
         if ((rc = read_idx(&lab, labels_path, 1, 1, "label"))) {
-            free(img.data);
+            vae_free(img.data);
             return rc;
         }
         if (lab.dims[0] != img.dims[0]) {
-            free(img.data);
-            free(lab.data);
+            vae_free(img.data);
+            vae_free(lab.data);
             return vae_fail(VAE_ERR_FORMAT, "%s: %s has %zu labels but %s has %zu images", fn,
                             labels_path, lab.dims[0], images_path, img.dims[0]);
         }
     }
-    vae_dataset *ds = calloc(1, sizeof *ds);
-    int32_t *labels = labels_path ? malloc(lab.dims[0] * sizeof *labels) : NULL;
+    vae_dataset *ds = vae_calloc(1, sizeof *ds);
+    int32_t *labels = labels_path ? vae_malloc(lab.dims[0] * sizeof *labels) : NULL;
     if (!ds || (labels_path && !labels)) {
-        free(ds);
-        free(labels);
-        free(img.data);
-        free(lab.data);
+        vae_free(ds);
+        vae_free(labels);
+        vae_free(img.data);
+        vae_free(lab.data);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     }
     for (size_t i = 0; labels && i < lab.dims[0]; i++)
         labels[i] = lab.data[i];
-    free(lab.data);
+    vae_free(lab.data);
     ds->count = img.dims[0];
     ds->height = img.ndims == 3 ? img.dims[1] : 1;
     ds->width = img.ndims == 3 ? img.dims[2] : img.dims[1];

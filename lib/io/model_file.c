@@ -223,11 +223,11 @@ int vae_model_save(const vae_model *m, const char *path)
     if (!path || !*path)
         return vae_fail(VAE_ERR_INVALID, "%s: path is %s", fn, path ? "empty" : "NULL");
     size_t size = file_size(m), plen = strlen(path);
-    unsigned char *buf = malloc(size);
-    char *tmp = malloc(plen + 8);
+    unsigned char *buf = vae_malloc(size);
+    char *tmp = vae_malloc(plen + 8);
     if (!buf || !tmp) {
-        free(buf);
-        free(tmp);
+        vae_free(buf);
+        vae_free(tmp);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
     }
     encode(m, buf, size);
@@ -254,8 +254,8 @@ int vae_model_save(const vae_model *m, const char *path)
             sync_parent(tmp);
         }
     }
-    free(tmp);
-    free(buf);
+    vae_free(tmp);
+    vae_free(buf);
     return rc;
 }
 
@@ -453,6 +453,9 @@ int vae_model_load_mem(vae_model **out, const void *buf, size_t size)
         *out = NULL;
     if (!out || !buf)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "buf" : "out");
+    if ((uint64_t)size > vae_get_limit(VAE_LIMIT_FILE_BYTES))
+        return vae_fail(VAE_ERR_NOMEM, "%s: %zu bytes, above the limit VAE_LIMIT_FILE_BYTES = %llu",
+                        fn, size, (unsigned long long)vae_get_limit(VAE_LIMIT_FILE_BYTES));
     return decode(out, buf, size, "buffer", fn);
 }
 
@@ -471,8 +474,15 @@ int vae_model_load(vae_model **out, const char *path)
         fclose(f);
         return vae_fail(VAE_ERR_IO, "%s: %s is not a regular file", fn, path);
     }
+    if ((uint64_t)st.st_size > vae_get_limit(VAE_LIMIT_FILE_BYTES)) {
+        fclose(f);
+        return vae_fail(VAE_ERR_NOMEM, "%s: %s has %lld bytes, above the limit "
+                                       "VAE_LIMIT_FILE_BYTES = %llu",
+                        fn, path, (long long)st.st_size,
+                        (unsigned long long)vae_get_limit(VAE_LIMIT_FILE_BYTES));
+    }
     size_t size = (size_t)st.st_size;
-    unsigned char *buf = malloc(size ? size : 1);
+    unsigned char *buf = vae_malloc(size ? size : 1);
     if (!buf) {
         fclose(f);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
@@ -485,6 +495,6 @@ int vae_model_load(vae_model **out, const char *path)
         rc = vae_fail(VAE_ERR_IO, "%s: cannot read %s", fn, path);
     else
         rc = decode(out, buf, size, path, fn);
-    free(buf);
+    vae_free(buf);
     return rc;
 }

@@ -13,7 +13,7 @@ int vae_context_create(vae_context **out)
     if (!out)
         return vae_fail(VAE_ERR_INVALID, "vae_context_create: out is NULL");
     *out = NULL;
-    vae_context *ctx = calloc(1, sizeof *ctx);
+    vae_context *ctx = vae_calloc(1, sizeof *ctx);
     if (!ctx)
         return vae_fail(VAE_ERR_NOMEM, "vae_context_create: out of memory");
     atomic_init(&ctx->busy, 0);
@@ -29,9 +29,9 @@ void vae_context_free(vae_context *ctx)
     /* After fork() the pool's threads belong to the parent: not joined. */
     if (ctx->pool && ctx->pid == (long)getpid())
         vae_pool_free(ctx->pool);
-    free(ctx->mem);
-    free(ctx->ptrs);
-    free(ctx);
+    vae_free(ctx->mem);
+    vae_free(ctx->ptrs);
+    vae_free(ctx);
 }
 
 int vae_ctx_enter(vae_context *ctx, const char *fn)
@@ -150,23 +150,29 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
     if (total_d * sizeof(float) > (double)(SIZE_MAX / 4))
         return vae_fail(VAE_ERR_NOMEM, "%s: a workspace of %.0f floats is too large", fn,
                         total_d);
+    if (total_d * sizeof(float) > (double)vae_get_limit(VAE_LIMIT_WORKSPACE_BYTES))
+        return vae_fail(VAE_ERR_NOMEM,
+                        "%s: the workspace for %zu samples would take %.0f bytes, above the "
+                        "limit VAE_LIMIT_WORKSPACE_BYTES = %llu",
+                        fn, n, total_d * sizeof(float),
+                        (unsigned long long)vae_get_limit(VAE_LIMIT_WORKSPACE_BYTES));
     size_t per = rows * (acts + 5 * L + 2 * width + (train ? D : 0)) + scratch;
     size_t total = per * T + (train ? (T - 1) * m->n_params : 0) + shared * (L + 4) + 2;
     size_t nptr = T * m->n_layers;
     if (total > ctx->cap) {
-        float *mem = malloc(total * sizeof *mem);
+        float *mem = vae_malloc(total * sizeof *mem);
         if (!mem)
             return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for a workspace of %zu bytes", fn,
                             total * sizeof(float));
-        free(ctx->mem);
+        vae_free(ctx->mem);
         ctx->mem = mem;
         ctx->cap = total;
     }
     if (nptr > ctx->ptr_cap) {
-        float **ptrs = malloc(nptr * sizeof *ptrs);
+        float **ptrs = vae_malloc(nptr * sizeof *ptrs);
         if (!ptrs)
             return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
-        free(ctx->ptrs);
+        vae_free(ctx->ptrs);
         ctx->ptrs = ptrs;
         ctx->ptr_cap = nptr;
     }

@@ -16,7 +16,7 @@ int vae_elbo_create(vae_elbo **out)
 {
     if (!out)
         return vae_fail(VAE_ERR_INVALID, "vae_elbo_create: out is NULL");
-    vae_elbo *e = malloc(sizeof *e);
+    vae_elbo *e = vae_malloc(sizeof *e);
     *out = NULL;
     if (!e)
         return vae_fail(VAE_ERR_NOMEM, "vae_elbo_create: out of memory");
@@ -28,7 +28,7 @@ int vae_elbo_create(vae_elbo **out)
 
 void vae_elbo_free(vae_elbo *e)
 {
-    free(e);
+    vae_free(e);
 }
 
 int vae_elbo_set_param(vae_elbo *e, int param, double value)

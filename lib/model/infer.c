@@ -285,8 +285,8 @@ int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, siz
         size_t T = ctx->n_threads > 1 && ctx->pool ? ctx->n_threads : 1;
         if ((rc = vae_ctx_layout(ctx, m, (T < n ? T : n) * VAE_BLOCK, 0, 0, fn)))
             ;
-        else if (!(seeds = malloc(n * sizeof *seeds)) ||
-                 !(logw = malloc(ctx->workers * k * sizeof *logw)))
+        else if (!(seeds = vae_malloc(n * sizeof *seeds)) ||
+                 !(logw = vae_malloc(ctx->workers * k * sizeof *logw)))
             rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     }
     if (!rc) {
@@ -299,8 +299,8 @@ int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, siz
                 rc = vae_fail(VAE_ERR_NUMERIC, "%s: log-likelihood of sample %zu is not finite",
                               fn, i);
     }
-    free(seeds);
-    free(logw);
+    vae_free(seeds);
+    vae_free(logw);
     vae_ctx_leave(ctx);
     return rc;
 }

@@ -22,7 +22,7 @@ int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int l
         return vae_fail(VAE_ERR_INVALID, "vae_model_create: dimensions too large");
     if (likelihood != VAE_LIKELIHOOD_BERNOULLI && likelihood != VAE_LIKELIHOOD_GAUSSIAN)
         return vae_fail(VAE_ERR_INVALID, "vae_model_create: unknown likelihood %d", likelihood);
-    vae_model *m = calloc(1, sizeof *m);
+    vae_model *m = vae_calloc(1, sizeof *m);
     if (!m)
         return vae_fail(VAE_ERR_NOMEM, "vae_model_create: out of memory");
     m->input_dim = input_dim;
@@ -39,11 +39,11 @@ void vae_model_free(vae_model *m)
         return;
     for (size_t i = 0; i < m->n_layers; i++)
         vae_layer_destroy(m->layers[i]);
-    free(m->layers);
-    free(m->params);
-    free(m->names);
-    free(m->name_of);
-    free(m);
+    vae_free(m->layers);
+    vae_free(m->params);
+    vae_free(m->names);
+    vae_free(m->name_of);
+    vae_free(m);
 }
 
 /* Before build, encoder layers come first in layers[], then decoder ones;
@@ -67,7 +67,7 @@ static int add_layer(vae_model *m, vae_layer **lp, int encoder, const char *fn)
         rc = vae_fail(VAE_ERR_STATE, "%s: the model is already built", fn);
     else if (m->n_layers == m->cap_layers) {
         size_t cap = m->cap_layers ? 2 * m->cap_layers : 8;
-        vae_layer **p = realloc(m->layers, (cap + 1) * sizeof *p); /* +1: the head */
+        vae_layer **p = vae_realloc(m->layers, (cap + 1) * sizeof *p); /* +1: the head */
         if (!p)
             rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
         else {
@@ -143,11 +143,11 @@ static int make_names(const vae_model *m, size_t n_layers, char **names_out,
         char *names = NULL;
         const char **name_of = NULL;
         if (pass == 1) {
-            names = malloc(bytes);
-            name_of = malloc(2 * n_layers * sizeof *name_of);
+            names = vae_malloc(bytes);
+            name_of = vae_malloc(2 * n_layers * sizeof *name_of);
             if (!names || !name_of) {
-                free(names);
-                free(name_of);
+                vae_free(names);
+                vae_free(name_of);
                 return vae_fail(VAE_ERR_NOMEM, "vae_model_build: out of memory");
             }
         }
@@ -195,11 +195,18 @@ int vae_model_build(vae_model *m, uint64_t seed)
     size_t total = head->n_params;
     for (size_t i = 0; i < m->n_layers; i++)
         total += m->layers[i]->n_params;
-    float *params = calloc(total, sizeof(float));
+    if ((uint64_t)total > vae_get_limit(VAE_LIMIT_MODEL_PARAMS)) {
+        vae_layer_destroy(head);
+        return vae_fail(VAE_ERR_NOMEM,
+                        "vae_model_build: %zu parameters, above the limit "
+                        "VAE_LIMIT_MODEL_PARAMS = %llu",
+                        total, (unsigned long long)vae_get_limit(VAE_LIMIT_MODEL_PARAMS));
+    }
+    float *params = vae_calloc(total, sizeof(float));
     char *names = NULL;
     const char **name_of = NULL;
     if (!params || (rc = make_names(m, m->n_layers + 1, &names, &name_of))) {
-        free(params);
+        vae_free(params);
         vae_layer_destroy(head);
         return vae_fail(VAE_ERR_NOMEM, "vae_model_build: out of memory for %zu parameters",
                         total);
@@ -219,9 +226,9 @@ int vae_model_build(vae_model *m, uint64_t seed)
         vae_layer_bind(l, params + off);
         l->offset = off;
         l->dw = NULL;
-        free(l->own);
+        vae_free(l->own);
         l->own = NULL;
-        free(l->cache);
+        vae_free(l->cache);
         l->cache = NULL;
         l->cache_batch_cap = l->cache_batch = 0;
         vae_layer_init_rng(l, &rng);

@@ -10,7 +10,7 @@
 int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, size_t in, size_t outf,
                     int activation, size_t n_weights, size_t n_bias, size_t fan_in)
 {
-    vae_layer *l = calloc(1, sizeof *l);
+    vae_layer *l = vae_calloc(1, sizeof *l);
     if (!l)
         return vae_fail(VAE_ERR_NOMEM, "layer: out of memory");
     l->ops = ops;
@@ -20,10 +20,10 @@ int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, size_t in, size_t
     l->fan_in = fan_in;
     l->n_weights = n_weights;
     l->n_params = n_weights + n_bias;
-    l->own = calloc(2 * l->n_params, sizeof(float));
+    l->own = vae_calloc(2 * l->n_params, sizeof(float));
     if (!l->own) {
         size_t n = l->n_params;
-        free(l);
+        vae_free(l);
         return vae_fail(VAE_ERR_NOMEM, "layer: out of memory for %zu parameters", n);
     }
     vae_layer_bind(l, l->own);
@@ -52,9 +52,9 @@ void vae_layer_destroy(vae_layer *layer)
 {
     if (!layer)
         return;
-    free(layer->own);
-    free(layer->cache);
-    free(layer);
+    vae_free(layer->own);
+    vae_free(layer->cache);
+    vae_free(layer);
 }
 
 void vae_layer_free(vae_layer *layer)
@@ -96,10 +96,10 @@ static int ensure_cache(vae_layer *l, size_t batch)
     size_t total = sx + 2 * sy + ss;
     if (ovf || total < sx || total > SIZE_MAX / sizeof(float))
         return vae_fail(VAE_ERR_INVALID, "vae_layer_forward: batch %zu is too large", batch);
-    float *c = malloc(total * sizeof(float));
+    float *c = vae_malloc(total * sizeof(float));
     if (!c)
         return vae_fail(VAE_ERR_NOMEM, "vae_layer_forward: out of memory for batch %zu", batch);
-    free(l->cache);
+    vae_free(l->cache);
     l->cache = c;
     l->cache_x = c;
     l->cache_y = c + sx;

@@ -61,8 +61,8 @@ int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_tra
     if (rc)
         return rc;
     const size_t bs = o.batch_size < n ? o.batch_size : n;
-    size_t *order = malloc(n * sizeof *order);
-    float *batch = malloc(bs * dim * sizeof *batch);
+    size_t *order = vae_malloc(n * sizeof *order);
+    float *batch = vae_malloc(bs * dim * sizeof *batch);
     if (!order || !batch)
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     else
@@ -99,8 +99,8 @@ int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_tra
     }
     if (!rc)
         t->epochs++;
-    free(order);
-    free(batch);
+    vae_free(order);
+    vae_free(batch);
     vae_ctx_leave(t->ctx);
     if (stats) {
         double d = done ? (double)done : 1.0;
@@ -136,7 +136,7 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
     if ((rc = vae_ctx_enter(ctx, fn)))
         return rc;
     const size_t bs = n < EVAL_CHUNK ? n : EVAL_CHUNK;
-    float *batch = malloc(bs * dim * sizeof *batch);
+    float *batch = vae_malloc(bs * dim * sizeof *batch);
     if (!batch)
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     double sr = 0.0, sk = 0.0, sums[3];
@@ -153,7 +153,7 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
         }
         done += b;
     }
-    free(batch);
+    vae_free(batch);
     vae_ctx_leave(ctx);
     if (!rc && stats) {
         double r = sr / (double)n, k = sk / (double)n;

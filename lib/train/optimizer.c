@@ -13,7 +13,7 @@ int vae_optimizer_create(vae_optimizer **out, int kind)
     *out = NULL;
     if (kind != VAE_OPTIMIZER_SGD && kind != VAE_OPTIMIZER_ADAM)
         return vae_fail(VAE_ERR_INVALID, "%s: unknown kind %d", fn, kind);
-    vae_optimizer *o = calloc(1, sizeof *o);
+    vae_optimizer *o = vae_calloc(1, sizeof *o);
     if (!o)
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     /* torch.optim's defaults (SGD has none for lr; 0.01 is customary). */
@@ -28,7 +28,7 @@ int vae_optimizer_create(vae_optimizer **out, int kind)
 
 void vae_optimizer_free(vae_optimizer *opt)
 {
-    free(opt);
+    vae_free(opt);
 }
 
 int vae_optimizer_kind(const vae_optimizer *opt)

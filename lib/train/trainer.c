@@ -24,12 +24,12 @@ int vae_trainer_create(vae_trainer **out, vae_model *m, vae_elbo *objective, vae
     int rc = vae_model_check_ready(m, fn);
     if (rc)
         return rc;
-    vae_trainer *t = calloc(1, sizeof *t);
+    vae_trainer *t = vae_calloc(1, sizeof *t);
     size_t n = m->n_params, states = opt->kind == VAE_OPTIMIZER_ADAM ? 2 : 1;
     /* gradients, then the optimizer's state, zero */
-    float *slab = t ? calloc((1 + states) * n, sizeof *slab) : NULL;
+    float *slab = t ? vae_calloc((1 + states) * n, sizeof *slab) : NULL;
     if (!slab) {
-        free(t);
+        vae_free(t);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu parameters", fn, n);
     }
     t->m = m;
@@ -50,8 +50,8 @@ void vae_trainer_free(vae_trainer *t)
 {
     if (!t)
         return;
-    free(t->grads);
-    free(t);
+    vae_free(t->grads);
+    vae_free(t);
 }
 
 int vae_trainer_reserve(vae_trainer *t, size_t max_batch)
