@@ -3,8 +3,11 @@
 # then builds and runs the whole suite three times: Release with OpenBLAS
 # and the static library (warnings are errors; also the API reference with
 # doxygen warnings as errors), AddressSanitizer + UBSan, and Release with
-# BLIS; then the threaded tests under ThreadSanitizer. The MNIST end-to-end smoke test and the installed-package tests run
-# in the first build; MNIST is fetched into data/ when it is not there yet.
+# BLIS; then the threaded tests under ThreadSanitizer, the unit tests under
+# valgrind memcheck, and each libFuzzer target for a bounded time
+# (VAE_FUZZ_SECONDS, default 60). The MNIST end-to-end smoke test and the
+# installed-package tests run in the first build; MNIST is fetched into data/
+# when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,7 +17,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # which the installed-package test links.
 need=()
 for pkg in pkg-config g++ libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev \
-           libgfortran-12-dev abigail-tools doxygen python3 python3-cffi luajit; do
+           libgfortran-12-dev abigail-tools doxygen python3 python3-cffi luajit valgrind \
+           clang libclang-rt-14-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -53,3 +57,38 @@ cmake -S "$root" -B "$root/build/tsan" -DVAE_WERROR=ON -DCMAKE_BUILD_TYPE=RelWit
 cmake --build "$root/build/tsan" -j"$jobs" --target test_context >/dev/null
 (cd "$root/build/tsan" && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
   ctest --output-on-failure -R '^test_context$')
+
+# valgrind memcheck over the unit tests of the release build. OpenBLAS is held
+# to its AVX2 kernels, which valgrind emulates (it has no AVX-512); the fork
+# tests are skipped there (a child must leave its parent's worker pool
+# alone, which memcheck would report as a leak in the child).
+echo "== valgrind"
+for t in "$root"/build/release/tests/test_*; do
+  OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell VAE_TEST_NO_FORK=1 \
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    "$t" >"$root/build/valgrind-$(basename "$t").log" 2>&1 ||
+    { echo "valgrind: $(basename "$t") failed:"; tail -40 "$root/build/valgrind-$(basename "$t").log"; exit 1; }
+  echo "valgrind: $(basename "$t") clean"
+done
+
+# libFuzzer: each target for a bounded time from the committed corpus (read
+# only; new inputs go to a scratch directory), under ASan + UBSan.
+if command -v clang >/dev/null; then
+  echo "== fuzz"
+  CC=clang cmake -S "$root" -B "$root/build/fuzz" -DVAE_BUILD_FUZZERS=ON -DVAE_WERROR=ON \
+    -DVAE_SANITIZE=address,undefined -DVAE_BUILD_EXAMPLES=OFF -DVAE_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$root/build/fuzz" -j"$jobs" --target fuzz_model_file fuzz_idx >/dev/null
+  for target in model_file idx; do
+    scratch="$root/build/fuzz/corpus-$target"
+    mkdir -p "$scratch"
+    ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=512 \
+      "$root/build/fuzz/tests/fuzz_$target" -max_total_time="${VAE_FUZZ_SECONDS:-60}" \
+      -rss_limit_mb=4096 -print_final_stats=1 "$scratch" "$root/tests/fuzz/corpus/$target" \
+      >"$root/build/fuzz/fuzz_$target.log" 2>&1 ||
+      { echo "fuzz_$target failed:"; tail -60 "$root/build/fuzz/fuzz_$target.log"; exit 1; }
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$root/build/fuzz/fuzz_$target.log" |
+      sed "s/^/fuzz_$target: /"
+  done
+else
+  echo "== fuzz: clang not found, libFuzzer targets not run"
+fi
