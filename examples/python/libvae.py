@@ -73,6 +73,16 @@ rounded to float32.
 Threads: ctypes releases the GIL during calls. A Context serves one call at a
 time; a second concurrent call on it fails with StateError. Contexts with
 more than one worker need a single-threaded BLAS: blas_set_threads(1).
+
+Memory: allocations() is the number of blocks the library holds (0 once
+every object is freed, a leak check). set_limit() / get_limit() set the
+process-wide limits on what input can make it allocate (LIMIT_FILE_BYTES,
+LIMIT_MODEL_PARAMS, LIMIT_WORKSPACE_BYTES; beyond one, OutOfMemory).
+set_allocator(malloc, realloc, free) routes every allocation of the library
+through Python functions, called from any thread of the library (each call
+takes the GIL: safe, but slow); it is allowed only while allocations() == 0.
+CountingAllocator is one over the C library's malloc that counts blocks and
+bytes and can fail allocations on purpose.
 """
 
 import array
@@ -84,6 +94,7 @@ import operator
 import os
 import sys
 import threading
+import traceback
 import weakref
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_double, c_float, c_int,
                     c_int32, c_size_t, c_uint, c_uint64, c_void_p)
@@ -96,6 +107,9 @@ __all__ = [
     "Trainer", "Dataset", "EpochStats",
     "encode", "decode", "reconstruct", "sample", "log_likelihood", "elbo_evaluate",
     "evaluate_dataset", "blas_threads", "blas_set_threads",
+    "allocations", "set_limit", "get_limit", "limits", "set_allocator", "current_allocator",
+    "CountingAllocator",
+    "LIMIT_FILE_BYTES", "LIMIT_MODEL_PARAMS", "LIMIT_WORKSPACE_BYTES",
     "ACT_IDENTITY", "ACT_RELU", "ACT_LEAKY_RELU", "ACT_TANH", "ACT_SIGMOID", "ACT_SOFTPLUS",
     "ACT_ELU", "LAYER_DENSE", "LAYER_CONV2D", "LAYER_CONV2D_TRANSPOSE",
     "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
@@ -122,6 +136,11 @@ ERR_FORMAT = -5
 ERR_NUMERIC = -6
 ERR_STATE = -7
 ERR_CANCELLED = -8
+
+# vae_set_limit() / vae_get_limit()
+LIMIT_FILE_BYTES = 1
+LIMIT_MODEL_PARAMS = 2
+LIMIT_WORKSPACE_BYTES = 3
 
 ACT_IDENTITY = 0
 ACT_RELU = 1
@@ -175,6 +194,9 @@ OPT_MOMENTUM = 7
 OPT_NESTEROV = 8
 OPT_DAMPENING = 9
 
+_LIMITS = collections.OrderedDict([
+    ("file_bytes", LIMIT_FILE_BYTES), ("model_params", LIMIT_MODEL_PARAMS),
+    ("workspace_bytes", LIMIT_WORKSPACE_BYTES)])
 _ACTIVATIONS = {"identity": ACT_IDENTITY, "linear": ACT_IDENTITY, "relu": ACT_RELU,
                 "leaky_relu": ACT_LEAKY_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID,
                 "softplus": ACT_SOFTPLUS, "elu": ACT_ELU}
@@ -383,6 +405,25 @@ class EpochStatsStruct(Structure):
     ]
 
 
+#: void *(*malloc_fn)(void *payload, size_t n)
+MallocFn = CFUNCTYPE(c_void_p, c_void_p, c_size_t)
+#: void *(*realloc_fn)(void *payload, void *p, size_t n)
+ReallocFn = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_size_t)
+#: void (*free_fn)(void *payload, void *p)
+FreeFn = CFUNCTYPE(None, c_void_p, c_void_p)
+
+
+class AllocatorStruct(Structure):
+    """struct vae_allocator."""
+    _fields_ = [
+        ("size", c_size_t),
+        ("malloc_fn", MallocFn),
+        ("realloc_fn", ReallocFn),
+        ("free_fn", FreeFn),
+        ("payload", c_void_p),
+    ]
+
+
 _FloatP = POINTER(c_float)
 _DoubleP = POINTER(c_double)
 _SizeP = POINTER(c_size_t)
@@ -398,6 +439,11 @@ _SIGNATURES = {
     "vae_version_string": (c_char_p, []),
     "vae_strerror": (c_char_p, [c_int]),
     "vae_last_error": (c_char_p, []),
+
+    "vae_set_allocator": (_STATUS, [POINTER(AllocatorStruct)]),
+    "vae_set_limit": (_STATUS, [c_int, c_uint64]),
+    "vae_get_limit": (c_uint64, [c_int]),
+    "vae_allocations": (c_size_t, []),
 
     "vae_rng_create": (_STATUS, [_HandleP, c_uint64]),
     "vae_rng_free": (None, [_H]),
@@ -797,6 +843,362 @@ taken; per_sample an array('d') of each sample's loss when asked for, else None.
 
 def _stats(s, per_sample=None):
     return EpochStats(s.loss, s.recon, s.kl, s.seconds, s.samples, s.steps, per_sample)
+
+
+# ---------------------------------------------------------------------------
+# Memory: live blocks, input limits and the allocator
+# ---------------------------------------------------------------------------
+
+
+def allocations():
+    """Blocks the library has allocated and not yet freed (vae_allocations()).
+
+    0 once every object is freed, so after closing everything (and
+    gc.collect() for objects left to the garbage collector) it tells whether
+    anything leaked. Safe to call from any thread.
+    """
+    return _lib.vae_allocations()
+
+
+def _uint64(value, name):
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer, not %s" % (name, type(value).__name__)) from None
+    if not 0 <= v < 1 << 64:
+        raise InvalidArgument(ERR_INVALID, "%s must be in [0, 2**64), got %d" % (name, v))
+    return v
+
+
+def set_limit(limit, value):
+    """Sets a process-wide limit for every later call (vae_set_limit()).
+
+    limit is a LIMIT_* value or its name: "file_bytes" (bytes a reader takes
+    from one file or buffer, after decompression; default 2**31),
+    "model_params" (parameters of a model built or loaded; default 2**28) or
+    "workspace_bytes" (bytes of one context's workspace; default 2**32). A
+    file or model beyond a limit is refused with OutOfMemory before anything
+    of its size is allocated. An unknown limit or a value of 0 raises
+    InvalidArgument. Not thread-safe with other calls: set limits at start-up.
+    """
+    limit = _int_enum(limit, _LIMITS, "limit")
+    value = _uint64(value, "value")
+    _lib.vae_set_limit(limit, value)
+
+
+def get_limit(limit):
+    """The current value of a limit (a LIMIT_* value or its name, as set_limit())."""
+    limit = _int_enum(limit, _LIMITS, "limit")
+    value = _lib.vae_get_limit(limit)
+    if value == 0:    # what vae_get_limit() returns for an unknown limit
+        raise InvalidArgument(ERR_INVALID, "get_limit: unknown limit %d (known: %s)"
+                              % (limit, ", ".join("%s = %d" % kv for kv in _LIMITS.items())))
+    return value
+
+
+def limits():
+    """Dict name -> current value of every limit."""
+    return collections.OrderedDict((name, get_limit(limit)) for name, limit in _LIMITS.items())
+
+
+_allocator_lock = threading.Lock()
+#: The Python allocator installed, or None for the C library's: an object
+#: with .callables (malloc, realloc, free) and .thunks (the CFUNCTYPE objects
+#: the library calls), kept as long as it is installed.
+_allocator_installed = None
+_pythonapi = getattr(ctypes, "pythonapi", None)
+
+
+class _InstalledAllocator:
+    __slots__ = ("callables", "thunks", "struct")
+
+    def __init__(self, callables, thunks, struct):
+        self.callables = callables
+        self.thunks = thunks
+        self.struct = struct
+
+    def pin(self, delta):
+        """Adds delta to the reference count of the thunks (CPython).
+
+        A module's globals are cleared at interpreter shutdown while library
+        blocks (and daemon threads inside library calls) may remain: the
+        extra reference keeps the C entry points valid until the process
+        ends, not only until this module's dictionary is cleared.
+        """
+        if _pythonapi is None:
+            return
+        func = _pythonapi.Py_IncRef if delta > 0 else _pythonapi.Py_DecRef
+        for thunk in self.thunks:
+            func(ctypes.py_object(thunk))
+
+
+def _report_callback_error(what):
+    """Prints the exception being handled, as ctypes does for its callbacks."""
+    try:
+        sys.stderr.write("libvae: exception in the allocator's %s function:\n" % what)
+        traceback.print_exc()
+    except BaseException:  # noqa: B902 - nothing may propagate into C
+        pass
+
+
+def _c_address(value):
+    """What a Python malloc/realloc returned, as an address for C (None: failure)."""
+    if value is None:
+        return None
+    if isinstance(value, c_void_p):
+        return value.value
+    return operator.index(value) or None
+
+
+def _malloc_thunk(malloc):
+    def malloc_fn(_payload, n):
+        # Nothing may propagate into C: an exception is a failed allocation.
+        try:
+            return _c_address(malloc(n))
+        except MemoryError:
+            return None
+        except BaseException:  # noqa: B902
+            _report_callback_error("malloc")
+            return None
+    return MallocFn(malloc_fn)
+
+
+def _realloc_thunk(realloc):
+    def realloc_fn(_payload, p, n):
+        try:
+            return _c_address(realloc(p, n))
+        except MemoryError:
+            return None
+        except BaseException:  # noqa: B902
+            _report_callback_error("realloc")
+            return None
+    return ReallocFn(realloc_fn)
+
+
+def _free_thunk(free):
+    def free_fn(_payload, p):
+        try:
+            free(p)
+        except BaseException:  # noqa: B902
+            _report_callback_error("free (the block is leaked)")
+    return FreeFn(free_fn)
+
+
+def set_allocator(malloc=None, realloc=None, free=None):
+    """Sets the allocator of every later allocation of the library (vae_set_allocator()).
+
+    malloc(n) returns the address (an int) of n new bytes, or None (or 0)
+    when it fails; realloc(p, n) resizes the block at address p and returns
+    its new address, or None leaving p as it was; free(p) releases it. Give
+    all three, or none to restore the C library's malloc, realloc and free.
+    CountingAllocator is a ready-made one over the C library's functions.
+
+    The library allows the change only while none of its blocks is live:
+    before the first object is created, or once every object is freed
+    (allocations() == 0); otherwise it raises StateError and the previous
+    allocator stays. A partial set (one or two functions) raises
+    InvalidArgument. Not thread-safe with other calls of the library.
+
+    The functions are called from whatever thread allocates, including the
+    library's worker threads; each call takes the GIL, so they run safely
+    but every allocation costs a Python call (a trainer or context reserved
+    beforehand allocates nothing per step). They must be thread-safe and
+    must not call the library. A failure (None, or an exception: MemoryError
+    silently, any other printed to stderr) makes the library call that
+    needed the block raise OutOfMemory, with every object as it was. An
+    exception raised by free is printed and the block is leaked.
+
+    The binding keeps the three functions alive for as long as they are
+    installed, up to the end of the process.
+    """
+    given = (malloc, realloc, free)
+    for name, func in zip(("malloc", "realloc", "free"), given):
+        if func is not None and not callable(func):
+            raise TypeError("%s must be callable or None, not %s" % (name, type(func).__name__))
+    global _allocator_installed
+    with _allocator_lock:
+        if all(func is None for func in given):
+            new, arg = None, None
+        else:
+            st = AllocatorStruct()
+            st.size = ctypes.sizeof(AllocatorStruct)
+            thunks = []
+            # A missing function stays NULL: the library refuses the struct.
+            for field, make, func in (("malloc_fn", _malloc_thunk, malloc),
+                                      ("realloc_fn", _realloc_thunk, realloc),
+                                      ("free_fn", _free_thunk, free)):
+                if func is not None:
+                    thunk = make(func)
+                    setattr(st, field, thunk)
+                    thunks.append(thunk)
+            new, arg = _InstalledAllocator(given, tuple(thunks), st), byref(st)
+        _lib.vae_set_allocator(arg)   # raises, keeping the old one, when refused
+        old, _allocator_installed = _allocator_installed, new
+        if new is not None:
+            new.pin(+1)
+        if old is not None:
+            # The library no longer calls them: nothing it allocated is live.
+            old.pin(-1)
+
+
+def current_allocator():
+    """(malloc, realloc, free) given to set_allocator() and installed now, or None."""
+    installed = _allocator_installed
+    return installed.callables if installed is not None else None
+
+
+_libc_funcs = None
+
+
+def _libc():
+    """(malloc, realloc, free) of the C library, through ctypes."""
+    global _libc_funcs
+    if _libc_funcs is None:
+        failures = []
+        for name in (None, ctypes.util.find_library("c")):
+            try:
+                libc = ctypes.CDLL(name)    # a private instance: its prototypes are ours
+                malloc, realloc, free = libc.malloc, libc.realloc, libc.free
+            except (OSError, AttributeError, TypeError) as exc:
+                failures.append("%s: %s" % (name, exc))
+                continue
+            malloc.restype, malloc.argtypes = c_void_p, [c_size_t]
+            realloc.restype, realloc.argtypes = c_void_p, [c_void_p, c_size_t]
+            free.restype, free.argtypes = None, [c_void_p]
+            _libc_funcs = (malloc, realloc, free)
+            break
+        else:
+            raise OSError("the C library's malloc is not reachable through ctypes: %s"
+                          % "; ".join(failures))
+    return _libc_funcs
+
+
+class CountingAllocator:
+    """An allocator for set_allocator() over the C library's malloc, realloc and free.
+
+    Counts the library's blocks and bytes, and fails allocations on purpose:
+
+      max_bytes   an allocation that would take the live bytes above it fails
+      fail_after  the next fail_after allocations (malloc and realloc calls)
+                  succeed, every later one fails; 0 fails them all
+
+    Both may be changed at any time (None: no limit); setting fail_after
+    starts its count again. Counters: blocks and
+    bytes (live now), peak_bytes, calls (malloc and realloc calls), failures
+    (those that returned NULL). Install it with install() (or a with
+    statement, which restores the C library's allocator at its end: free
+    every object inside it) and remove it with uninstall(); both follow the
+    rules of set_allocator().
+
+        with vae.CountingAllocator() as counter:
+            with vae.Model.create_mlp(784, [400], 20) as m:
+                print(counter.blocks, counter.bytes)
+    """
+
+    def __init__(self, max_bytes=None, fail_after=None):
+        self._lock = threading.RLock()   # reentrant: a finalizer may free inside malloc
+        self._sizes = {}
+        self._granted = 0
+        self._fail_after = None
+        self.max_bytes = max_bytes
+        self.fail_after = fail_after
+        self.blocks = 0
+        self.bytes = 0
+        self.peak_bytes = 0
+        self.calls = 0
+        self.failures = 0
+        self._libc = _libc()
+
+    @property
+    def fail_after(self):
+        return self._fail_after
+
+    @fail_after.setter
+    def fail_after(self, value):
+        if value is not None:
+            value = _size(value, "fail_after")
+        with self._lock:
+            self._fail_after = value
+            self._granted = 0
+
+    def _refused(self, extra):
+        fail_after, max_bytes = self._fail_after, self.max_bytes
+        return ((fail_after is not None and self._granted >= fail_after)
+                or (max_bytes is not None and self.bytes + extra > max_bytes))
+
+    def _granted_now(self):
+        self._granted += 1
+        if self.bytes > self.peak_bytes:
+            self.peak_bytes = self.bytes
+
+    def malloc(self, n):
+        with self._lock:
+            self.calls += 1
+            p = None if self._refused(n) else self._libc[0](n)
+            if not p:
+                self.failures += 1
+                return None
+            self._sizes[p] = n
+            self.blocks += 1
+            self.bytes += n
+            self._granted_now()
+            return p
+
+    def realloc(self, p, n):
+        with self._lock:
+            self.calls += 1
+            old = self._sizes.get(p)
+            if old is None:
+                raise ValueError("realloc of 0x%x, a block this allocator did not allocate"
+                                 % (p or 0))
+            q = None if self._refused(n - old) else self._libc[1](p, n)
+            if not q:
+                self.failures += 1
+                return None
+            del self._sizes[p]
+            self._sizes[q] = n
+            self.bytes += n - old
+            self._granted_now()
+            return q
+
+    def free(self, p):
+        with self._lock:
+            n = self._sizes.pop(p, None)
+            if n is None:
+                raise ValueError("free of 0x%x, a block this allocator did not allocate"
+                                 % (p or 0))
+            self._libc[2](p)
+            self.blocks -= 1
+            self.bytes -= n
+
+    @property
+    def installed(self):
+        """Whether this allocator is the library's now."""
+        return current_allocator() == (self.malloc, self.realloc, self.free)
+
+    def install(self):
+        set_allocator(self.malloc, self.realloc, self.free)
+        return self
+
+    def uninstall(self):
+        """Restores the C library's allocator if this one is installed."""
+        if self.installed:
+            set_allocator()
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.uninstall()
+        except StateError:
+            if exc_type is None:
+                raise
+            # Do not hide the exception in flight; this allocator stays installed.
+
+    def __repr__(self):
+        return "<libvae.CountingAllocator %d blocks, %d bytes%s>" % (
+            self.blocks, self.bytes, " (installed)" if self.installed else "")
 
 
 # ---------------------------------------------------------------------------

@@ -11,10 +11,13 @@ Run: python3 -m unittest discover -s tests/python -v
 """
 
 import array
+import collections
+import contextlib
 import ctypes
 import faulthandler
 import gc
 import gzip
+import io
 import math
 import os
 import pickle
@@ -24,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import unittest
 import weakref
@@ -285,7 +289,8 @@ class BindingTest(unittest.TestCase):
                    "int32_t": ctypes.c_int32, "float": ctypes.c_float,
                    "double": ctypes.c_double}
         structs = {"vae_train_options": vae.TrainOptions,
-                   "vae_epoch_stats": vae.EpochStatsStruct}
+                   "vae_epoch_stats": vae.EpochStatsStruct,
+                   "vae_allocator": vae.AllocatorStruct}
 
         def ctype(decl, is_param):
             """The ctypes type a C declaration (return type, or parameter) maps to."""
@@ -395,6 +400,14 @@ class BindingTest(unittest.TestCase):
                          (ctypes.sizeof(opts), 128, 1, 0))
         with self.assertRaises(vae.InvalidArgument):
             vae.lib.vae_train_options_init(ctypes.byref(opts), 1)
+        # struct vae_allocator: size, three function pointers, payload.
+        ptr = ctypes.sizeof(ctypes.c_void_p)
+        self.assertEqual(ctypes.sizeof(vae.AllocatorStruct), ctypes.sizeof(ctypes.c_size_t)
+                         + 4 * ptr)
+        self.assertEqual([getattr(vae.AllocatorStruct, f).offset for f in
+                          ("malloc_fn", "realloc_fn", "free_fn", "payload")],
+                         [ptr, 2 * ptr, 3 * ptr, 4 * ptr])
+        self.assertEqual(vae.AllocatorStruct.malloc_fn.size, ptr)
 
     def test_exception_hierarchy(self):
         table = {vae.ERR_INVALID: (vae.InvalidArgument, ValueError),
@@ -440,6 +453,7 @@ class ErrorAssertions(unittest.TestCase):
         self.assertIn(exc.message, str(exc))
         self.assertEqual(exc.code, {vae.InvalidArgument: vae.ERR_INVALID,
                                     vae.ShapeError: vae.ERR_SHAPE,
+                                    vae.OutOfMemory: vae.ERR_NOMEM,
                                     vae.VaeIOError: vae.ERR_IO,
                                     vae.FormatError: vae.ERR_FORMAT,
                                     vae.NumericError: vae.ERR_NUMERIC,
@@ -1518,6 +1532,561 @@ class LifetimeTest(ErrorAssertions):
                 th.join()
             self.assertEqual(errors, [])
             self.assertEqual(results, [True] * 80)
+
+
+# ---------------------------------------------------------------------------
+# Memory: live blocks, limits and the allocator
+# ---------------------------------------------------------------------------
+
+#: Hidden sizes of an MLP whose 11 layers outgrow the 8 a model has room for at first.
+DEEP = [12, 10, 8, 6, 4]
+DEFAULT_LIMITS = {"file_bytes": 1 << 31, "model_params": 1 << 28, "workspace_bytes": 1 << 32}
+
+
+def c_library():
+    """malloc, realloc and free of the C library, through a private ctypes handle."""
+    libc = ctypes.CDLL(None)
+    malloc, realloc, free = libc.malloc, libc.realloc, libc.free
+    malloc.restype, malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    realloc.restype, realloc.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    return malloc, realloc, free
+
+
+def training_run(workers, check=None):
+    """Every kind of object and call on a context of `workers`; results to compare.
+
+    check() is called while everything is alive.
+    """
+    single_threaded_blas()
+    out = {}
+    with vae.Rng(3) as rng:
+        x = rng.uniform(N * D)
+    with vae.Context(threads=workers) as ctx, \
+            vae.Model.create_mlp(D, [12, 8], L, seed=4) as m, vae.Elbo() as e, \
+            vae.Optimizer.adam(lr=1e-2) as opt, vae.Trainer(m, e, opt, ctx, seed=5) as t, \
+            vae.Dataset.from_floats(x, dim=D) as ds, vae.Rng(6) as rng:
+        out["steps"] = [t.step(x).loss for _ in range(3)]
+        out["epoch"] = t.train_epoch(ds, batch_size=64).loss
+        out["loglik"] = list(ctx.log_likelihood(m, memoryview(x)[:4 * D], 3, rng))
+        data = m.save_mem()
+        with vae.Model.load_mem(data) as again:
+            out["loaded"] = list(again.params())
+        out["params"] = list(m.params())
+        if check is not None:
+            check()
+    return out
+
+
+class MemoryTest(ErrorAssertions):
+    def setUp(self):
+        gc.collect()
+        # Whatever the earlier tests created is freed: the library holds no block.
+        self.assertEqual(vae.allocations(), 0)
+        self.assertIsNone(vae.current_allocator())
+        self.addCleanup(self.restore)
+
+    def restore(self):
+        """The C library's allocator and the default limits again, even after a failure."""
+        gc.collect()
+        installed = vae.current_allocator()
+        if installed is not None:
+            owner = getattr(installed[0], "__self__", None)
+            if isinstance(owner, vae.CountingAllocator):
+                owner.fail_after = owner.max_bytes = None   # later tests must allocate
+            try:
+                vae.set_allocator()
+            except vae.StateError:
+                pass  # a leak, which the failing test reports
+        for name, value in DEFAULT_LIMITS.items():
+            vae.set_limit(name, value)
+
+    def test_allocations_count_live_blocks(self):
+        m = vae.Model.create_mlp(D, [8], L)
+        with_model = vae.allocations()
+        self.assertGreater(with_model, 0)
+        self.assertEqual(vae.allocations(), vae.lib.vae_allocations())
+        with vae.Context() as ctx:
+            ctx.reserve(m, 64)
+            self.assertGreater(vae.allocations(), with_model)
+        self.assertEqual(vae.allocations(), with_model)
+        m.close()
+        self.assertEqual(vae.allocations(), 0)
+        vae.Model.create_mlp(D, [8], L)       # garbage at once
+        vae.Trainer(vae.Model.create_mlp(D, [8], L), vae.Elbo(), vae.Optimizer("sgd"),
+                    vae.Context())
+        gc.collect()
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_limits_defaults_and_names(self):
+        self.assertEqual(list(vae.limits().items()), sorted(DEFAULT_LIMITS.items()))
+        for name, limit in (("file_bytes", vae.LIMIT_FILE_BYTES),
+                            ("model_params", vae.LIMIT_MODEL_PARAMS),
+                            ("workspace_bytes", vae.LIMIT_WORKSPACE_BYTES)):
+            self.assertEqual(vae.get_limit(limit), DEFAULT_LIMITS[name])
+            self.assertEqual(vae.get_limit(name.upper()), DEFAULT_LIMITS[name])
+            vae.set_limit(limit, 12345)
+            self.assertEqual(vae.get_limit(name), 12345)
+            self.assertEqual(vae.lib.vae_get_limit(limit), 12345)
+            vae.set_limit(name, DEFAULT_LIMITS[name])
+            self.assertEqual(vae.lib.vae_get_limit(limit), DEFAULT_LIMITS[name])
+        for value in (1, (1 << 64) - 1):
+            vae.set_limit("file_bytes", value)
+            self.assertEqual(vae.get_limit("file_bytes"), value)
+
+    def test_limit_bad_input(self):
+        for limit in (0, 4, 99, -1):
+            exc = self.assertCError(vae.InvalidArgument, "vae_set_limit", vae.set_limit,
+                                    limit, 5)
+            self.assertIn("unknown limit %d" % limit, exc.message)
+            self.assertEqual(vae.lib.vae_get_limit(limit), 0)
+            exc = self.assertVaeError(vae.InvalidArgument, vae.get_limit, limit)
+            self.assertIn("unknown limit %d" % limit, exc.message)
+        for limit in (vae.LIMIT_FILE_BYTES, "model_params", "workspace_bytes"):
+            exc = self.assertCError(vae.InvalidArgument, "vae_set_limit", vae.set_limit,
+                                    limit, 0)
+            self.assertIn("limit of 0", exc.message)
+        for func, args in ((vae.set_limit, ("nope", 5)), (vae.get_limit, ("nope",)),
+                           (vae.set_limit, (1 << 31, 5)),            # not an int
+                           (vae.set_limit, ("file_bytes", -1)),
+                           (vae.set_limit, ("file_bytes", 1 << 64))):
+            self.assertVaeError(vae.InvalidArgument, func, *args)
+        for func, args in ((vae.set_limit, ("file_bytes", "5")),
+                           (vae.set_limit, ("file_bytes", 1.5)),
+                           (vae.set_limit, ("file_bytes", None)),
+                           (vae.get_limit, (1.0,))):
+            with self.assertRaises(TypeError):
+                func(*args)
+        # Nothing was changed by the refused calls.
+        self.assertEqual(dict(vae.limits()), DEFAULT_LIMITS)
+
+    def test_limits_refuse_input_with_out_of_memory(self):
+        with vae.Model.create_mlp(D, [8], L, seed=1) as m:
+            n_params = m.n_params
+            data = m.save_mem()
+        vae.set_limit("model_params", n_params - 1)
+        for func, args in ((vae.Model.create_mlp, (D, [8], L)), (vae.Model.load_mem, (data,))):
+            exc = self.assertVaeError(vae.OutOfMemory, func, *args)
+            self.assertIn("VAE_LIMIT_MODEL_PARAMS", exc.message)
+            self.assertEqual(vae.allocations(), 0)
+        vae.set_limit("model_params", n_params)
+        with vae.Model.create_mlp(D, [8], L, seed=1) as m:
+            self.assertEqual(m.n_params, n_params)
+
+        vae.set_limit("file_bytes", len(data) - 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.vae")
+            with open(path, "wb") as f:
+                f.write(data)
+            for func, arg in ((vae.Model.load_mem, data), (vae.Model.load, path)):
+                exc = self.assertVaeError(vae.OutOfMemory, func, arg)
+                self.assertIn("VAE_LIMIT_FILE_BYTES", exc.message)
+                self.assertEqual(vae.allocations(), 0)
+            vae.set_limit("file_bytes", len(data))
+            with vae.Model.load(path) as m, vae.Model.load_mem(data) as m2:
+                self.assertEqual(list(m.params()), list(m2.params()))
+
+        with vae.Model.create_mlp(D, [8], L) as m, vae.Context() as ctx, vae.Rng(1) as rng:
+            x = rng.uniform(64 * D)
+            held = vae.allocations()
+            vae.set_limit("workspace_bytes", 64)
+            for func, args in ((ctx.reserve, (m, 64)), (ctx.reconstruct, (m, x))):
+                exc = self.assertVaeError(vae.OutOfMemory, func, *args)
+                self.assertIn("VAE_LIMIT_WORKSPACE_BYTES", exc.message)
+                self.assertEqual(vae.allocations(), held)
+            vae.set_limit("workspace_bytes", DEFAULT_LIMITS["workspace_bytes"])
+            ctx.reserve(m, 64)
+            self.assertEqual(len(ctx.reconstruct(m, x)), 64 * D)
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_set_allocator_refused_while_blocks_are_live(self):
+        counter = vae.CountingAllocator()
+        m = vae.Model.create_mlp(D, [8], L)
+        exc = self.assertCError(vae.StateError, "vae_set_allocator", counter.install)
+        self.assertIn("%d blocks" % vae.allocations(), exc.message)
+        self.assertIsNone(vae.current_allocator())
+        self.assertFalse(counter.installed)
+        m.close()
+        self.assertEqual(counter.calls, 0)
+
+        counter.install()
+        self.assertTrue(counter.installed)
+        self.assertEqual(vae.current_allocator(),
+                         (counter.malloc, counter.realloc, counter.free))
+        m = vae.Model.create_mlp(D, [8], L)
+        self.assertGreater(counter.blocks, 0)
+        self.assertEqual(counter.blocks, vae.allocations())
+        # Neither another allocator nor the C library's while its blocks are live:
+        other = vae.CountingAllocator()
+        for func in (other.install, vae.set_allocator):
+            self.assertCError(vae.StateError, "vae_set_allocator", func)
+            self.assertTrue(counter.installed)
+        with self.assertRaises(vae.StateError):
+            with counter:     # the with statement's end refuses too
+                pass
+        self.assertTrue(counter.installed)
+        m.close()
+        # The counter itself freed them: it stayed installed.
+        self.assertEqual((counter.blocks, counter.bytes), (0, 0))
+        calls = counter.calls
+        counter.uninstall()
+        self.assertIsNone(vae.current_allocator())
+        counter.uninstall()    # not installed: nothing to do
+        with vae.Model.create_mlp(D, [8], L):
+            pass
+        self.assertEqual(counter.calls, calls)
+        self.assertEqual(other.calls, 0)
+
+    def test_set_allocator_needs_all_three(self):
+        counter = vae.CountingAllocator()
+        for given in ((counter.malloc,), (counter.malloc, counter.realloc),
+                      (None, counter.realloc, counter.free),
+                      (counter.malloc, None, counter.free)):
+            self.assertCError(vae.InvalidArgument, "vae_set_allocator", vae.set_allocator,
+                              *given)
+            self.assertIsNone(vae.current_allocator())
+        for given in ((1, counter.realloc, counter.free),
+                      (counter.malloc, "realloc", counter.free)):
+            with self.assertRaises(TypeError):
+                vae.set_allocator(*given)
+            self.assertIsNone(vae.current_allocator())
+        vae.set_allocator()                   # the default again: harmless
+        vae.set_allocator(None, None, None)
+        self.assertIsNone(vae.current_allocator())
+        with vae.Model.create_mlp(D, [8], L):
+            pass
+        self.assertEqual(counter.calls, 0)
+
+    def test_counting_allocator_sees_every_block(self):
+        plain = training_run(2)
+        gc.collect()
+        self.assertEqual(vae.allocations(), 0)
+        seen = []
+        with vae.CountingAllocator() as counter:
+            self.assertTrue(counter.installed)
+            counted = training_run(2, lambda: seen.append(
+                (counter.blocks, vae.allocations(), counter.bytes)))
+        self.assertFalse(counter.installed)
+        # The same bits whoever allocates.
+        self.assertEqual(counted, plain)
+        (blocks, live, nbytes), = seen
+        self.assertGreater(blocks, 0)
+        self.assertEqual(blocks, live)
+        self.assertGreater(nbytes, 4 * len(plain["params"]))
+        self.assertGreaterEqual(counter.peak_bytes, nbytes)
+        self.assertGreater(counter.calls, blocks)
+        self.assertEqual((counter.blocks, counter.bytes, counter.failures), (0, 0, 0))
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_python_functions_are_called_and_stay_alive(self):
+        malloc, realloc, free = c_library()
+        live, threads, calls = {}, set(), collections.Counter()
+        lock = threading.Lock()
+
+        def py_malloc(n):
+            p = malloc(n)
+            with lock:
+                live[p] = n
+                threads.add(threading.get_ident())
+                calls["malloc"] += 1
+            return p
+
+        def py_realloc(p, n):
+            q = realloc(p, n)
+            with lock:
+                if q:
+                    del live[p]
+                    live[q] = n
+                threads.add(threading.get_ident())
+                calls["realloc"] += 1
+            return q
+
+        def py_free(p):
+            with lock:
+                del live[p]
+                threads.add(threading.get_ident())
+                calls["free"] += 1
+            free(p)
+
+        plain = training_run(2)
+        vae.set_allocator(py_malloc, py_realloc, py_free)
+        self.assertEqual(vae.current_allocator(), (py_malloc, py_realloc, py_free))
+        self.assertEqual(len(vae._allocator_installed.thunks), 3)
+        # Only the binding holds them now: the C entry points must stay valid.
+        del py_malloc, py_realloc, py_free
+        gc.collect()
+        self.assertEqual(training_run(2), plain)
+        self.assertEqual(calls["realloc"], 0)
+        # 11 layers: the model's array of layers (8 at first) grows.
+        with vae.Model.create_mlp(D, DEEP, L):
+            pass
+        self.assertGreater(calls["realloc"], 0)
+        gc.collect()
+        self.assertEqual(live, {})
+        self.assertEqual(vae.allocations(), 0)
+        self.assertEqual(calls["malloc"], calls["free"])
+        vae.set_allocator()
+        self.assertIsNone(vae.current_allocator())
+        calls.clear()
+        with vae.Model.create_mlp(D, [8], L):
+            pass
+        self.assertEqual(calls, {})
+
+    def test_failing_allocator_raises_out_of_memory_and_leaks_nothing(self):
+        with vae.CountingAllocator(fail_after=0) as counter:
+            exc = self.assertVaeError(vae.OutOfMemory, vae.Model.create_mlp, D, [12, 8], L)
+            self.assertIn("out of memory", exc.message)
+            self.assertGreaterEqual(counter.failures, 1)
+            self.assertEqual((counter.blocks, counter.bytes, vae.allocations()), (0, 0, 0))
+            counter.fail_after = None
+            with vae.Model.create_mlp(D, [12, 8], L) as m:
+                n_params = m.n_params
+            counter.max_bytes = 4 * n_params - 1   # the parameters do not fit
+            exc = self.assertVaeError(vae.OutOfMemory, vae.Model.create_mlp, D, [12, 8], L)
+            self.assertIn("out of memory", exc.message)
+            self.assertEqual((counter.blocks, counter.bytes, vae.allocations()), (0, 0, 0))
+        self.assertEqual(vae.allocations(), 0)
+
+    def sweep(self, counter, flow):
+        """flow() with its k-th allocation failing, for every k: OutOfMemory, no leak.
+
+        Returns the number of allocations flow() makes.
+        """
+        counter.fail_after = None
+        calls = counter.calls
+        want = flow()
+        needed = counter.calls - calls
+        self.assertGreater(needed, 0)
+        for k in range(needed):
+            counter.fail_after = k
+            with self.assertRaises(vae.OutOfMemory, msg="allocation %d of %d" % (k, needed)) as cm:
+                flow()
+            self.assertIn("out of memory", cm.exception.message)
+            self.assertEqual(cm.exception.code, vae.ERR_NOMEM)
+            counter.fail_after = None
+            gc.collect()
+            self.assertEqual((counter.blocks, counter.bytes, vae.allocations()), (0, 0, 0),
+                             "allocation %d of %d failed" % (k, needed))
+        counter.fail_after = needed
+        self.assertEqual(flow(), want)
+        counter.fail_after = None
+        return needed
+
+    def test_every_failed_allocation_of_creation_and_training(self):
+        single_threaded_blas()
+        with vae.Rng(3) as rng:
+            x = rng.uniform(N * D)
+
+        def create():
+            # 11 layers: the array of layers is reallocated, which may fail too.
+            with vae.Model.create_mlp(D, DEEP, L, seed=1) as m:
+                return list(m.params())
+
+        def train():
+            with vae.Model.create_mlp(D, [12, 8], L, seed=1) as m, vae.Elbo() as e, \
+                    vae.Context(threads=2) as ctx, vae.Optimizer.adam() as opt, \
+                    vae.Trainer(m, e, opt, ctx, seed=2) as t:
+                loss = t.step(x).loss
+                with vae.Model.load_mem(m.save_mem()) as again:
+                    return loss, list(again.params())
+
+        with vae.CountingAllocator() as counter:
+            self.assertGreater(self.sweep(counter, create), 5)
+            self.assertGreater(self.sweep(counter, train), 10)
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_failed_step_leaves_the_trainer_as_it_was(self):
+        with vae.Rng(3) as rng:
+            x = rng.uniform(N * D)
+        with vae.CountingAllocator() as counter:
+            with vae.Model.create_mlp(D, [8], L, seed=1) as m, vae.Elbo() as e, \
+                    vae.Context() as ctx, vae.Optimizer.adam() as opt, \
+                    vae.Trainer(m, e, opt, ctx, seed=2) as t:
+                params = list(m.params())
+                held = counter.blocks
+                counter.fail_after = 0        # the workspace cannot be allocated
+                self.assertVaeError(vae.OutOfMemory, t.step, x)
+                self.assertEqual((t.steps, list(m.params())), (0, params))
+                self.assertEqual(counter.blocks, held)
+                counter.fail_after = None
+                t.step(x)
+                self.assertEqual(t.steps, 1)
+                t.reserve(N)
+                calls = counter.calls
+                t.step(x)
+                self.assertEqual(counter.calls, calls)   # a reserved step allocates nothing
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_python_exceptions_are_failed_allocations(self):
+        malloc, realloc, free = c_library()
+        mode = {"malloc": None, "free": None}
+
+        def py_malloc(n):
+            how = mode["malloc"]
+            if how == "MemoryError":
+                raise MemoryError
+            if how == "RuntimeError":
+                raise RuntimeError("a bug in the allocator")
+            if how in ("None", "0"):
+                return None if how == "None" else 0
+            return malloc(n)
+
+        def py_free(p):
+            free(p)
+            if mode["free"]:
+                raise ValueError("a bug after the free")
+
+        # The ctypes functions of the C library are Python callables too.
+        vae.set_allocator(py_malloc, realloc, py_free)
+        for how, printed in (("None", None), ("0", None), ("MemoryError", None),
+                             ("RuntimeError", "RuntimeError: a bug in the allocator")):
+            mode["malloc"] = how
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                exc = self.assertVaeError(vae.OutOfMemory, vae.Model.create_mlp, D, [8], L)
+            self.assertIn("out of memory", exc.message)
+            self.assertEqual(vae.allocations(), 0, how)
+            if printed:
+                self.assertIn("libvae: exception in the allocator's malloc", err.getvalue())
+                self.assertIn(printed, err.getvalue())
+            else:
+                self.assertEqual(err.getvalue(), "", how)
+        mode["malloc"] = None
+        m = vae.Model.create_mlp(D, [8], L)
+        mode["free"] = True
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            m.close()          # the exception does not escape into C nor into close()
+        self.assertIn("ValueError: a bug after the free", err.getvalue())
+        self.assertEqual(vae.allocations(), 0)
+        mode["free"] = None
+        vae.set_allocator()
+
+    def test_python_threads_share_the_allocator(self):
+        plain = training_run(2)
+        results, errors = [], []
+
+        def work():
+            try:
+                for _ in range(3):
+                    results.append(training_run(2) == plain)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        with vae.CountingAllocator() as counter:
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            self.assertEqual(errors, [])
+            self.assertEqual(results, [True] * 12)
+            self.assertEqual((counter.blocks, counter.bytes, counter.failures), (0, 0, 0))
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_called_from_threads_python_did_not_start(self):
+        # The library's worker threads are C threads: a call from one takes
+        # the GIL (while the Python caller waits inside a ctypes call).
+        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        include = os.path.join(ROOT, "include")
+        if not cc or not os.path.isfile(os.path.join(include, "vae", "vae.h")):
+            self.skipTest("no C compiler or header for the thread shim")
+        source = textwrap.dedent("""\
+            #include <pthread.h>
+            #include <vae/vae.h>
+            static const vae_allocator *A;
+            static int rounds;
+            static void *work(void *arg)
+            {
+                (void)arg;
+                for (int i = 0; i < rounds; i++) {
+                    void *p = A->malloc_fn(A->payload, 16), *q;
+                    if (!p)
+                        return (void *)1;
+                    if (!(q = A->realloc_fn(A->payload, p, 4096))) {
+                        A->free_fn(A->payload, p);
+                        return (void *)1;
+                    }
+                    A->free_fn(A->payload, q);
+                }
+                return NULL;
+            }
+            int run(const vae_allocator *a, int threads, int n)
+            {
+                pthread_t t[16];
+                int started = 0, failed = 0;
+                A = a;
+                rounds = n;
+                for (; started < threads && started < 16; started++)
+                    if (pthread_create(&t[started], NULL, work, NULL))
+                        break;
+                for (int i = 0; i < started; i++) {
+                    void *r;
+                    pthread_join(t[i], &r);
+                    failed += r != NULL;
+                }
+                return started == threads ? failed : -1;
+            }
+            """)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, lib = os.path.join(tmp, "shim.c"), os.path.join(tmp, "libshim.so")
+            with open(src, "w") as f:
+                f.write(source)
+            proc = subprocess.run([cc, "-std=c11", "-shared", "-fPIC", "-I", include, src,
+                                   "-o", lib, "-pthread"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, universal_newlines=True)
+            if proc.returncode:
+                self.skipTest("cannot build the thread shim: %s" % proc.stdout)
+            shim = ctypes.CDLL(lib)
+        shim.run.restype = ctypes.c_int
+        shim.run.argtypes = [ctypes.POINTER(vae.AllocatorStruct), ctypes.c_int, ctypes.c_int]
+        threads = set()
+
+        class Recording(vae.CountingAllocator):
+            def malloc(self, n):
+                threads.add(threading.get_ident())
+                return super().malloc(n)
+
+        with Recording() as counter:
+            installed = ctypes.byref(vae._allocator_installed.struct)
+            self.assertEqual(shim.run(installed, 8, 200), 0)
+            self.assertEqual((counter.calls, counter.failures), (8 * 200 * 2, 0))
+            self.assertEqual((counter.blocks, counter.bytes), (0, 0))
+            self.assertEqual(counter.peak_bytes % 16, 0)
+            self.assertTrue(threads - {threading.get_ident()}, threads)
+            counter.fail_after = 100       # failures seen by the threads, no leak
+            self.assertEqual(shim.run(installed, 4, 100), 4)
+            self.assertEqual((counter.blocks, counter.bytes), (0, 0))
+        self.assertEqual(vae.allocations(), 0)
+
+    def test_installed_at_interpreter_exit(self):
+        # Objects alive at exit, and worker threads that start (and free
+        # their start-up block through Python) while the interpreter ends.
+        script = textwrap.dedent("""\
+            import threading
+            import libvae as vae
+            vae.blas_set_threads(1)
+            counter = vae.CountingAllocator().install()
+            model = vae.Model.create_mlp(20, [8], 3)
+            ctx = vae.Context(threads=4)
+            print(len(ctx.reconstruct(model, [0.5] * 40)), counter.blocks > 0)
+
+            def busy():
+                with vae.Context(threads=3) as c:
+                    while True:
+                        c.reconstruct(model, [0.5] * 40)
+
+            threading.Thread(target=busy, daemon=True).start()
+            last = vae.Context(threads=8)
+            """)
+        env = dict(os.environ, PYTHONPATH=BINDING_DIR)
+        for _ in range(3):
+            proc = subprocess.run([sys.executable, "-c", script], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  universal_newlines=True, timeout=60)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertEqual(proc.stdout.split(), ["40", "True"])
+            self.assertEqual(proc.stderr, "")
 
 
 # ---------------------------------------------------------------------------
