@@ -1,11 +1,17 @@
 /* Datasets: IDX files (plain and gzip, detected from the content), malformed
- * files, float datasets, subsets, label filters, batches and dynamic
- * binarization. Every file is written into a fresh temporary directory. */
+ * files, gzip members cut or followed by bytes, the file-size limit and gzip
+ * bombs (memory measured with a counting allocator), allocation failures,
+ * float datasets, subsets, label filters, batches and dynamic binarization.
+ * Every file is written into a fresh temporary directory. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +39,141 @@ const char *__asan_default_options(void)
 }
 #endif
 
+/* ---- fopen, interposed ------------------------------------------------------
+ * Defined here, this fopen is the one the whole process calls, the library's
+ * calls included. While fopen_fail_path is set, opening a path containing
+ * it fails with errno fopen_errno (ENOMEM is how fopen reports that it could
+ * not allocate its FILE); every other call opens as fopen does. */
+
+static const char *fopen_fail_path;
+static int fopen_errno;
+
+FILE *fopen(const char *restrict path, const char *restrict mode)
+{
+    if (fopen_fail_path && strstr(path, fopen_fail_path)) {
+        errno = fopen_errno;
+        return NULL;
+    }
+    int plus = strchr(mode, '+') != NULL, flags;
+    switch (mode[0]) {
+    case 'r':
+        flags = plus ? O_RDWR : O_RDONLY;
+        break;
+    case 'w':
+        flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC;
+        break;
+    case 'a':
+        flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_APPEND;
+        break;
+    default:
+        errno = EINVAL;
+        return NULL;
+    }
+    int fd = open(path, flags | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, mode);
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+/* ---- a counting allocator ---------------------------------------------------
+ * Installed with vae_set_allocator: counts the calls of malloc_fn and
+ * realloc_fn, fails call number fail_at (1-based; 0 fails none), and tracks
+ * the live bytes, their peak and the largest single block. */
+
+typedef struct counting {
+    size_t calls, fail_at;
+    size_t live_bytes, peak_bytes, largest;
+} counting;
+
+static counting cnt;
+
+#define CNT_HEAD _Alignof(max_align_t) /* the block's size is kept before it */
+
+static void cnt_note(counting *c, size_t old, size_t n)
+{
+    c->live_bytes += n - old;
+    if (c->live_bytes > c->peak_bytes)
+        c->peak_bytes = c->live_bytes;
+    if (n > c->largest)
+        c->largest = n;
+}
+
+static void *cnt_malloc(void *payload, size_t n)
+{
+    counting *c = payload;
+    if (++c->calls == c->fail_at)
+        return NULL;
+    unsigned char *p = malloc(CNT_HEAD + n);
+    if (!p)
+        return NULL;
+    memcpy(p, &n, sizeof n);
+    cnt_note(c, 0, n);
+    return p + CNT_HEAD;
+}
+
+static void *cnt_realloc(void *payload, void *q, size_t n)
+{
+    counting *c = payload;
+    if (++c->calls == c->fail_at)
+        return NULL;
+    unsigned char *p = (unsigned char *)q - CNT_HEAD;
+    size_t old;
+    memcpy(&old, p, sizeof old);
+    unsigned char *np = realloc(p, CNT_HEAD + n);
+    if (!np)
+        return NULL;
+    memcpy(np, &n, sizeof n);
+    cnt_note(c, old, n);
+    return np + CNT_HEAD;
+}
+
+static void cnt_free(void *payload, void *q)
+{
+    counting *c = payload;
+    unsigned char *p = (unsigned char *)q - CNT_HEAD;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    c->live_bytes -= n;
+    free(p);
+}
+
+static void use_counting(size_t fail_at)
+{
+    memset(&cnt, 0, sizeof cnt);
+    cnt.fail_at = fail_at;
+    const vae_allocator a = {sizeof a, cnt_malloc, cnt_realloc, cnt_free, &cnt};
+    assert_int_equal(vae_allocations(), 0);
+    assert_int_equal(vae_set_allocator(&a), VAE_OK);
+}
+
+/* Back to the C library's allocator, once nothing of the counting one is live. */
+static void stop_counting(void)
+{
+    assert_int_equal(vae_allocations(), 0);
+    assert_int_equal(cnt.live_bytes, 0);
+    assert_int_equal(vae_set_allocator(NULL), VAE_OK);
+}
+
+static uint64_t default_file_limit;
+
+/* Teardown of the tests that change the allocator or the limit: whatever
+ * happened, the next test starts with the defaults. */
+static int restore_defaults(void **state)
+{
+    (void)state;
+    fopen_fail_path = NULL;
+    cnt.fail_at = 0;
+    if (vae_allocations() == 0)
+        vae_set_allocator(NULL);
+    return vae_set_limit(VAE_LIMIT_FILE_BYTES, default_file_limit);
+}
+
 /* ---- error checks --------------------------------------------------------- */
 
 /* Error checks from test_util.h: the exact status, and a fresh message that
@@ -47,6 +188,7 @@ static char tmpdir[64];
 static int make_tmpdir(void **state)
 {
     (void)state;
+    default_file_limit = vae_get_limit(VAE_LIMIT_FILE_BYTES);
     strcpy(tmpdir, "/tmp/vae_test_dataset_XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
@@ -160,8 +302,12 @@ static void bw_u32le(bitw *w, uint32_t v)
         bw_byte(w, (unsigned char)(v >> (8 * i)));
 }
 
-/* gzip of data[n] into out (capacity cap); returns the size. */
-static size_t gzip_bytes(unsigned char *out, size_t cap, const unsigned char *data, size_t n)
+/* gzip of data[n] into out (capacity cap); returns the size. With `runs`,
+ * each run of one byte value is its literal then as many matches of length
+ * 258 at distance 1 as fit (13 bits per 258 bytes): a gzip bomb in
+ * miniature, 1 MB of zeros in 6.5 kB. */
+static size_t gzip_bytes_ex(unsigned char *out, size_t cap, const unsigned char *data, size_t n,
+                            int runs)
 {
     bitw w = {out, 0, cap, 0, 0};
     static const unsigned char head[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
@@ -169,11 +315,18 @@ static size_t gzip_bytes(unsigned char *out, size_t cap, const unsigned char *da
         bw_byte(&w, head[i]);
     bw_bits(&w, 1, 1); /* BFINAL */
     bw_bits(&w, 1, 2); /* BTYPE 01: fixed Huffman */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         if (data[i] < 144)
             bw_code(&w, 0x30u + data[i], 8);
         else
             bw_code(&w, 0x190u + (data[i] - 144u), 9);
+        size_t j = i + 1;
+        while (runs && j + 258 <= n && !memcmp(data + j, data + j + 1, 257) && data[j] == data[i]) {
+            bw_code(&w, 0xc5, 8); /* length code 285: 258 bytes, no extra bits */
+            bw_code(&w, 0, 5);    /* distance code 0: distance 1 */
+            j += 258;
+        }
+        i = j;
     }
     bw_code(&w, 0, 7); /* end of block */
     if (w.bits)
@@ -181,6 +334,11 @@ static size_t gzip_bytes(unsigned char *out, size_t cap, const unsigned char *da
     bw_u32le(&w, crc32_ref(data, n));
     bw_u32le(&w, (uint32_t)n);
     return w.n;
+}
+
+static size_t gzip_bytes(unsigned char *out, size_t cap, const unsigned char *data, size_t n)
+{
+    return gzip_bytes_ex(out, cap, data, n, 0);
 }
 
 static void write_gz(const char *path, const void *data, size_t n)
@@ -420,7 +578,8 @@ static void test_load_two_dimensional(void **state)
 
 /* Writes `bytes` as images (plain and gzip) and expects VAE_ERR_FORMAT with
  * a message naming the file and mentioning `needle`. */
-static void expect_bad_images(const char *name, const void *bytes, size_t n, const char *needle)
+static void expect_refused(const char *name, const void *bytes, size_t n, int status,
+                           const char *needle)
 {
     char gzname[128];
     snprintf(gzname, sizeof gzname, "%s.gz", name);
@@ -429,9 +588,14 @@ static void expect_bad_images(const char *name, const void *bytes, size_t n, con
     write_gz(paths[1], bytes, n);
     for (int k = 0; k < 2; k++) {
         vae_dataset *ds = (vae_dataset *)paths; /* must be reset to NULL */
-        EXPECT_ERR(vae_dataset_load_idx(&ds, paths[k], NULL), VAE_ERR_FORMAT, paths[k], needle);
+        EXPECT_ERR(vae_dataset_load_idx(&ds, paths[k], NULL), status, paths[k], needle);
         assert_null(ds);
     }
+}
+
+static void expect_bad_images(const char *name, const void *bytes, size_t n, const char *needle)
+{
+    expect_refused(name, bytes, n, VAE_ERR_FORMAT, needle);
 }
 
 static void test_bad_magic(void **state)
@@ -508,11 +672,13 @@ static void test_absurd_headers(void **state)
     uint8_t junk[84];
     for (size_t i = 0; i < sizeof junk; i++)
         junk[i] = (uint8_t)i;
-    /* 2^31 images of 2^12 x 2^12: 2^55 bytes announced, 84 present. */
+    /* 2^31 images of 2^12 x 2^12: 2^55 bytes announced, 84 present. Within
+     * the format's bounds, but beyond VAE_LIMIT_FILE_BYTES (2^31 by
+     * default): refused from the header, before anything is allocated. */
     {
         const uint32_t d[3] = {1u << 31, 1u << 12, 1u << 12};
         size_t n = idx_bytes(buf, sizeof buf, d, 3, junk, sizeof junk);
-        expect_bad_images("huge", buf, n, NULL);
+        expect_refused("huge", buf, n, VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES");
     }
     /* MNIST's training header on 84 bytes of data (100 bytes in all): must
      * fail without first allocating the 47 MB it announces. */
@@ -671,6 +837,446 @@ static void test_missing_files_and_null(void **state)
     EXPECT_ERR(vae_dataset_image_size(NULL, &h, &w), VAE_ERR_INVALID, "vae_dataset_image_size",
                "NULL");
     vae_dataset_free(NULL);
+}
+
+/* ---- gzip members: complete, verified, alone ------------------------------- */
+
+/* The standard image file gzip-compressed, in a malloc'd buffer with room
+ * for `spare` more bytes. */
+static unsigned char *std_images_gz(size_t *n, size_t spare)
+{
+    unsigned char raw[512];
+    size_t m = std_images(raw, sizeof raw);
+    size_t cap = 32 + 2 * m;
+    unsigned char *gz = malloc(cap + spare);
+    assert_non_null(gz);
+    *n = gzip_bytes(gz, cap, raw, m);
+    return gz;
+}
+
+static void test_gzip_truncated_trailer(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    unsigned char *gz = std_images_gz(&n, 0);
+    write_plain(tpath("whole.gz"), gz, n);
+    vae_dataset *ds = NULL;
+    OK(vae_dataset_load_idx(&ds, tpath("whole.gz"), NULL));
+    check_std(ds, 0);
+    vae_dataset_free(ds);
+    write_std("img.idx", 0, NULL, 0);
+
+    /* Cut by 1 to 8 bytes the deflate data is whole and every pixel
+     * inflates, but the trailer (CRC-32 and length) is incomplete; from 9 on
+     * the deflate data is cut too. A gzip member must be complete. */
+    for (size_t cut = 1; cut <= 24; cut++) {
+        char name[32];
+        snprintf(name, sizeof name, "cut%zu.gz", cut);
+        write_plain(tpath(name), gz, n - cut);
+        ds = (vae_dataset *)&n;
+        EXPECT_ERR(vae_dataset_load_idx(&ds, tpath(name), NULL), VAE_ERR_FORMAT, name,
+                   "truncated gzip data");
+        assert_null(ds);
+    }
+    /* Labels too: the image data read is freed. */
+    unsigned char lab[64], lgz[256];
+    size_t ln = std_labels(lab, sizeof lab, N_IMG);
+    size_t lgn = gzip_bytes(lgz, sizeof lgz, lab, ln);
+    write_plain(tpath("lab-cut.gz"), lgz, lgn - 4);
+    EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab-cut.gz")), VAE_ERR_FORMAT,
+               "lab-cut.gz", "truncated gzip data");
+    assert_null(ds);
+
+    /* One flipped bit anywhere in the deflate data of the pixels (past the
+     * gzip header, 10 bytes, the block header and the 16 literals of the IDX
+     * header, 131 bits): with the trailer the
+     * CRC-32 (or the decoder) catches it; without the trailer (the file cut
+     * by 8 bytes) nothing could, so that file is refused as cut (or for
+     * what the flip broke, when that shows first: an invalid code, data
+     * past the announced end). Some of these flips change one literal into another, i.e. one
+     * pixel, and only the refusal of a cut member catches them. */
+    unsigned char *bad = malloc(n);
+    assert_non_null(bad);
+    for (size_t at = 10 + 17; at < n - 9; at++) /* not the last, with padding bits */
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(bad, gz, n);
+            bad[at] ^= (unsigned char)(1u << bit);
+            for (int cut = 0; cut <= 8; cut += 8) {
+                write_plain(tpath("flip.gz"), bad, n - (size_t)cut);
+                ds = (vae_dataset *)&n;
+                EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("flip.gz"), NULL), VAE_ERR_FORMAT,
+                           "flip.gz", NULL);
+                assert_null(ds);
+            }
+        }
+    free(bad);
+    free(gz);
+}
+
+static void test_gzip_trailing_bytes(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    unsigned char *gz = std_images_gz(&n, 1024);
+    unsigned char second[64];
+    static const unsigned char nothing[1] = {0};
+    size_t sn = gzip_bytes(second, sizeof second, nothing, 0); /* a member holding 0 bytes */
+    static const struct {
+        const char *name;
+        int kind; /* 0: one garbage byte, 1: 8 zero bytes, 2: empty member, 3: the file again */
+    } cases[] = {{"garbage.gz", 0}, {"zeros.gz", 1}, {"empty-member.gz", 2}, {"twice.gz", 3}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t m = n;
+        switch (cases[c].kind) {
+        case 0:
+            gz[m++] = 'x';
+            break;
+        case 1:
+            memset(gz + m, 0, 8);
+            m += 8;
+            break;
+        case 2:
+            memcpy(gz + m, second, sn);
+            m += sn;
+            break;
+        default:
+            memcpy(gz + m, gz, n);
+            m += n;
+        }
+        write_plain(tpath(cases[c].name), gz, m);
+        vae_dataset *ds = (vae_dataset *)&n;
+        EXPECT_ERR(vae_dataset_load_idx(&ds, tpath(cases[c].name), NULL), VAE_ERR_FORMAT,
+                   cases[c].name, "trailing bytes after the gzip member");
+        assert_null(ds);
+    }
+    /* The same for a label file. */
+    unsigned char lab[64], lgz[256];
+    size_t ln = std_labels(lab, sizeof lab, N_IMG);
+    size_t lgn = gzip_bytes(lgz, sizeof lgz - 1, lab, ln);
+    lgz[lgn++] = 0x1f;
+    write_plain(tpath("lab-trailing.gz"), lgz, lgn);
+    write_std("img.idx", 0, NULL, 0);
+    vae_dataset *ds = (vae_dataset *)&n;
+    EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab-trailing.gz")),
+               VAE_ERR_FORMAT, "lab-trailing.gz", "trailing bytes");
+    assert_null(ds);
+    free(gz);
+}
+
+/* ---- memory: limits and bombs ---------------------------------------------- */
+
+/* An IDX file with header dims[ndims] and nzeros zero bytes of data,
+ * gzip-compressed with runs; malloc'd, its size in *n. */
+static unsigned char *zeros_gz(const uint32_t *dims, size_t ndims, size_t nzeros, size_t *n)
+{
+    size_t raw_n = 4 + 4 * ndims + nzeros;
+    unsigned char *raw = calloc(raw_n, 1);
+    assert_non_null(raw);
+    idx_bytes(raw, raw_n, dims, ndims, NULL, 0);
+    size_t cap = 1024 + raw_n / 16;
+    unsigned char *gz = malloc(cap);
+    assert_non_null(gz);
+    *n = gzip_bytes_ex(gz, cap, raw, raw_n, 1);
+    free(raw);
+    return gz;
+}
+
+/* What a refused file may cost, whatever it announces or inflates to: the
+ * reader's fixed buffers (a 64 KiB read buffer, zlib's 7 kB state and 32 KiB
+ * window), nothing of the data's size. */
+#define REFUSED_LARGEST ((size_t)128 << 10)
+#define REFUSED_PEAK ((size_t)256 << 10)
+
+/* Loads path as images under the counting allocator and expects status with
+ * needle in the message, within the bounds above (largest, peak). */
+static void load_counted(const char *path, int status, const char *needle, size_t largest,
+                         size_t peak)
+{
+    use_counting(0);
+    vae_dataset *ds = (vae_dataset *)&cnt;
+    EXPECT_ERR(vae_dataset_load_idx(&ds, path, NULL), status, path, needle);
+    assert_null(ds);
+    if (cnt.largest > largest || cnt.peak_bytes > peak)
+        fail_msg("%s: largest allocation %zu bytes (bound %zu), peak %zu live bytes (bound %zu)",
+                 path, cnt.largest, largest, cnt.peak_bytes, peak);
+    stop_counting();
+}
+
+static void test_gzip_bomb(void **state)
+{
+    (void)state;
+    enum { MB = 1 << 20 };
+    /* A 7 kB file inflating to 1 MiB of zeros, under a header announcing
+     * 2^21 images of 32 x 32: 2 GiB + 16 bytes, above the default limit
+     * (2^31). Refused from the header: no data is inflated. */
+    const uint32_t huge[3] = {1u << 21, 32, 32};
+    size_t n = 0;
+    unsigned char *gz = zeros_gz(huge, 3, MB, &n);
+    assert_true(n < 8000);
+    write_plain(tpath("bomb.gz"), gz, n);
+    free(gz);
+    assert_int_equal(vae_get_limit(VAE_LIMIT_FILE_BYTES), (uint64_t)1 << 31);
+    load_counted(tpath("bomb.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 2147483648",
+                 REFUSED_LARGEST, REFUSED_PEAK);
+
+    /* A consistent file (1024 images of 32 x 32 zeros, 1 MiB + 16 bytes of
+     * content) under a limit of 256 KiB: refused, compressed or not. */
+    const uint32_t fit[3] = {1024, 32, 32};
+    gz = zeros_gz(fit, 3, MB, &n);
+    write_plain(tpath("fit.gz"), gz, n);
+    free(gz);
+    unsigned char *raw = calloc(16 + MB, 1);
+    assert_non_null(raw);
+    idx_bytes(raw, 16 + MB, fit, 3, NULL, 0);
+    write_plain(tpath("fit.idx"), raw, 16 + MB);
+    free(raw);
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 256 << 10));
+    load_counted(tpath("fit.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 262144",
+                 REFUSED_LARGEST, REFUSED_PEAK);
+    load_counted(tpath("fit.idx"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 262144",
+                 REFUSED_LARGEST, REFUSED_PEAK);
+    /* The limit counts the whole content, header included: one byte short
+     * is refused, exactly enough loads. */
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 16 + MB - 1));
+    load_counted(tpath("fit.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES", REFUSED_LARGEST,
+                 REFUSED_PEAK);
+    load_counted(tpath("fit.idx"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES", REFUSED_LARGEST,
+                 REFUSED_PEAK);
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 16 + MB));
+    for (int k = 0; k < 2; k++) {
+        vae_dataset *ds = NULL;
+        OK(vae_dataset_load_idx(&ds, tpath(k ? "fit.idx" : "fit.gz"), NULL));
+        assert_int_equal(vae_dataset_count(ds), 1024);
+        assert_int_equal(vae_dataset_dim(ds), 1024);
+        float row[1024];
+        OK(vae_dataset_range(ds, 1023, 1, row));
+        for (size_t j = 0; j < 1024; j++)
+            assert_true(row[j] == 0.0f);
+        vae_dataset_free(ds);
+    }
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, default_file_limit));
+
+    /* A header announcing 16 bytes of data over 1 MiB of zeros: the stream
+     * is inflated one byte past the announced end, not to its end. */
+    const uint32_t small[3] = {1, 4, 4};
+    gz = zeros_gz(small, 3, MB, &n);
+    write_plain(tpath("long.gz"), gz, n);
+    free(gz);
+    load_counted(tpath("long.gz"), VAE_ERR_FORMAT, "past the size", REFUSED_LARGEST,
+                 REFUSED_PEAK);
+
+    /* 1 GiB announced, within the default limit, over 1 MiB of zeros: the
+     * data buffer grows with what arrives (at most twice that), never
+     * toward the announced size, and the file is refused as truncated. */
+    const uint32_t big[3] = {1u << 20, 32, 32};
+    gz = zeros_gz(big, 3, MB, &n);
+    write_plain(tpath("short.gz"), gz, n);
+    free(gz);
+    load_counted(tpath("short.gz"), VAE_ERR_FORMAT, "truncated", 2 * (size_t)MB,
+                 2 * (size_t)MB + REFUSED_PEAK);
+}
+
+/* Feeds bytes into a pipe from a thread; the write end stays open (closed
+ * by the caller), so the reader must give up before the end of the data. */
+typedef struct pipe_feed {
+    int fd;
+    const unsigned char *p;
+    size_t n;
+} pipe_feed;
+
+static void *feed_pipe(void *arg)
+{
+    pipe_feed *f = arg;
+    for (size_t off = 0; off < f->n;) {
+        ssize_t w = write(f->fd, f->p + off, f->n - off);
+        if (w <= 0)
+            break; /* EPIPE once the reader is gone */
+        off += (size_t)w;
+    }
+    return NULL;
+}
+
+static void test_compressed_file_limit(void **state)
+{
+    (void)state;
+    /* 600 images of 100 pixels of 255 (60012 bytes of content): each
+     * literal takes 9 bits, so the gzip file (67531 bytes) is larger than
+     * its content. Under a limit of 64 KiB the content fits, the file does
+     * not: refused, as the limit holds for both. */
+    enum { COUNT = 600, DIM = 100 };
+    static uint8_t px[COUNT * DIM];
+    memset(px, 255, sizeof px);
+    const uint32_t dims[2] = {COUNT, DIM};
+    size_t raw_n = 12 + sizeof px, cap = 2 * raw_n + (64 << 10) + 64;
+    unsigned char *raw = malloc(raw_n), *gz = malloc(cap);
+    assert_non_null(raw);
+    assert_non_null(gz);
+    idx_bytes(raw, raw_n, dims, 2, px, sizeof px);
+    size_t n = gzip_bytes(gz, 2 * raw_n + 32, raw, raw_n);
+    assert_true(raw_n <= 65536 && n > 65536);
+    write_plain(tpath("wide.gz"), gz, n);
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 65536));
+    load_counted(tpath("wide.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 65536",
+                 REFUSED_LARGEST, REFUSED_PEAK);
+
+    /* The same through a pipe, whose size is unknown until read: refused
+     * once more than the limit has been read. (Padded to two 64 KiB reads,
+     * since the write end stays open.) */
+    memset(gz + n, 0, cap - n);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+    if (access(path, R_OK) == 0) {
+        void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+        pipe_feed f = {fds[1], gz, cap};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, feed_pipe, &f), 0);
+        vae_dataset *ds = (vae_dataset *)&n;
+        int rc = vae_dataset_load_idx(&ds, path, NULL);
+        close(fds[0]); /* the writer, if blocked, stops with EPIPE */
+        assert_int_equal(pthread_join(t, NULL), 0);
+        signal(SIGPIPE, old);
+        tu_check_error_msg(rc, VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 65536",
+                           "more than 65536 bytes", "load from a pipe", __FILE__, __LINE__);
+        assert_null(ds);
+    } else {
+        close(fds[0]);
+    }
+    close(fds[1]);
+    assert_int_equal(vae_allocations(), 0);
+
+    /* Under the default limit the file loads: every pixel 1. */
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, default_file_limit));
+    vae_dataset *ds = NULL;
+    OK(vae_dataset_load_idx(&ds, tpath("wide.gz"), NULL));
+    assert_int_equal(vae_dataset_count(ds), COUNT);
+    float row[DIM];
+    OK(vae_dataset_range(ds, COUNT - 1, 1, row));
+    for (size_t j = 0; j < DIM; j++)
+        assert_true(row[j] == 1.0f);
+    vae_dataset_free(ds);
+    free(raw);
+    free(gz);
+}
+
+/* ---- out of memory ------------------------------------------------------------ */
+
+static void fopen_fails(const char *images, const char *labels, const char *which, int err,
+                        int status)
+{
+    fopen_fail_path = which;
+    fopen_errno = err;
+    vae_dataset *ds = (vae_dataset *)&err;
+    EXPECT_ERR(vae_dataset_load_idx(&ds, images, labels), status, which, strerror(err));
+    fopen_fail_path = NULL;
+    assert_null(ds);
+    assert_int_equal(vae_allocations(), 0);
+}
+
+static void test_open_out_of_memory(void **state)
+{
+    (void)state;
+    write_std("img.idx", 0, "lab.idx.gz", 1);
+    /* fopen reports with ENOMEM that it could not allocate its FILE: out of
+     * memory, not an I/O error; other errors stay I/O errors. */
+    fopen_fails(tpath("img.idx"), NULL, "img.idx", ENOMEM, VAE_ERR_NOMEM);
+    fopen_fails(tpath("img.idx"), tpath("lab.idx.gz"), "lab.idx.gz", ENOMEM, VAE_ERR_NOMEM);
+    fopen_fails(tpath("img.idx"), tpath("lab.idx.gz"), "img.idx", EACCES, VAE_ERR_IO);
+    fopen_fails(tpath("img.idx"), tpath("lab.idx.gz"), "lab.idx.gz", EMFILE, VAE_ERR_IO);
+    vae_dataset *ds = NULL;
+    OK(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab.idx.gz")));
+    check_std(ds, 1);
+    vae_dataset_free(ds);
+}
+
+typedef void (*ds_check)(const vae_dataset *ds, int labels);
+
+/* Loads images (and labels) with the N-th allocation failing, for every N
+ * until the load needs fewer: each failure is VAE_ERR_NOMEM with *out NULL
+ * and nothing left allocated, and the same load then succeeds with the
+ * allocator no longer failing. Returns the number of allocations a load
+ * makes. */
+static size_t fail_each_allocation(const char *images, const char *labels, ds_check check)
+{
+    size_t before = vae_allocations();
+    assert_int_equal(before, 0);
+    for (size_t at = 1;; at++) {
+        use_counting(at);
+        vae_dataset *ds = (vae_dataset *)&at;
+        (void)vae_rng_uniform(NULL, NULL, 0); /* a message of another function */
+        int rc = vae_dataset_load_idx(&ds, images, labels);
+        if (cnt.calls < at) {
+            /* Allocation `at` never came: every allocation has been failed once. */
+            OK(rc);
+            check(ds, labels != NULL);
+            vae_dataset_free(ds);
+            stop_counting();
+            assert_true(at > (labels ? 4u : 2u));
+            return at - 1;
+        }
+        tu_check_error_msg(rc, VAE_ERR_NOMEM, "vae_dataset_load_idx", "out of memory",
+                           "vae_dataset_load_idx with an allocation failing", __FILE__,
+                           __LINE__);
+        assert_null(ds);
+        assert_int_equal(vae_allocations(), before);
+        assert_int_equal(cnt.live_bytes, 0);
+        cnt.fail_at = 0;
+        OK(vae_dataset_load_idx(&ds, images, labels));
+        check(ds, labels != NULL);
+        vae_dataset_free(ds);
+        stop_counting();
+    }
+}
+
+enum { BIG_COUNT = 3072 }; /* 3 MiB of 32 x 32 images: the data buffer grows twice */
+
+static uint8_t big_pixel(size_t i, size_t j)
+{
+    return (uint8_t)((i * 7 + j * 13) >> 2);
+}
+
+static void check_big(const vae_dataset *ds, int labels)
+{
+    assert_false(labels);
+    assert_int_equal(vae_dataset_count(ds), BIG_COUNT);
+    assert_int_equal(vae_dataset_dim(ds), 1024);
+    float row[1024];
+    for (size_t i = 0; i < BIG_COUNT; i += 1021) {
+        OK(vae_dataset_range(ds, i, 1, row));
+        for (size_t j = 0; j < 1024; j++)
+            assert_true(row[j] == (float)big_pixel(i, j) / 255.0f);
+    }
+}
+
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    write_std("img.idx", 0, "lab.idx", 0);
+    write_std("img.idx.gz", 1, "lab.idx.gz", 1);
+    size_t plain = fail_each_allocation(tpath("img.idx"), tpath("lab.idx"), check_std);
+    size_t gz = fail_each_allocation(tpath("img.idx.gz"), tpath("lab.idx.gz"), check_std);
+    /* zlib's allocations (its state and its window, per file) go through
+     * the allocator too, so they were failed as well. */
+    assert_true(gz >= plain + 4);
+    plain = fail_each_allocation(tpath("img.idx"), NULL, check_std);
+    gz = fail_each_allocation(tpath("img.idx.gz"), NULL, check_std);
+    assert_true(gz >= plain + 2);
+
+    /* A file of 3 MiB, so that the buffer's reallocations fail too. */
+    size_t n = 16 + (size_t)BIG_COUNT * 1024;
+    unsigned char *raw = malloc(n);
+    assert_non_null(raw);
+    const uint32_t dims[3] = {BIG_COUNT, 32, 32};
+    idx_bytes(raw, n, dims, 3, NULL, 0);
+    for (size_t i = 0; i < BIG_COUNT; i++)
+        for (size_t j = 0; j < 1024; j++)
+            raw[16 + i * 1024 + j] = big_pixel(i, j);
+    write_plain(tpath("big.idx"), raw, n);
+    write_gz(tpath("big.idx.gz"), raw, n);
+    free(raw);
+    assert_true(fail_each_allocation(tpath("big.idx"), NULL, check_big) > plain);
+    assert_true(fail_each_allocation(tpath("big.idx.gz"), NULL, check_big) > gz);
 }
 
 /* ---- binarization ---------------------------------------------------------- */
@@ -1050,6 +1656,12 @@ int main(void)
         cmocka_unit_test(test_absurd_headers),
         cmocka_unit_test(test_label_count_mismatch),
         cmocka_unit_test(test_corrupt_gzip),
+        cmocka_unit_test(test_gzip_truncated_trailer),
+        cmocka_unit_test(test_gzip_trailing_bytes),
+        cmocka_unit_test_teardown(test_gzip_bomb, restore_defaults),
+        cmocka_unit_test_teardown(test_compressed_file_limit, restore_defaults),
+        cmocka_unit_test_teardown(test_open_out_of_memory, restore_defaults),
+        cmocka_unit_test_teardown(test_allocation_failures, restore_defaults),
         cmocka_unit_test(test_missing_files_and_null),
         cmocka_unit_test(test_binarize_frequencies),
         cmocka_unit_test(test_binarize_float_values),

@@ -2,14 +2,27 @@
  *
  * Layout: two zero bytes, a type byte (0x08 = unsigned byte, the only type
  * accepted), the number of dimensions, then one big-endian uint32 per
- * dimension, then the data. zlib's gz* functions read plain files unchanged
- * and gzip files decompressed, so compression is detected from the content.
- * The data is read in chunks into a buffer that grows only as bytes actually
- * arrive, so a header announcing 2^40 bytes of a short file allocates nothing
- * large; the file must then end exactly where the header says. */
+ * dimension, then the data. A file starting with the gzip magic 1f 8b (an IDX
+ * file starts with 00 00) is one gzip member (RFC 1952), inflated here with
+ * zlib's inflate, whose allocations go through the library's allocator; any
+ * other file is plain IDX. The member must end (Z_STREAM_END: its CRC-32 and
+ * length verified) and nothing may follow it, not even a second member.
+ *
+ * Memory: the file is read in IN_CHUNK pieces and inflated as the data is
+ * needed. The header is checked against VAE_LIMIT_FILE_BYTES before any data
+ * is read, and the data buffer grows as bytes actually arrive, never past
+ * what the header announces: a header announcing 2^40 bytes of a short file
+ * allocates nothing large, and a small gzip bomb cannot inflate past the
+ * announced size plus one byte. The file must then end exactly where the
+ * header says. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "../core/core.h"
@@ -17,6 +30,10 @@
 
 #define IDX_MAX_SAMPLES ((size_t)1 << 31)
 #define IDX_MAX_DIM ((size_t)1 << 24)   /* values per sample */
+#define IN_CHUNK ((size_t)1 << 16)      /* bytes read from the file at a time */
+#define FIRST_CAP ((size_t)1 << 20)     /* first size of the data buffer */
+
+static const char *const FN = "vae_dataset_load_idx";
 
 typedef struct idx_file {
     size_t ndims;
@@ -25,175 +42,325 @@ typedef struct idx_file {
     size_t size;
 } idx_file;
 
+/* The content of one file: its bytes (plain) or its inflated bytes (gzip). */
+typedef struct idx_src {
+    FILE *f;
+    const char *path;
+    unsigned char *in;      /* [IN_CHUNK] bytes read from the file */
+    size_t pos, len;        /* in[pos..len) not yet consumed */
+    uint64_t file_bytes;    /* bytes read from the file so far */
+    uint64_t limit;         /* VAE_LIMIT_FILE_BYTES */
+    int eof;                /* the file has no more bytes */
+    int gz;                 /* a gzip member, inflated through z */
+    int z_live;             /* inflateInit2 succeeded: inflateEnd is due */
+    int z_end;              /* the member ended (Z_STREAM_END) */
+    z_stream z;
+} idx_src;
+
 static uint32_t be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Reads up to n bytes; returns the count read, or -1 on a decompression error. */
-static long long read_full(gzFile f, void *buf, size_t n)
+/* zlib's allocations, through the library's allocator. */
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
 {
-    size_t got = 0;
-    while (got < n) {
-        size_t want = n - got > (1u << 30) ? (1u << 30) : n - got;
-        int r = gzread(f, (char *)buf + got, (unsigned)want);
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (long long)got;
+    (void)opaque;
+    int ovf = 0;
+    size_t n = vae_mul_size(items, size, &ovf);
+    return ovf ? Z_NULL : vae_malloc(n);
 }
 
-/* A failed gzread is either the system refusing to read (an I/O error, e.g.
- * a directory or a bad disk) or zlib rejecting the stream (a format error). */
-static int read_failed(gzFile f, const char *fn, const char *path)
+static void z_free(voidpf opaque, voidpf p)
 {
-    int errnum = Z_OK;
-    const char *detail = gzerror(f, &errnum);
-    size_t plen = strlen(path);
-    if (!detail)
-        detail = "";
-    if (!strncmp(detail, path, plen) && detail[plen] == ':') /* zlib prefixes the path */
-        detail += plen + 1 + (detail[plen + 1] == ' ');
-    if (errnum == Z_ERRNO)
-        return vae_fail(VAE_ERR_IO, "%s: cannot read %s: %s", fn, path, detail);
-    return vae_fail(VAE_ERR_FORMAT, "%s: %s: corrupt gzip data (%s)", fn, path, detail);
+    (void)opaque;
+    vae_free(p);
 }
 
-static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max_dims,
-                    const char *what)
+/* A failed system call: out of memory is VAE_ERR_NOMEM, anything else an
+ * I/O error. */
+static int sys_failed(int err, const char *doing, const char *path)
 {
-    const char *fn = "vae_dataset_load_idx";
-    memset(out, 0, sizeof *out);
+    return vae_fail(err == ENOMEM ? VAE_ERR_NOMEM : VAE_ERR_IO, "%s: cannot %s %s: %s", FN,
+                    doing, path, err ? strerror(err) : "unknown error");
+}
+
+static int over_limit(const idx_src *s, const char *what, unsigned long long n)
+{
+    return vae_fail(VAE_ERR_NOMEM, "%s: %s: %s %llu bytes, above the limit "
+                                   "VAE_LIMIT_FILE_BYTES = %llu",
+                    FN, s->path, what, n, (unsigned long long)s->limit);
+}
+
+/* Reads the next piece of the file into s->in, when everything before it
+ * was consumed. At the end of the file s->eof is set and nothing is read. */
+static int fill(idx_src *s)
+{
+    if (s->pos < s->len || s->eof)
+        return VAE_OK;
     errno = 0;
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return vae_fail(VAE_ERR_IO, "%s: cannot open %s file %s: %s", fn, what, path,
-                        errno ? strerror(errno) : "out of memory");
-    int rc = VAE_OK;
+    size_t r = fread(s->in, 1, IN_CHUNK, s->f);
+    if (r < IN_CHUNK) {
+        if (ferror(s->f))
+            return sys_failed(errno, "read", s->path);
+        s->eof = 1;
+    }
+    s->pos = 0;
+    s->len = r;
+    s->file_bytes += r;
+    if (s->file_bytes > s->limit)
+        return over_limit(s, "the file has more than", s->limit);
+    return VAE_OK;
+}
+
+static int gzip_failed(const idx_src *s, int zr)
+{
+    if (zr == Z_MEM_ERROR)
+        return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for zlib", FN, s->path);
+    return vae_fail(VAE_ERR_FORMAT, "%s: %s: corrupt gzip data (%s)", FN, s->path,
+                    s->z.msg ? s->z.msg : zr == Z_NEED_DICT ? "needs a dictionary" : "invalid");
+}
+
+/* Delivers up to n bytes of the content into dst; *got < n only where the
+ * content ends (the end of a plain file, or the end of the gzip member).
+ * A gzip member cut before its end (trailer included) is VAE_ERR_FORMAT. */
+static int src_read(idx_src *s, unsigned char *dst, size_t n, size_t *got)
+{
+    *got = 0;
+    while (*got < n && !s->z_end) {
+        int rc = fill(s);
+        if (rc)
+            return rc;
+        if (s->pos == s->len && !s->gz)
+            break; /* the end of a plain file (fill reads when everything was consumed) */
+        size_t avail = s->len - s->pos, want = n - *got;
+        if (!s->gz) {
+            size_t k = want < avail ? want : avail;
+            memcpy(dst + *got, s->in + s->pos, k);
+            s->pos += k;
+            *got += k;
+            continue;
+        }
+        if (want > UINT_MAX)
+            want = UINT_MAX;
+        s->z.next_in = s->in + s->pos;
+        s->z.avail_in = (uInt)avail; /* avail <= IN_CHUNK */
+        s->z.next_out = dst + *got;
+        s->z.avail_out = (uInt)want;
+        int zr = inflate(&s->z, Z_NO_FLUSH);
+        s->pos = s->len - s->z.avail_in;
+        *got += want - s->z.avail_out;
+        /* With the file consumed inflate may still have output pending (a
+         * long match), so it is called once more with no input; no progress
+         * then (Z_BUF_ERROR) means the member was cut. */
+        if (zr == Z_STREAM_END)
+            s->z_end = 1;
+        else if (zr == Z_BUF_ERROR && s->z.avail_in == 0 && s->eof)
+            return vae_fail(VAE_ERR_FORMAT,
+                            "%s: %s: truncated gzip data: the file ends inside the gzip member "
+                            "(before its end or its CRC-32 and length trailer)",
+                            FN, s->path);
+        else if (zr != Z_OK)
+            return gzip_failed(s, zr == Z_BUF_ERROR ? Z_DATA_ERROR : zr);
+    }
+    return VAE_OK;
+}
+
+static void src_close(idx_src *s)
+{
+    if (s->z_live)
+        inflateEnd(&s->z);
+    vae_free(s->in);
+    if (s->f)
+        fclose(s->f);
+}
+
+static int src_open(idx_src *s, const char *path, const char *what)
+{
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    s->limit = vae_get_limit(VAE_LIMIT_FILE_BYTES);
+    errno = 0;
+    s->f = fopen(path, "rb");
+    if (!s->f) {
+        int err = errno;
+        return vae_fail(err == ENOMEM ? VAE_ERR_NOMEM : VAE_ERR_IO,
+                        "%s: cannot open %s file %s: %s", FN, what, path,
+                        err ? strerror(err) : "unknown error");
+    }
+    /* A regular file larger than the limit is refused unread; other files
+     * (pipes, devices) are counted as they are read. */
+    struct stat st;
+    if (fstat(fileno(s->f), &st) == 0 && S_ISREG(st.st_mode) &&
+        (unsigned long long)st.st_size > s->limit)
+        return over_limit(s, "the file has", (unsigned long long)st.st_size);
+    s->in = vae_malloc(IN_CHUNK);
+    if (!s->in)
+        return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", FN, path);
+    int rc = fill(s);
+    if (rc)
+        return rc;
+    if (s->len >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b) {
+        s->gz = 1;
+        s->z.zalloc = z_alloc;
+        s->z.zfree = z_free;
+        s->z.opaque = Z_NULL;
+        int zr = inflateInit2(&s->z, 15 + 16); /* gzip only */
+        if (zr != Z_OK)
+            return zr == Z_MEM_ERROR
+                       ? vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for zlib", FN, path)
+                       : vae_fail(VAE_ERR_IO, "%s: cannot read %s: zlib refuses to start: %s",
+                                  FN, path, s->z.msg ? s->z.msg : zError(zr));
+        s->z_live = 1;
+    }
+    return VAE_OK;
+}
+
+/* After the announced data: the content must end there, and a gzip member
+ * must end there too, with nothing after it in the file. */
+static int src_finish(idx_src *s)
+{
+    unsigned char extra;
+    size_t got = 0;
+    int rc = src_read(s, &extra, 1, &got);
+    if (rc)
+        return rc;
+    if (got)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: data continues past the size the header announces",
+                        FN, s->path);
+    if (!s->gz)
+        return VAE_OK;
+    /* src_read stops short only at Z_STREAM_END: the CRC-32 and the length
+     * were verified. What follows (another member, padding) is refused. */
+    if ((rc = fill(s)))
+        return rc;
+    if (s->pos < s->len)
+        return vae_fail(VAE_ERR_FORMAT,
+                        "%s: %s: trailing bytes after the gzip member (only one member is read, "
+                        "nothing may follow it)",
+                        FN, s->path);
+    return VAE_OK;
+}
+
+/* Reads one IDX file of min_dims to max_dims dimensions. When expect_count
+ * is nonzero (labels), the first dimension must equal it; images_path names
+ * the file it comes from. */
+static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims,
+                     const char *what, size_t expect_count, const char *images_path)
+{
+    const char *path = s->path;
     unsigned char head[16];
-    long long r = read_full(f, head, 4);
-    if (r < 0) {
-        rc = read_failed(f, fn, path);
-        goto done;
-    }
-    if (r < 4) {
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated header (%lld bytes)", fn, path, r);
-        goto done;
-    }
+    size_t got = 0;
+    int rc = src_read(s, head, 4, &got);
+    if (rc)
+        return rc;
+    if (got < 4)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated header (%zu bytes)", FN, path, got);
     if (head[0] != 0 || head[1] != 0 || head[2] != 0x08 || head[3] < min_dims ||
-        head[3] > max_dims) {
-        rc = vae_fail(VAE_ERR_FORMAT,
-                      "%s: %s: wrong magic 0x%02x%02x%02x%02x for an IDX %s file (expected "
-                      "0x000008%02zx)",
-                      fn, path, head[0], head[1], head[2], head[3], what, max_dims);
-        goto done;
-    }
+        head[3] > max_dims)
+        return vae_fail(VAE_ERR_FORMAT,
+                        "%s: %s: wrong magic 0x%02x%02x%02x%02x for an IDX %s file (expected "
+                        "0x000008%02zx)",
+                        FN, path, head[0], head[1], head[2], head[3], what, max_dims);
     out->ndims = head[3];
-    r = read_full(f, head + 4, 4 * out->ndims);
-    if (r < (long long)(4 * out->ndims)) {
-        rc = r < 0 ? read_failed(f, fn, path)
-                   : vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated header", fn, path);
-        goto done;
-    }
+    if ((rc = src_read(s, head + 4, 4 * out->ndims, &got)))
+        return rc;
+    if (got < 4 * out->ndims)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated header", FN, path);
     size_t per_sample = 1;
     for (size_t i = 0; i < out->ndims; i++) {
         out->dims[i] = be32(head + 4 + 4 * i);
         if (i > 0)
             per_sample *= out->dims[i];
-        if (out->dims[i] == 0 || (i > 0 && per_sample > IDX_MAX_DIM)) {
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: absurd dimension %zu = %zu", fn, path, i,
-                          out->dims[i]);
-            goto done;
-        }
+        if (out->dims[i] == 0 || (i > 0 && per_sample > IDX_MAX_DIM))
+            return vae_fail(VAE_ERR_FORMAT, "%s: %s: absurd dimension %zu = %zu", FN, path, i,
+                            out->dims[i]);
     }
-    if (out->dims[0] > IDX_MAX_SAMPLES) {
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: absurd sample count %zu", fn, path, out->dims[0]);
-        goto done;
-    }
+    if (out->dims[0] > IDX_MAX_SAMPLES)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: absurd sample count %zu", FN, path,
+                        out->dims[0]);
+    if (expect_count && out->dims[0] != expect_count)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s has %zu labels but %s has %zu images", FN, path,
+                        out->dims[0], images_path, expect_count);
     int ovf = 0;
     size_t total = vae_mul_size(out->dims[0], per_sample, &ovf);
-    if (ovf) {
-        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu samples of %zu bytes do not fit in memory",
-                      fn, path, out->dims[0], per_sample);
-        goto done;
-    }
+    if (ovf)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu samples of %zu bytes do not fit in memory",
+                        FN, path, out->dims[0], per_sample);
+    /* The whole content, header included, within the limit before anything
+     * of its size is allocated. */
+    uint64_t content = 4 + 4 * (uint64_t)out->ndims + (uint64_t)total;
+    if (content > s->limit)
+        return vae_fail(VAE_ERR_NOMEM,
+                        "%s: %s: the header announces %zu samples of %zu bytes (%llu bytes with "
+                        "the header), above the limit VAE_LIMIT_FILE_BYTES = %llu",
+                        FN, path, out->dims[0], per_sample, (unsigned long long)content,
+                        (unsigned long long)s->limit);
     /* Grow by doubling as data arrives, never past what the header promised. */
-    size_t cap = total < (1u << 20) ? total : (1u << 20), got = 0;
+    size_t cap = total < FIRST_CAP ? total : FIRST_CAP, have = 0;
     uint8_t *buf = vae_malloc(cap);
-    if (!buf) {
-        rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", fn, path);
-        goto done;
-    }
+    if (!buf)
+        return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, cap);
     for (;;) {
-        r = read_full(f, buf + got, cap - got);
-        if (r < 0) {
+        if ((rc = src_read(s, buf + have, cap - have, &got))) {
             vae_free(buf);
-            rc = read_failed(f, fn, path);
-            goto done;
+            return rc;
         }
-        got += (size_t)r;
-        if (got < cap || cap == total)
+        have += got;
+        if (have < cap || cap == total)
             break;
         size_t ncap = cap > total / 2 ? total : 2 * cap;
         uint8_t *nb = vae_realloc(buf, ncap);
         if (!nb) {
             vae_free(buf);
-            rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", fn, path);
-            goto done;
+            return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path,
+                            ncap);
         }
         buf = nb;
         cap = ncap;
     }
-    if (got < total) {
+    if (have < total) {
         vae_free(buf);
-        rc = vae_fail(VAE_ERR_FORMAT,
-                      "%s: %s: truncated: the header announces %zu samples (%zu bytes of "
-                      "data), the file has %zu",
-                      fn, path, out->dims[0], total, got);
-        goto done;
+        return vae_fail(VAE_ERR_FORMAT,
+                        "%s: %s: truncated: the header announces %zu samples (%zu bytes of "
+                        "data), the file has %zu",
+                        FN, path, out->dims[0], total, have);
     }
-    unsigned char extra;
-    r = read_full(f, &extra, 1);
-    if (r != 0) {
+    if ((rc = src_finish(s))) {
         vae_free(buf);
-        rc = r < 0 ? read_failed(f, fn, path)
-                   : vae_fail(VAE_ERR_FORMAT,
-                              "%s: %s: data continues past the size the header announces", fn,
-                              path);
-        goto done;
+        return rc;
     }
     out->data = buf;
     out->size = total;
-done:
-    gzclose(f);
+    return VAE_OK;
+}
+
+static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max_dims,
+                    const char *what, size_t expect_count, const char *images_path)
+{
+    memset(out, 0, sizeof *out);
+    idx_src s;
+    int rc = src_open(&s, path, what);
+    if (!rc)
+        rc = read_body(&s, out, min_dims, max_dims, what, expect_count, images_path);
+    src_close(&s);
     return rc;
 }
 
 int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char *labels_path)
 {
-    const char *fn = "vae_dataset_load_idx";
     if (out)
         *out = NULL;
     if (!out || !images_path)
-        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "images_path" : "out");
+        return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", FN, out ? "images_path" : "out");
     idx_file img, lab = {0};
-    int rc = read_idx(&img, images_path, 2, 3, "image");
+    int rc = read_idx(&img, images_path, 2, 3, "image", 0, NULL);
     if (rc)
         return rc;
-    if (labels_path) {
-        if ((rc = read_idx(&lab, labels_path, 1, 1, "label"))) {
-            vae_free(img.data);
-            return rc;
-        }
-        if (lab.dims[0] != img.dims[0]) {
-            vae_free(img.data);
-            vae_free(lab.data);
-            return vae_fail(VAE_ERR_FORMAT, "%s: %s has %zu labels but %s has %zu images", fn,
-                            labels_path, lab.dims[0], images_path, img.dims[0]);
-        }
+    if (labels_path &&
+        (rc = read_idx(&lab, labels_path, 1, 1, "label", img.dims[0], images_path))) {
+        vae_free(img.data);
+        return rc;
     }
     vae_dataset *ds = vae_calloc(1, sizeof *ds);
     int32_t *labels = labels_path ? vae_malloc(lab.dims[0] * sizeof *labels) : NULL;
@@ -202,7 +369,7 @@ int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char 
         vae_free(labels);
         vae_free(img.data);
         vae_free(lab.data);
-        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", FN);
     }
     for (size_t i = 0; labels && i < lab.dims[0]; i++)
         labels[i] = lab.data[i];
