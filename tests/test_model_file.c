@@ -1342,6 +1342,180 @@ static void test_save_replaces_atomically(void **state)
     assert_int_equal(rmdir(tpath("atomic")), 0);
 }
 
+/* ---- limits ------------------------------------------------------------------- */
+
+/* Restores a limit when the test ends, even after a failure half-way. */
+static uint64_t saved_limits[4];
+
+static void save_limits(void)
+{
+    for (int k = VAE_LIMIT_FILE_BYTES; k <= VAE_LIMIT_WORKSPACE_BYTES; k++)
+        saved_limits[k] = vae_get_limit(k);
+}
+
+static void restore_limits(void)
+{
+    for (int k = VAE_LIMIT_FILE_BYTES; k <= VAE_LIMIT_WORKSPACE_BYTES; k++)
+        OK(vae_set_limit(k, saved_limits[k]));
+}
+
+/* A model of a few thousand parameters whose layers need a workspace of
+ * hundreds of megabytes: latent 2 -> dense 256 (1 x 16 x 16) ->
+ * ConvTranspose2D to 512 x 32 x 32 (kernel 2, stride 2) -> Conv2D 1x1 back
+ * to 1 x 32 x 32. Half a million floats of activations per sample, and the
+ * workspace holds 64 samples' worth (a block), so even one sample would
+ * take about 400 MB. */
+enum { WD = 1024, WL = 2, W_PARAMS = (WD + 1) * 2 * WL + (WL + 1) * 256 + 2048 + 512 + 513 };
+
+static vae_model *huge_workspace_model(void)
+{
+    vae_model *m = NULL;
+    vae_layer *l = NULL;
+    OK(vae_model_create(&m, WD, WL, VAE_LIKELIHOOD_BERNOULLI));
+    add_dense(m, 0, WL, 256, VAE_ACT_RELU);
+    OK(vae_layer_conv2d_transpose_create(&l, 1, 16, 16, 512, 2, 2, 2, 0, 0, VAE_ACT_RELU));
+    add_layer(m, 0, l);
+    OK(vae_layer_conv2d_create(&l, 512, 32, 32, 1, 1, 1, 1, 0, VAE_ACT_IDENTITY));
+    add_layer(m, 0, l);
+    OK(vae_model_build(m, 17));
+    assert_int_equal(vae_model_param_count(m), W_PARAMS);
+    return m;
+}
+
+/* A file of 32 kB whose model would take hundreds of megabytes to sample
+ * one image from: with VAE_LIMIT_WORKSPACE_BYTES set low, the first call
+ * that needs the workspace refuses, VAE_ERR_NOMEM naming the limit, before
+ * allocating it; every kind of call does. A small model still runs under
+ * the same limit. */
+static void test_limit_workspace(void **state)
+{
+    (void)state;
+    save_limits();
+    vae_model *built = huge_workspace_model();
+    OK(vae_model_save(built, tpath("wide.vae")));
+    vae_model_free(built);
+    struct stat st;
+    assert_int_equal(stat(tpath("wide.vae"), &st), 0);
+    assert_true(st.st_size < 40000);
+    vae_model *m = NULL;
+    OK(vae_model_load(&m, tpath("wide.vae")));
+
+    OK(vae_set_limit(VAE_LIMIT_WORKSPACE_BYTES, (uint64_t)16 << 20));
+    vae_context *ctx = NULL;
+    vae_rng *rng = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *opt = NULL;
+    vae_trainer *t = NULL;
+    OK(vae_context_create(&ctx));
+    OK(vae_rng_create(&rng, 5));
+    OK(vae_elbo_create(&e));
+    OK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM));
+    OK(vae_trainer_create(&t, m, e, opt, ctx, 3));
+    float *x = calloc(WD, sizeof *x), *mu = calloc(WL, sizeof *mu), *lv = calloc(WL, sizeof *lv);
+    float z[WL] = {0.5f, -0.5f};
+    double ll = 0, per = 0;
+    assert_non_null(x);
+    assert_non_null(mu);
+    assert_non_null(lv);
+    const size_t live = vae_allocations();
+    const char *lim = "VAE_LIMIT_WORKSPACE_BYTES";
+    EXPECT_ERR(vae_sample(ctx, m, rng, 1, x), VAE_ERR_NOMEM, "vae_sample", lim);
+    EXPECT_ERR(vae_decode(ctx, m, z, 1, x), VAE_ERR_NOMEM, "vae_decode", lim);
+    EXPECT_ERR(vae_encode(ctx, m, x, 1, mu, lv), VAE_ERR_NOMEM, "vae_encode", lim);
+    EXPECT_ERR(vae_reconstruct(ctx, m, x, 1, x), VAE_ERR_NOMEM, "vae_reconstruct", lim);
+    EXPECT_ERR(vae_log_likelihood(ctx, m, x, 1, 2, rng, &ll), VAE_ERR_NOMEM,
+               "vae_log_likelihood", lim);
+    EXPECT_ERR(vae_elbo_evaluate(ctx, m, e, x, 1, NULL, rng, &per, NULL), VAE_ERR_NOMEM,
+               "vae_elbo_evaluate", lim);
+    EXPECT_ERR(vae_context_reserve(ctx, m, 1), VAE_ERR_NOMEM, "vae_context_reserve", lim);
+    EXPECT_ERR(vae_trainer_step(t, x, 1, NULL), VAE_ERR_NOMEM, "vae_trainer_step", lim);
+    EXPECT_ERR(vae_trainer_reserve(t, 1), VAE_ERR_NOMEM, "vae_trainer_reserve", lim);
+    assert_int_equal(vae_allocations(), live); /* nothing of that size was allocated */
+    assert_int_equal(vae_trainer_steps(t), 0);
+
+    /* The same limit leaves room for an ordinary model. */
+    vae_model *small = gaussian_model();
+    float out[4 * GD];
+    OK(vae_sample(ctx, small, rng, 4, out));
+
+    vae_model_free(small);
+    vae_trainer_free(t);
+    vae_optimizer_free(opt);
+    vae_elbo_free(e);
+    vae_rng_free(rng);
+    vae_context_free(ctx);
+    vae_model_free(m);
+    free(x);
+    free(mu);
+    free(lv);
+    restore_limits();
+    assert_int_equal(unlink(tpath("wide.vae")), 0);
+}
+
+/* vae_model_load and vae_model_load_mem refuse a file above
+ * VAE_LIMIT_FILE_BYTES and a model above VAE_LIMIT_MODEL_PARAMS with
+ * VAE_ERR_NOMEM (the file is not damaged: the process chose not to take
+ * it), and accept both at the limit. */
+static void test_limit_file_and_params(void **state)
+{
+    (void)state;
+    save_limits();
+    vae_model *m = gaussian_model();
+    OK(vae_model_save(m, tpath("limit.vae")));
+    size_t size = 0;
+    unsigned char *buf = save_to_mem(m, &size);
+    const size_t live = vae_allocations();
+
+    vae_model *out = m;
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, size - 1));
+    EXPECT_ERR(vae_model_load(&out, tpath("limit.vae")), VAE_ERR_NOMEM, "vae_model_load",
+               "VAE_LIMIT_FILE_BYTES");
+    assert_null(out);
+    out = m;
+    EXPECT_ERR(vae_model_load_mem(&out, buf, size), VAE_ERR_NOMEM, "vae_model_load_mem",
+               "VAE_LIMIT_FILE_BYTES");
+    assert_null(out);
+    assert_int_equal(vae_allocations(), live);
+    OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, size));
+    OK(vae_model_load(&out, tpath("limit.vae")));
+    assert_same_model(m, out);
+    vae_model_free(out);
+    OK(vae_model_load_mem(&out, buf, size));
+    vae_model_free(out);
+    restore_limits();
+
+    OK(vae_set_limit(VAE_LIMIT_MODEL_PARAMS, G_PARAMS - 1));
+    out = m;
+    EXPECT_ERR(vae_model_load(&out, tpath("limit.vae")), VAE_ERR_NOMEM, "vae_model_load",
+               "VAE_LIMIT_MODEL_PARAMS");
+    assert_null(out);
+    out = m;
+    EXPECT_ERR(vae_model_load_mem(&out, buf, size), VAE_ERR_NOMEM, "vae_model_load_mem",
+               "VAE_LIMIT_MODEL_PARAMS");
+    assert_null(out);
+    assert_int_equal(vae_allocations(), live);
+    /* The limit bounds the model as a whole: a record that alone passes it
+     * is refused where the running count passes it. */
+    OK(vae_set_limit(VAE_LIMIT_MODEL_PARAMS, 35 + 24));
+    EXPECT_ERR(vae_model_load_mem(&out, buf, size), VAE_ERR_NOMEM, "vae_model_load_mem",
+               "layers 0 to 2 have 89 parameters");
+    /* Building and the MLP constructor are held to it too. */
+    static const size_t hidden[] = {40};
+    EXPECT_ERR(vae_model_create_mlp(&out, 10, hidden, 1, 2, VAE_ACT_RELU,
+                                    VAE_LIKELIHOOD_BERNOULLI, 1),
+               VAE_ERR_NOMEM, "vae_model_build", "VAE_LIMIT_MODEL_PARAMS");
+    assert_null(out);
+    OK(vae_set_limit(VAE_LIMIT_MODEL_PARAMS, G_PARAMS));
+    OK(vae_model_load_mem(&out, buf, size));
+    assert_same_model(m, out);
+    vae_model_free(out);
+    restore_limits();
+
+    free(buf);
+    vae_model_free(m);
+    assert_int_equal(unlink(tpath("limit.vae")), 0);
+}
+
 /* ---- bad arguments ------------------------------------------------------------ */
 
 static void test_bad_arguments(void **state)
@@ -1426,6 +1600,8 @@ int main(void)
         cmocka_unit_test(test_structure_fuzz),
         cmocka_unit_test(test_save_replaces_atomically),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_limit_workspace),
+        cmocka_unit_test(test_limit_file_and_params),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
 }

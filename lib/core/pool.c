@@ -25,7 +25,7 @@ struct vae_pool {
     pthread_mutex_t lock;
     pthread_cond_t start, done;
     size_t n;                /* workers, the caller included */
-    pthread_t *threads;      /* n - 1 */
+    struct worker *workers;  /* n - 1 threads */
     size_t started;          /* threads running */
     atomic_ulong generation; /* bumped for every task, under lock */
     atomic_size_t pending;   /* threads still working on the current task */
@@ -34,16 +34,19 @@ struct vae_pool {
     void *ctx;
 };
 
-typedef struct worker_arg {
+/* A thread and what it is started with, kept in the pool: no thread
+ * allocates or frees anything, so every block of the library is allocated
+ * and freed by the calls of its caller (vae_allocations() stays exact). */
+typedef struct worker {
+    pthread_t thread;
     vae_pool *pool;
     size_t index;
-} worker_arg;
+} worker;
 
 static void *worker_main(void *arg)
 {
-    vae_pool *p = ((worker_arg *)arg)->pool;
-    size_t index = ((worker_arg *)arg)->index;
-    vae_free(arg);
+    vae_pool *p = ((worker *)arg)->pool;
+    size_t index = ((worker *)arg)->index;
     /* Every task has a generation number above 0; one posted before this
      * thread first looks must still be seen as new. */
     unsigned long seen = 0;
@@ -81,11 +84,11 @@ void vae_pool_free(vae_pool *p)
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < p->started; i++)
-        pthread_join(p->threads[i], NULL);
+        pthread_join(p->workers[i].thread, NULL);
     pthread_cond_destroy(&p->start);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
-    vae_free(p->threads);
+    vae_free(p->workers);
     vae_free(p);
 }
 
@@ -93,26 +96,26 @@ int vae_pool_create(vae_pool **out, size_t n)
 {
     *out = NULL;
     vae_pool *p = vae_calloc(1, sizeof *p);
-    pthread_t *threads = p ? vae_calloc(n - 1, sizeof *threads) : NULL;
-    if (!p || !threads) {
+    worker *workers = p ? vae_calloc(n - 1, sizeof *workers) : NULL;
+    if (!p || !workers) {
         vae_free(p);
         return vae_fail(VAE_ERR_NOMEM, "out of memory for a pool of %zu threads", n);
     }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
-        vae_free(threads);
+        vae_free(workers);
         vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a mutex");
     }
     if (pthread_cond_init(&p->start, NULL) != 0) {
         pthread_mutex_destroy(&p->lock);
-        vae_free(threads);
+        vae_free(workers);
         vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a condition variable");
     }
     if (pthread_cond_init(&p->done, NULL) != 0) {
         pthread_cond_destroy(&p->start);
         pthread_mutex_destroy(&p->lock);
-        vae_free(threads);
+        vae_free(workers);
         vae_free(p);
         return vae_fail(VAE_ERR_STATE, "cannot create a condition variable");
     }
@@ -120,17 +123,12 @@ int vae_pool_create(vae_pool **out, size_t n)
     atomic_init(&p->pending, 0);
     atomic_init(&p->quit, 0);
     p->n = n;
-    p->threads = threads;
+    p->workers = workers;
     for (size_t i = 1; i < n; i++) {
-        worker_arg *a = vae_malloc(sizeof *a);
-        if (!a) {
-            vae_pool_free(p);
-            return vae_fail(VAE_ERR_NOMEM, "out of memory for a pool of %zu threads", n);
-        }
-        a->pool = p;
-        a->index = i;
-        if (pthread_create(&threads[i - 1], NULL, worker_main, a) != 0) {
-            vae_free(a);
+        worker *w = &workers[i - 1];
+        w->pool = p;
+        w->index = i;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             vae_pool_free(p);
             return vae_fail(VAE_ERR_STATE, "cannot start thread %zu of %zu", i, n - 1);
         }

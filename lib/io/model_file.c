@@ -261,14 +261,18 @@ int vae_model_save(const vae_model *m, const char *path)
 
 /* ---- loading ------------------------------------------------------------ */
 
-/* A format error wrapping the message of a failed inner call. vae_fail()
- * formats into the very buffer vae_last_error() returns, so the inner
- * message is copied out first. */
-static int fail_inner(const char *fn, const char *what, const char *context)
+/* The failure of an inner call (status rc), with its message wrapped in
+ * this call's. An allocation that failed stays VAE_ERR_NOMEM (the file may
+ * be fine: retrying with more memory can succeed); any other refusal of
+ * the constructors means the file describes an impossible model, a format
+ * error. vae_fail() formats into the very buffer vae_last_error() returns,
+ * so the inner message is copied out first. */
+static int fail_inner(int rc, const char *fn, const char *what, const char *context)
 {
     char inner[512];
     snprintf(inner, sizeof inner, "%s", vae_last_error());
-    return vae_fail(VAE_ERR_FORMAT, "%s: %s: %s: %s", fn, what, context, inner);
+    return vae_fail(rc == VAE_ERR_NOMEM ? VAE_ERR_NOMEM : VAE_ERR_FORMAT, "%s: %s: %s: %s", fn,
+                    what, context, inner);
 }
 
 /* a*b, saturating at UINT64_MAX. */
@@ -342,7 +346,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
     vae_model *m = NULL;
     int rc = vae_model_create(&m, (size_t)input_dim, (size_t)latent_dim, (int)likelihood);
     if (rc)
-        return fail_inner(fn, what, "bad model header");
+        return fail_inner(rc, fn, what, "bad model header");
     if (likelihood == VAE_LIKELIHOOD_GAUSSIAN &&
         vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, sigma)) {
         vae_model_free(m);
@@ -371,6 +375,16 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u announces %llu parameters, more "
                                           "than the %zu bytes left can hold",
                           fn, what, (unsigned)i, (unsigned long long)np, r.left);
+            break;
+        }
+        /* A model above the process's limit is refused as vae_model_build
+         * would refuse it, before any layer of that size is constructed. */
+        if (announced > vae_get_limit(VAE_LIMIT_MODEL_PARAMS)) {
+            rc = vae_fail(VAE_ERR_NOMEM,
+                          "%s: %s: layers 0 to %u have %llu parameters, above the limit "
+                          "VAE_LIMIT_MODEL_PARAMS = %llu",
+                          fn, what, (unsigned)i, (unsigned long long)announced,
+                          (unsigned long long)vae_get_limit(VAE_LIMIT_MODEL_PARAMS));
             break;
         }
         if (i == n_enc) {
@@ -412,7 +426,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
         if ((rc = ops->from_fields(&l, (int)act, f, nf))) {
             char context[32];
             snprintf(context, sizeof context, "layer %u", (unsigned)i);
-            rc = fail_inner(fn, what, context);
+            rc = fail_inner(rc, fn, what, context);
             break;
         }
         if (l->n_params != np) {
@@ -423,9 +437,16 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             break;
         }
         rc = i < n_enc ? vae_model_add_encoder_layer(m, &l) : vae_model_add_decoder_layer(m, &l);
+        if (rc) { /* only an allocation can fail here */
+            char context[32];
+            snprintf(context, sizeof context, "layer %u", (unsigned)i);
+            rc = fail_inner(rc, fn, what, context);
+        }
     }
     if (!rc && (rc = vae_model_build(m, 0)))
-        rc = fail_inner(fn, what, "the layers do not fit together");
+        rc = fail_inner(rc, fn, what,
+                        rc == VAE_ERR_NOMEM ? "building the model"
+                                            : "the layers do not fit together");
     if (!rc) {
         uint64_t np = get_u64(&r);
         if (r.err || np != vae_model_param_count(m) || r.left != 4 * vae_model_param_count(m))

@@ -152,26 +152,34 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
                         total_d);
     if (total_d * sizeof(float) > (double)vae_get_limit(VAE_LIMIT_WORKSPACE_BYTES))
         return vae_fail(VAE_ERR_NOMEM,
-                        "%s: the workspace for %zu samples would take %.0f bytes, above the "
+                        "%s: the workspace for %zu sample%s would take %.0f bytes, above the "
                         "limit VAE_LIMIT_WORKSPACE_BYTES = %llu",
-                        fn, n, total_d * sizeof(float),
+                        fn, n, n == 1 ? "" : "s", total_d * sizeof(float),
                         (unsigned long long)vae_get_limit(VAE_LIMIT_WORKSPACE_BYTES));
     size_t per = rows * (acts + 5 * L + 2 * width + (train ? D : 0)) + scratch;
     size_t total = per * T + (train ? (T - 1) * m->n_params : 0) + shared * (L + 4) + 2;
     size_t nptr = T * m->n_layers;
-    if (total > ctx->cap) {
-        float *mem = vae_malloc(total * sizeof *mem);
-        if (!mem)
-            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for a workspace of %zu bytes", fn,
-                            total * sizeof(float));
+    /* Both blocks are had before either replaces the old one, so a failure
+     * leaves the context's workspace as it was. */
+    float *mem = NULL;
+    float **ptrs = NULL;
+    int bad = 0;
+    if (total > ctx->cap)
+        bad = !(mem = vae_malloc(total * sizeof *mem));
+    if (!bad && nptr > ctx->ptr_cap)
+        bad = !(ptrs = vae_malloc(nptr * sizeof *ptrs));
+    if (bad) {
+        vae_free(mem);
+        vae_free(ptrs);
+        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for a workspace of %zu bytes", fn,
+                        total * sizeof(float) + nptr * sizeof *ptrs);
+    }
+    if (mem) {
         vae_free(ctx->mem);
         ctx->mem = mem;
         ctx->cap = total;
     }
-    if (nptr > ctx->ptr_cap) {
-        float **ptrs = vae_malloc(nptr * sizeof *ptrs);
-        if (!ptrs)
-            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+    if (ptrs) {
         vae_free(ctx->ptrs);
         ctx->ptrs = ptrs;
         ctx->ptr_cap = nptr;

@@ -281,13 +281,16 @@ int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, siz
     else if (n > SIZE_MAX / 2 / sizeof *seeds)
         rc = vae_fail(VAE_ERR_INVALID, "%s: n = %zu is too large", fn, n);
     else if (!(rc = vae_check_input(m, x, n, fn))) {
-        /* Workers: as many as samples, at most the context's. */
+        /* Workers: as many as samples, at most the context's (the layout
+         * may choose fewer). The buffers come first, so that a failure
+         * leaves the workspace as it was. */
         size_t T = ctx->n_threads > 1 && ctx->pool ? ctx->n_threads : 1;
-        if ((rc = vae_ctx_layout(ctx, m, (T < n ? T : n) * VAE_BLOCK, 0, 0, fn)))
-            ;
-        else if (!(seeds = vae_malloc(n * sizeof *seeds)) ||
-                 !(logw = vae_malloc(ctx->workers * k * sizeof *logw)))
-            rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+        T = T < n ? T : n;
+        if (!(seeds = vae_malloc(n * sizeof *seeds)) ||
+            !(logw = vae_malloc(T * k * sizeof *logw)))
+            rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu samples, k = %zu", fn, n, k);
+        else
+            rc = vae_ctx_layout(ctx, m, T * VAE_BLOCK, 0, 0, fn);
     }
     if (!rc) {
         for (size_t i = 0; i < n; i++)

@@ -10,9 +10,10 @@
 int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, size_t in, size_t outf,
                     int activation, size_t n_weights, size_t n_bias, size_t fan_in)
 {
+    /* Called by the constructors only: name the public one that failed. */
     vae_layer *l = vae_calloc(1, sizeof *l);
     if (!l)
-        return vae_fail(VAE_ERR_NOMEM, "layer: out of memory");
+        return vae_fail(VAE_ERR_NOMEM, "vae_layer_%s_create: out of memory", ops->name);
     l->ops = ops;
     l->activation = activation;
     l->in = in;
@@ -24,7 +25,8 @@ int vae_layer_alloc(vae_layer **out, const vae_layer_ops *ops, size_t in, size_t
     if (!l->own) {
         size_t n = l->n_params;
         vae_free(l);
-        return vae_fail(VAE_ERR_NOMEM, "layer: out of memory for %zu parameters", n);
+        return vae_fail(VAE_ERR_NOMEM, "vae_layer_%s_create: out of memory for %zu parameters",
+                        ops->name, n);
     }
     vae_layer_bind(l, l->own);
     l->dw = l->own + l->n_params;
