@@ -7,6 +7,10 @@
 
 #include "test_util.h"
 
+/* White box, for one test: struct vae_model, to give a model a sigma that
+ * vae_model_set_param() refuses. */
+#include "../lib/model/model.h"
+
 #define LOG_2PI 1.8378770664093454836
 
 /* One context and one optimizer for the whole group; each test makes its
@@ -924,6 +928,80 @@ static void test_large_logvar_gradient(void **state)
     }
 }
 
+/* The Gaussian likelihood at the ends of sigma's range, [1e-6, 1e6]. The
+ * decoder's mean is pinned (last layer's weights 0, biases `mean`), so the
+ * recon term and its gradient have closed forms. At sigma 1e-6 residuals
+ * up to 1e6 give a finite loss (5e23 per value) and gradient (1e18 / n);
+ * at 1e6, 1/sigma^2 = 1e-12. A residual whose square overflows float makes
+ * the loss infinite: VAE_ERR_NUMERIC, the slab untouched. And a sigma the
+ * setter now refuses (1e-20, forced into the model: 1/sigma^2 = 1e40
+ * overflows float) used to give a forward-backward that succeeded with a
+ * loss of 3.8e40 and an infinite gradient: now both calls fail. */
+static void test_gaussian_sigma_range(void **state)
+{
+    (void)state;
+    enum { D = 4, H = 3, L = 2, B = 2 };
+    const layout o = layout_of(D, H, L);
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_GAUSSIAN, 5);
+    float *p = vae_model_params(m, NULL);
+    const float mean[D] = {0.5f, -1.0f, 2.0f, 0.0f};
+    memset(p + o.out_w, 0, D * H * sizeof(float));
+    memcpy(p + o.out_b, mean, sizeof mean);
+    vae_elbo *ae = objective(1.0, VAE_OBJECTIVE_AUTOENCODER);
+    vae_trainer *t = trainer(m, ae, 3);
+    const float resid[B * D] = {1e6f, -1e6f, 0.0f, 3.0f, -2.5e5f, 1e-3f, 7e5f, -1.0f};
+    float x[B * D];
+    for (size_t i = 0; i < B * D; i++)
+        x[i] = mean[i % D] + resid[i];
+    size_t n = 0;
+    float *g = vae_trainer_grads(t, &n);
+    const double sigmas[] = {1e-6, 1e6};
+    for (size_t si = 0; si < 2; si++) {
+        TU_OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, sigmas[si]));
+        const double s = (float)sigmas[si];
+        double ref = 0.0;
+        for (size_t i = 0; i < B * D; i++) {
+            const double d = (double)x[i] - mean[i % D];
+            ref += d * d / (2.0 * s * s) + 0.5 * (LOG_2PI + log(s * s));
+        }
+        ref /= B;
+        vae_epoch_stats st = evaluate(m, ae, x, B, NULL, NULL, NULL);
+        TU_CLOSE(st.loss, ref, 1e-6, 0.0);
+        TU_OK(vae_trainer_zero_grads(t));
+        st = forward_backward(t, x, B, NULL);
+        TU_CLOSE(st.loss, ref, 1e-6, 0.0);
+        if (!tu_all_finite(g, n))
+            fail_msg("sigma %g: a gradient is not finite", s);
+        /* d/d(bias_j) = mean over the batch of (mean_j - x_j) / s^2 */
+        for (size_t j = 0; j < D; j++) {
+            double want = 0.0;
+            for (size_t i = 0; i < B; i++)
+                want += ((double)mean[j] - x[i * D + j]) / (s * s) / B;
+            TU_CLOSE(g[o.out_b + j], want, 1e-5, 1e-30);
+        }
+    }
+    TU_OK(vae_trainer_zero_grads(t));
+
+    /* A residual whose square overflows float. */
+    float xbig[B * D];
+    memcpy(xbig, x, sizeof xbig);
+    xbig[2] = 2e19f;
+    expect_numeric_untouched(t, m, ae, xbig, B, NULL);
+
+    /* The sigma from the report, forced past the setter. */
+    m->sigma = 1e-20f;
+    const float small[B * D] = {0.5f, -1.0f, 2.0f, 0.25f, 0.5f, -1.0f, 2.0f, 0.0f};
+    expect_numeric_untouched(t, m, ae, small, B, NULL);
+    vae_epoch_stats st = {sizeof st};
+    TU_EXPECT_ERR_MSG(vae_trainer_step(t, small, B, &st), VAE_ERR_NUMERIC, "vae_trainer_step",
+                      "not finite");
+    TU_ASSERT_ZERO_GRADS(t);
+
+    vae_trainer_free(t);
+    vae_elbo_free(ae);
+    vae_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -938,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_elbo_params),
         cmocka_unit_test(test_large_logvar_gradient),
+        cmocka_unit_test(test_gaussian_sigma_range),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

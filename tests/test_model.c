@@ -828,8 +828,11 @@ static void test_tensor_get_set(void **state)
     vae_model_free(m);
 }
 
-/* VAE_MODEL_GAUSSIAN_SIGMA: default 1, finite and > 0, a rejected value
- * leaves the previous one, and it changes what a Gaussian model computes. */
+/* VAE_MODEL_GAUSSIAN_SIGMA: default 1, in [1e-6, 1e6] as a float, a
+ * rejected value leaves the previous one, and it changes what a Gaussian
+ * model computes. 1e-20 used to be accepted, and a forward-backward then
+ * succeeded with a loss of 3.8e40 and an infinite gradient (1/sigma^2
+ * overflows float); test_elbo.c checks that pass. */
 static void test_model_params(void **state)
 {
     (void)state;
@@ -852,13 +855,22 @@ static void test_model_params(void **state)
     TU_EXPECT_ERR(vae_model_get_param(g, 2, &v), VAE_ERR_INVALID, fg);
 
     TU_OK(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, 0.5));
-    const double bad[] = {0.0, -0.0, -1.0, -1e-300, NAN, INFINITY, -INFINITY};
+    const double bad[] = {0.0,    -0.0,  -1.0, -1e-300, NAN,     INFINITY, -INFINITY, 1e-20,
+                          9.9e-7, 1e-45, 1e-300, 1.01e6, 1e7, 3.4e38, 1e300};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        TU_EXPECT_ERR(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, bad[i]), VAE_ERR_INVALID,
-                      fs);
+        TU_EXPECT_ERR_MSG(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, bad[i]),
+                          VAE_ERR_INVALID, fs, "[1e-6, 1e6]");
         TU_OK(vae_model_get_param(g, VAE_MODEL_GAUSSIAN_SIGMA, &v));
         assert_true(v == 0.5);
     }
+    /* The bounds themselves, kept as floats. */
+    TU_OK(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, 1e-6));
+    TU_OK(vae_model_get_param(g, VAE_MODEL_GAUSSIAN_SIGMA, &v));
+    assert_true(v == (double)1e-6f);
+    TU_OK(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, (double)1e-6f)); /* read back */
+    TU_OK(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, 1e6));
+    TU_OK(vae_model_get_param(g, VAE_MODEL_GAUSSIAN_SIGMA, &v));
+    assert_true(v == 1e6);
     TU_OK(vae_model_set_param(g, VAE_MODEL_GAUSSIAN_SIGMA, 1e-3));
     TU_OK(vae_model_get_param(g, VAE_MODEL_GAUSSIAN_SIGMA, &v));
     TU_CLOSE(v, 1e-3, 1e-7, 0.0);

@@ -12,6 +12,10 @@
 
 #include "test_util.h"
 
+/* White box, for the state-flush test only: struct vae_trainer, to read
+ * the moments the trainer keeps. */
+#include "../lib/train/trainer.h"
+
 #define N_STEPS 3
 #define N_PARAMS 10
 
@@ -487,6 +491,365 @@ static void test_nonfinite_gradient(void **state)
                 check_nonfinite(kind, bad[i], where[w]);
 }
 
+/* ---- updates that would not be finite ------------------------------------------- */
+
+/* A step whose new parameters or optimizer state would not all be finite
+ * fails with VAE_ERR_NUMERIC, naming what would overflow, and changes
+ * nothing: parameters, gradient slab, step counter and state (the
+ * following steps give exactly what a run without the refused one gives).
+ * Each case takes `good` ordinary steps on both rigs (the last with
+ * gradient `pre` at `where` when pre is not 0), then writes `param` (when
+ * not 0) into parameter `where` and gradient `grad` at `where` in one rig
+ * only. Before, each returned VAE_OK with an infinite or NaN value stored. */
+typedef struct overflow_case {
+    const char *name;
+    int kind;
+    hp set[3];
+    size_t n_set;
+    int good;
+    size_t where;
+    float pre, param, grad;
+    const char *what;
+} overflow_case;
+
+static void check_overflow(const overflow_case *c)
+{
+    rig r, ref;
+    rig_make(&r, 11, NULL, c->kind, c->set, c->n_set);
+    rig_make(&ref, 11, NULL, c->kind, c->set, c->n_set);
+    set_start(&r, NULL);
+    set_start(&ref, NULL);
+    float *p = vae_model_params(r.m, NULL);
+    const float *pref = vae_model_params(ref.m, NULL);
+    for (int t = 1; t <= c->good; t++) {
+        float *g = set_grads(r.t, t), *gref = set_grads(ref.t, t);
+        if (t == c->good && c->pre != 0.0f)
+            g[c->where] = gref[c->where] = c->pre;
+        TU_OK(vae_trainer_apply(r.t));
+        TU_OK(vae_trainer_apply(ref.t));
+    }
+    assert_memory_equal(p, pref, N_PARAMS * sizeof(float));
+    assert_true(tu_all_finite(p, N_PARAMS));
+
+    const float kept = p[c->where];
+    if (c->param != 0.0f)
+        p[c->where] = c->param;
+    float p_bad[N_PARAMS], g_bad[N_PARAMS];
+    memcpy(p_bad, p, sizeof p_bad);
+    float *g = set_grads(r.t, c->good + 1);
+    g[c->where] = c->grad;
+    memcpy(g_bad, g, sizeof g_bad);
+    TU_EXPECT_ERR_MSG(vae_trainer_apply(r.t), VAE_ERR_NUMERIC, "vae_trainer_apply", c->what);
+    if (memcmp(p, p_bad, sizeof p_bad) != 0 || memcmp(g, g_bad, sizeof g_bad) != 0)
+        fail_msg("%s: the refused step changed the parameters or the gradient slab", c->name);
+    assert_int_equal(vae_trainer_steps(r.t), c->good);
+
+    /* The same trainer carries on from the state before the refused step. */
+    p[c->where] = kept;
+    TU_OK(vae_trainer_zero_grads(r.t));
+    for (int t = c->good + 1; t <= c->good + 3; t++) {
+        set_grads(r.t, t);
+        set_grads(ref.t, t);
+        TU_OK(vae_trainer_apply(r.t));
+        TU_OK(vae_trainer_apply(ref.t));
+        if (memcmp(p, pref, N_PARAMS * sizeof(float)) != 0)
+            fail_msg("%s: step %d after the refused one differs from the run without it",
+                     c->name, t);
+        assert_true(tu_all_finite(p, N_PARAMS));
+    }
+    assert_int_equal(vae_trainer_steps(r.t), c->good + 3);
+    rig_free(&r);
+    rig_free(&ref);
+}
+
+static void test_overflowing_update(void **state)
+{
+    (void)state;
+    const overflow_case cases[] = {
+        /* (1 - beta2) g^2 = 1e-3 * 1e42 */
+        {"adam second moment", VAE_OPTIMIZER_ADAM, {{VAE_OPT_LR, 0.05}}, 1, 2, 5, 0.0f, 0.0f,
+         1e21f, "second moment"},
+        /* AdamW: p (1 - lr wd) = 1e33 * (1 - 1e6) */
+        {"adamw parameter",
+         VAE_OPTIMIZER_ADAM,
+         {{VAE_OPT_LR, 1e3}, {VAE_OPT_WEIGHT_DECAY, 1e3}},
+         2,
+         1,
+         7,
+         0.0f,
+         1e33f,
+         0.5f,
+         "parameter"},
+        /* p - lr g = p - 1e6 * 1e33 */
+        {"sgd parameter", VAE_OPTIMIZER_SGD, {{VAE_OPT_LR, 1e6}}, 1, 1, 2, 0.0f, 0.0f, 1e33f,
+         "parameter"},
+        /* buf = 0.9 * 3e38 + 3e38, after a step that stored buf = 3e38 (that
+         * step is checked before it is stored, and succeeds) */
+        {"sgd momentum buffer",
+         VAE_OPTIMIZER_SGD,
+         {{VAE_OPT_LR, 1e-3}, {VAE_OPT_MOMENTUM, 0.9}},
+         2,
+         2,
+         4,
+         3e38f,
+         0.0f,
+         3e38f,
+         "momentum buffer"},
+        /* Nesterov: d + mu buf with buf = 3e38 */
+        {"sgd nesterov parameter",
+         VAE_OPTIMIZER_SGD,
+         {{VAE_OPT_LR, 1.0}, {VAE_OPT_MOMENTUM, 0.9}, {VAE_OPT_NESTEROV, 1}},
+         3,
+         1,
+         9,
+         0.0f,
+         0.0f,
+         2e38f,
+         "parameter"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_overflow(&cases[i]);
+}
+
+/* Values far beyond the usual but finite: the overflow test cannot rule an
+ * overflow out (g^2 = 2.25e38 is above FLT_MAX / 2), so the step is checked
+ * before it is stored, and then stored: the closed form still holds, and
+ * every other parameter gets the same bits as without the large gradient. */
+static void test_large_finite_update(void **state)
+{
+    (void)state;
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    rig r, ref;
+    rig_make(&r, 12, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    rig_make(&ref, 12, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+    double p[N_PARAMS], mom[N_PARAMS] = {0}, vel[N_PARAMS] = {0};
+    set_start(&r, p);
+    set_start(&ref, NULL);
+    const double lr = get(r.o, VAE_OPT_LR);
+    for (int t = 1; t <= N_STEPS; t++) {
+        float *g = set_grads(r.t, t);
+        set_grads(ref.t, t);
+        g[5] = t == 2 ? 1.5e19f : g[5];
+        TU_OK(vae_trainer_apply(r.t));
+        TU_OK(vae_trainer_apply(ref.t));
+        const double bc1 = 1.0 - pow(0.9, t), bc2 = 1.0 - pow(0.999, t);
+        for (size_t i = 0; i < N_PARAMS; i++) {
+            const double gi = i == 5 && t == 2 ? 1.5e19 : (float)grad_at(i, t);
+            mom[i] = 0.9 * mom[i] + 0.1 * gi;
+            vel[i] = 0.999 * vel[i] + 0.001 * gi * gi;
+            p[i] -= lr / bc1 * mom[i] / (sqrt(vel[i]) / sqrt(bc2) + 1e-8);
+        }
+        check_params(&r, p, "adam, one gradient of 1.5e19", t);
+        const float *pr = vae_model_params(r.m, NULL), *pf = vae_model_params(ref.m, NULL);
+        for (size_t i = 0; i < N_PARAMS; i++)
+            if (i != 5 && memcmp(pr + i, pf + i, sizeof(float)) != 0)
+                fail_msg("step %d: parameter %zu differs from the run without the large "
+                         "gradient",
+                         t, i);
+    }
+    rig_free(&r);
+    rig_free(&ref);
+}
+
+/* Training with the largest learning rate on data of magnitude 1e15 may
+ * diverge; an epoch then stops with VAE_ERR_NUMERIC, never with a parameter
+ * that is NaN or infinite. (Adam with lr 1e38, formerly accepted, gave an
+ * epoch that returned VAE_OK with every parameter non-finite.) */
+static void test_epoch_never_nonfinite(void **state)
+{
+    (void)state;
+    enum { COUNT = 40, DIM = 2 };
+    float x[COUNT * DIM];
+    tu_rng rr = {13};
+    tu_fill_range(&rr, x, COUNT * DIM, -1e15, 1e15);
+    vae_dataset *ds = NULL;
+    TU_OK(vae_dataset_from_floats(&ds, x, COUNT, DIM, NULL));
+    vae_train_options opts;
+    TU_OK(vae_train_options_init(&opts, sizeof opts));
+    opts.batch_size = 8;
+    for (int kind = VAE_OPTIMIZER_SGD; kind <= VAE_OPTIMIZER_ADAM; kind++) {
+        const hp set[] = {{VAE_OPT_LR, 1e6}};
+        rig r;
+        rig_make(&r, 14, NULL, kind, set, 1);
+        TU_EXPECT_ERR_MSG(vae_optimizer_set_param(r.o, VAE_OPT_LR, 1e38), VAE_ERR_INVALID,
+                          "vae_optimizer_set_param", "lr");
+        assert_true(get(r.o, VAE_OPT_LR) == 1e6);
+        int rc = VAE_OK;
+        for (int epoch = 0; epoch < 5 && rc == VAE_OK; epoch++) {
+            rc = vae_trainer_train_epoch(r.t, ds, &opts, NULL);
+            if (rc != VAE_OK && rc != VAE_ERR_NUMERIC)
+                fail_msg("kind %d: epoch %d returned %d: %s", kind, epoch, rc,
+                         vae_last_error());
+            if (!tu_all_finite(vae_model_params(r.m, NULL), N_PARAMS))
+                fail_msg("kind %d: epoch %d (status %d) left a non-finite parameter", kind,
+                         epoch, rc);
+        }
+        rig_free(&r);
+    }
+    vae_dataset_free(ds);
+}
+
+/* The same with several workers (a model of 10 656 parameters: three
+ * ranges): the checked step gives the same bits with one worker and with
+ * three, and a refused step names the first bad parameter whichever range
+ * it lies in, and changes nothing in any range. */
+static void test_overflow_workers(void **state)
+{
+    (void)state;
+    TU_OK(vae_blas_set_threads(1));
+    const size_t hidden[1] = {100};
+    vae_model *m[2] = {NULL, NULL};
+    vae_context *ctx[2] = {NULL, NULL};
+    vae_trainer *t[2] = {NULL, NULL};
+    vae_elbo *e = NULL;
+    TU_OK(vae_elbo_create(&e));
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    vae_optimizer *o = make_opt(VAE_OPTIMIZER_ADAM, set, 1);
+    for (int k = 0; k < 2; k++) {
+        TU_OK(vae_model_create_mlp(&m[k], 40, hidden, 1, 8, VAE_ACT_TANH,
+                                   VAE_LIKELIHOOD_GAUSSIAN, 17));
+        TU_OK(vae_context_create(&ctx[k]));
+        if (k == 1)
+            TU_OK(vae_context_set_threads(ctx[k], 3));
+        TU_OK(vae_trainer_create(&t[k], m[k], e, o, ctx[k], 18));
+    }
+    size_t n = 0;
+    const float *p0 = vae_model_params(m[0], &n), *p1 = vae_model_params(m[1], NULL);
+    assert_int_equal(n, 10656);
+    const size_t mid = n / 2, last = n - 5; /* in the second and third of three ranges */
+    float *before = tu_alloc(n, sizeof *before), *gsave = tu_alloc(n, sizeof *gsave);
+    for (int step = 1; step <= 4; step++) {
+        for (int k = 0; k < 2; k++) {
+            float *g = vae_trainer_grads(t[k], NULL);
+            for (size_t i = 0; i < n; i++)
+                g[i] = (float)(0.2 * sin(0.37 * (double)i + step));
+            if (step == 2)
+                g[last] = 1.5e19f; /* checked first, then stored */
+            if (step == 3)
+                g[mid] = g[last] = 1e21f; /* (1 - beta2) g^2 overflows */
+            if (step == 3) {
+                memcpy(before, vae_model_params(m[k], NULL), n * sizeof *before);
+                memcpy(gsave, g, n * sizeof *gsave);
+                char where[48];
+                snprintf(where, sizeof where, "second moment of parameter %zu ", mid);
+                TU_EXPECT_ERR_MSG(vae_trainer_apply(t[k]), VAE_ERR_NUMERIC,
+                                  "vae_trainer_apply", where);
+                assert_memory_equal(vae_model_params(m[k], NULL), before, n * sizeof *before);
+                assert_memory_equal(g, gsave, n * sizeof *gsave);
+                assert_int_equal(vae_trainer_steps(t[k]), 2);
+                TU_OK(vae_trainer_zero_grads(t[k]));
+            } else {
+                TU_OK(vae_trainer_apply(t[k]));
+            }
+        }
+        if (memcmp(p0, p1, n * sizeof *p0) != 0)
+            fail_msg("step %d: one worker and three give different parameters", step);
+    }
+    assert_true(tu_all_finite(p0, n));
+    free(before);
+    free(gsave);
+    for (int k = 0; k < 2; k++) {
+        vae_trainer_free(t[k]);
+        vae_context_free(ctx[k]);
+        vae_model_free(m[k]);
+    }
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+}
+
+/* ---- the state flush and small eps --------------------------------------------- */
+
+/* Adam with a tiny eps on tiny gradients, against the closed form. With
+ * eps = 1e-20 and gradients of 1e-15, v = 1e-33 was set to 0 (the flush
+ * was a fixed 1e-30) and one step moved a parameter by 100 instead of
+ * PyTorch's 0.001. Gradients of 1e-18 give subnormal v (1e-39), which must
+ * be kept too: with this eps it matters. */
+static void test_adam_tiny_eps(void **state)
+{
+    (void)state;
+    const double epss[] = {1e-20, 1e-20};
+    const double scales[] = {1e-15, 1e-18};
+    for (size_t k = 0; k < 2; k++) {
+        const hp set[] = {{VAE_OPT_EPS, epss[k]}};
+        rig r;
+        rig_make(&r, 15, NULL, VAE_OPTIMIZER_ADAM, set, 1);
+        double p[N_PARAMS], mom[N_PARAMS] = {0}, vel[N_PARAMS] = {0};
+        set_start(&r, p);
+        const double lr = get(r.o, VAE_OPT_LR), eps = get(r.o, VAE_OPT_EPS);
+        for (int t = 1; t <= N_STEPS; t++) {
+            float *g = vae_trainer_grads(r.t, NULL);
+            for (size_t i = 0; i < N_PARAMS; i++)
+                g[i] = (float)(scales[k] * grad_at(i, t));
+            TU_OK(vae_trainer_apply(r.t));
+            const double bc1 = 1.0 - pow(0.9, t), bc2 = 1.0 - pow(0.999, t);
+            for (size_t i = 0; i < N_PARAMS; i++) {
+                const double gi = (float)(scales[k] * grad_at(i, t));
+                mom[i] = 0.9 * mom[i] + 0.1 * gi;
+                vel[i] = 0.999 * vel[i] + 0.001 * gi * gi;
+                p[i] -= lr / bc1 * mom[i] / (sqrt(vel[i]) / sqrt(bc2) + eps);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "adam eps %g, gradients %g", eps, scales[k]);
+            check_params(&r, p, what, t);
+        }
+        rig_free(&r);
+    }
+}
+
+static int is_subnormal(float x)
+{
+    return x != 0.0f && fabsf(x) < FLT_MIN;
+}
+
+/* Adam's update does not change when the gradients and eps are scaled by
+ * one power of two (every quantity scales exactly while it stays a normal
+ * float); the flush, whose thresholds scale with eps, must keep that: the
+ * run with gradients and eps times 2^-45 gives the same parameter bits.
+ * With the former fixed threshold the scaled run lost its v (below 1e-30)
+ * and moved its parameters by up to eps'^-1 m. Also the flush does its
+ * job: after 400 steps without gradient the first moments of those
+ * parameters are exactly 0, and no moment is ever subnormal. */
+static void test_adam_flush_scale_invariant(void **state)
+{
+    (void)state;
+    const double s = 0x1p-45;
+    const hp plain[] = {{VAE_OPT_LR, 0.01}};
+    const hp scaled[] = {{VAE_OPT_LR, 0.01}, {VAE_OPT_EPS, (double)1e-8f * s}};
+    rig a, b;
+    rig_make(&a, 16, NULL, VAE_OPTIMIZER_ADAM, plain, 1);
+    rig_make(&b, 16, NULL, VAE_OPTIMIZER_ADAM, scaled, 2);
+    set_start(&a, NULL);
+    set_start(&b, NULL);
+    const struct vae_trainer *ta = (const struct vae_trainer *)a.t;
+    const struct vae_trainer *tb = (const struct vae_trainer *)b.t;
+    for (int t = 1; t <= 403; t++) {
+        float *ga = vae_trainer_grads(a.t, NULL), *gb = vae_trainer_grads(b.t, NULL);
+        for (size_t i = 0; i < N_PARAMS; i++) {
+            /* in [0.01, 1] or 0; parameters 0..4 stop after 3 steps */
+            double g = i == 3 || (i < 5 && t > 3) ? 0.0
+                                                   : 0.01 + 0.11 * (double)i * (t % 2 ? 1 : 0.5);
+            ga[i] = (float)g;
+            gb[i] = (float)(g * s);
+        }
+        TU_OK(vae_trainer_apply(a.t));
+        TU_OK(vae_trainer_apply(b.t));
+        if (memcmp(vae_model_params(a.m, NULL), vae_model_params(b.m, NULL),
+                   N_PARAMS * sizeof(float)) != 0)
+            fail_msg("step %d: gradients and eps scaled by 2^-45 change the parameters", t);
+        for (size_t i = 0; i < N_PARAMS; i++)
+            if (is_subnormal(ta->s1[i]) || is_subnormal(ta->s2[i]) ||
+                is_subnormal(tb->s1[i]) || is_subnormal(tb->s2[i]))
+                fail_msg("step %d: a moment of parameter %zu is subnormal", t, i);
+    }
+    for (size_t i = 0; i < 5; i++) {
+        assert_true(ta->s1[i] == 0.0f && tb->s1[i] == 0.0f);
+        if (i != 3)
+            assert_true(ta->s2[i] > 0.0f && tb->s2[i] > 0.0f); /* v decays far slower */
+    }
+    rig_free(&a);
+    rig_free(&b);
+}
+
 /* Nesterov needs momentum: the setting is accepted (momentum may be set
  * afterwards) but the step is refused, changing nothing. */
 static void test_nesterov_without_momentum(void **state)
@@ -812,12 +1175,15 @@ static void test_bad_create(void **state)
 }
 
 /* Every hyperparameter of each kind: bad values refused with the value kept;
- * the other kind's and unknown ones refused. */
+ * the other kind's and unknown ones refused. lr and weight_decay are at
+ * most 1e6 (docs/math.md, "Optimizers"): Adam accepted lr 1e38, whose
+ * lr / (1 - beta1) overflows float, and one step turned every parameter
+ * into NaN or infinity with VAE_OK. */
 typedef struct bound_case {
     int param;
-    double bad[6];
+    double bad[9];
     size_t n_bad;
-    double good[3];
+    double good[4];
     size_t n_good;
 } bound_case;
 
@@ -845,8 +1211,16 @@ static void test_bad_params(void **state)
     TU_OK(vae_optimizer_create(&a, VAE_OPTIMIZER_ADAM));
     TU_OK(vae_optimizer_create(&s, VAE_OPTIMIZER_SGD));
     const bound_case common[] = {
-        {VAE_OPT_LR, {0.0, -0.0, -1e-3, NAN, INFINITY, -INFINITY}, 6, {1e-6, 5.0, 0.01}, 3},
-        {VAE_OPT_WEIGHT_DECAY, {-0.1, -1e-30, NAN, INFINITY}, 4, {0.0, 3.0, 0.01}, 3},
+        {VAE_OPT_LR,
+         {0.0, -0.0, -1e-3, NAN, INFINITY, -INFINITY, 1e38, 1.0001e6, 1e300},
+         9,
+         {1e6, 1e-6, 5.0, 0.01},
+         4},
+        {VAE_OPT_WEIGHT_DECAY,
+         {-0.1, -1e-30, NAN, INFINITY, 1e38, 1.0001e6, 1e300},
+         7,
+         {1e6, 0.0, 3.0, 0.01},
+         4},
         {VAE_OPT_CLIP_NORM, {-1.0, -1e-30, NAN, INFINITY}, 4, {0.0, 100.0, 0.0}, 3},
     };
     for (size_t i = 0; i < 3; i++) {
@@ -994,6 +1368,12 @@ int main(void)
         cmocka_unit_test(test_set_lr_between_steps),
         cmocka_unit_test(test_clip_norm),
         cmocka_unit_test(test_nonfinite_gradient),
+        cmocka_unit_test(test_overflowing_update),
+        cmocka_unit_test(test_large_finite_update),
+        cmocka_unit_test(test_overflow_workers),
+        cmocka_unit_test(test_epoch_never_nonfinite),
+        cmocka_unit_test(test_adam_tiny_eps),
+        cmocka_unit_test(test_adam_flush_scale_invariant),
         cmocka_unit_test(test_nesterov_without_momentum),
         cmocka_unit_test(test_step_failure_zeroes_slab),
         cmocka_unit_test(test_failed_step_keeps_generator),

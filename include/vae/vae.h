@@ -756,8 +756,10 @@ enum {
 
 /** @brief Settings of a model, for vae_model_set_param() and vae_model_get_param(). */
 enum {
-    VAE_MODEL_GAUSSIAN_SIGMA = 1 /**< sigma of the Gaussian likelihood, as a float finite
-                                      and > 0; default 1 */
+    VAE_MODEL_GAUSSIAN_SIGMA = 1 /**< sigma of the Gaussian likelihood, as a float in
+                                      [1e-6, 1e6]; default 1. At 1e-6 the loss and its
+                                      gradient stay finite floats for |x - mean| up to 1e6;
+                                      at 1e6, 1/sigma^2 is 1e-12 (docs/math.md, 4.2) */
 };
 
 /**
@@ -876,7 +878,8 @@ VAE_API int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t
  * @brief Changes a setting of the model.
  *
  * Sigma is kept as a float (model files store it so), so vae_model_get_param() returns it
- * rounded to float.
+ * rounded to float; the bounds apply to that float, and a model file whose sigma lies
+ * outside them does not load (VAE_ERR_FORMAT).
  * @param[in,out] m     The model.
  * @param[in]     param A VAE_MODEL_* setting.
  * @param[in]     value The new value, within the setting's documented bounds.
@@ -1115,7 +1118,9 @@ VAE_API size_t vae_context_threads(const vae_context *ctx);
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID ctx or m is NULL, or max_batch is 0 or too large.
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
- * @retval VAE_ERR_NOMEM   the allocation failed; the previous workspace is kept.
+ * @retval VAE_ERR_NOMEM   the allocation failed, or the workspace would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit);
+ *                         the previous workspace is kept.
  */
 VAE_API int vae_context_reserve(vae_context *ctx, const vae_model *m, size_t max_batch);
 /**
@@ -1250,7 +1255,8 @@ typedef struct vae_epoch_stats {
  *                         lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_encode(vae_context *ctx, const vae_model *m, const float *x, size_t n,
                        float *mu, float *logvar);
@@ -1268,7 +1274,8 @@ VAE_API int vae_encode(vae_context *ctx, const vae_model *m, const float *x, siz
  * @retval VAE_ERR_INVALID ctx, m, z or out is NULL, or n is 0.
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC a value of z is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_decode(vae_context *ctx, const vae_model *m, const float *z, size_t n,
                        float *out);
@@ -1286,7 +1293,8 @@ VAE_API int vae_decode(vae_context *ctx, const vae_model *m, const float *z, siz
  *                         outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
- * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_reconstruct(vae_context *ctx, const vae_model *m, const float *x, size_t n,
                             float *out);
@@ -1304,7 +1312,8 @@ VAE_API int vae_reconstruct(vae_context *ctx, const vae_model *m, const float *x
  * @retval VAE_ERR_INVALID ctx, m, rng or out is NULL, or n is 0.
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an output overflowed.
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the workspace would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_sample(vae_context *ctx, const vae_model *m, vae_rng *rng, size_t n,
                        float *out);
@@ -1328,7 +1337,8 @@ VAE_API int vae_sample(vae_context *ctx, const vae_model *m, vae_rng *rng, size_
  *                         Bernoulli input lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input or a result is not finite.
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the workspace would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, size_t n,
                                size_t k, vae_rng *rng, double *out);
@@ -1357,7 +1367,8 @@ VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float
  *                         a Bernoulli input lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.
- * @retval VAE_ERR_NOMEM   growing the workspace failed.
+ * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_elbo_evaluate(vae_context *ctx, const vae_model *m, const vae_elbo *e,
                               const float *x, size_t n, const float *eps, vae_rng *rng,
@@ -1387,15 +1398,23 @@ enum {
  * Each kind accepts the ones listed for it and refuses the others (VAE_ERR_INVALID).
  */
 enum {
-    VAE_OPT_LR = 1,           /**< learning rate, finite and > 0. Default 1e-3 (Adam),
-                                   1e-2 (SGD) */
-    VAE_OPT_WEIGHT_DECAY = 2, /**< finite, >= 0, default 0: decoupled (AdamW) for Adam,
-                                   L2 added to the gradient for SGD */
+    VAE_OPT_LR = 1,           /**< learning rate, > 0 and at most 1e6 (an Adam step moves a
+                                   parameter by about lr; the bound keeps lr / (1 -
+                                   beta1^t) a finite float: docs/math.md, section 10).
+                                   Default 1e-3 (Adam), 1e-2 (SGD) */
+    VAE_OPT_WEIGHT_DECAY = 2, /**< in [0, 1e6] (so lr * weight_decay stays a finite
+                                   float), default 0: decoupled (AdamW) for Adam, L2 added
+                                   to the gradient for SGD */
     VAE_OPT_CLIP_NORM = 3,    /**< global gradient norm limit, finite and >= 0; 0 (the
                                    default) does not clip. Both kinds */
     VAE_OPT_BETA1 = 4,        /**< Adam, in [0, 1), default 0.9 */
     VAE_OPT_BETA2 = 5,        /**< Adam, in [0, 1), default 0.999 */
-    VAE_OPT_EPS = 6,          /**< Adam, finite and > 0, default 1e-8 */
+    VAE_OPT_EPS = 6,          /**< Adam, finite and > 0, default 1e-8. The moments are
+                                   set to 0 below thresholds proportional to eps, where
+                                   that changes no update beyond float rounding; with
+                                   eps below about 1e-11 the second moment may keep
+                                   subnormal values (slower, still exact): docs/math.md,
+                                   section 10 */
     VAE_OPT_MOMENTUM = 7,     /**< SGD, in [0, 1), default 0 */
     VAE_OPT_NESTEROV = 8,     /**< SGD, 0 (default) or 1; 1 needs momentum > 0 and
                                    dampening 0 at the step */
@@ -1441,6 +1460,9 @@ VAE_API int vae_optimizer_kind(const vae_optimizer *opt);
  *
  * The value is kept as a float, the precision of the update it enters, so
  * vae_optimizer_get_param() returns it rounded to float (0.9 reads back as 0.89999998).
+ * The bounds apply to that float; a refused value leaves the setting as it was. Within
+ * them every number a step derives from the settings is a finite float; a step whose
+ * values would still overflow is refused by vae_trainer_apply().
  * @param[in,out] opt   The optimizer.
  * @param[in]     param A VAE_OPT_* value that this kind accepts.
  * @param[in]     value The new value, within the bounds of VAE_OPT_*.
@@ -1490,10 +1512,13 @@ typedef struct vae_dataset vae_dataset;
  *
  * The image file has magic 0x00000803 (uint8 pixels, count x height x width, as MNIST) or
  * 0x00000802 (count x dim, read as height 1); the label file has magic 0x00000801. Either
- * file may be gzip-compressed (detected from its first bytes, not its name). Pixels stay
+ * file may be gzip-compressed (detected from its first bytes 1f 8b, not its name): then it
+ * must be exactly one complete gzip member, its CRC-32 and length verified. Pixels stay
  * uint8 in memory and become floats in [0, 1] (p / 255) per batch; labels (0 to 255)
- * become int32. Nothing is allocated from an unchecked header: the buffer grows as data
- * arrives. The format is specified in docs/format.md.
+ * become int32. Nothing is allocated from an unchecked header: a header is checked against
+ * VAE_LIMIT_FILE_BYTES before any data is read, and the buffer grows as data arrives. zlib
+ * allocates through vae_set_allocator()'s allocator. The format is specified in
+ * docs/format.md.
  * @param[out] out         Receives the new dataset, owned by the caller (free it with
  *                         vae_dataset_free()); set to NULL on failure.
  * @param[in]  images_path Path of the image file.
@@ -1503,9 +1528,14 @@ typedef struct vae_dataset vae_dataset;
  * @retval VAE_ERR_IO      a file cannot be opened or read.
  * @retval VAE_ERR_FORMAT  (the message names the file and the problem) a wrong magic, a
  *                         truncated file or data past the announced end, corrupt gzip data,
- *                         a zero or absurd dimension (more than 2^31 samples or 2^24 values
- *                         per sample), or label and image counts that differ.
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ *                         a gzip member cut anywhere (its trailer included) or followed by
+ *                         any byte (a second member, garbage), a zero or absurd dimension
+ *                         (more than 2^31 samples or 2^24 values per sample), or label and
+ *                         image counts that differ.
+ * @retval VAE_ERR_NOMEM   an allocation failed (in zlib or in fopen too), or a file or its
+ *                         content (header and data, after decompression, as its header
+ *                         announces it) is larger than VAE_LIMIT_FILE_BYTES; the message
+ *                         names the limit.
  */
 VAE_API int vae_dataset_load_idx(vae_dataset **out, const char *images_path,
                                  const char *labels_path);
@@ -1771,14 +1801,17 @@ VAE_API int vae_trainer_forward_backward(vae_trainer *t, const float *x, size_t 
 /**
  * @brief Takes one optimizer step with the gradient slab, then zeroes the slab.
  *
- * A slab holding a non-finite value fails with VAE_ERR_NUMERIC and changes nothing.
- * Increments the step counter.
+ * A slab or a parameter holding a non-finite value, or a step that would make a
+ * parameter or the optimizer's state (Adam's moments, SGD's momentum buffer) NaN or
+ * infinite, fails with VAE_ERR_NUMERIC and changes nothing: not the parameters, the
+ * state, the step counter or the slab. Otherwise increments the step counter.
  * @param[in,out] t The trainer.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID t is NULL, or Nesterov momentum is set with momentum 0 or
  *                         dampening other than 0 (as torch.optim.SGD refuses).
  * @retval VAE_ERR_STATE   the context is in use.
- * @retval VAE_ERR_NUMERIC a gradient is not finite.
+ * @retval VAE_ERR_NUMERIC a gradient or a parameter is not finite, or the step would make
+ *                         a parameter or the optimizer's state overflow (NaN or infinite).
  */
 VAE_API int vae_trainer_apply(vae_trainer *t);
 /**
@@ -1796,7 +1829,9 @@ VAE_API int vae_trainer_apply(vae_trainer *t);
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID as vae_trainer_forward_backward() and vae_trainer_apply().
  * @retval VAE_ERR_STATE   the context is in use.
- * @retval VAE_ERR_NUMERIC an input, the loss or a gradient is not finite.
+ * @retval VAE_ERR_NUMERIC an input, the loss, a gradient or a parameter is not finite, or
+ *                         the update would make a parameter or the optimizer's state
+ *                         overflow (as vae_trainer_apply()).
  * @retval VAE_ERR_NOMEM   growing the workspace failed.
  */
 VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *stats);
@@ -1822,7 +1857,8 @@ VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch
  * @retval VAE_ERR_STATE     the context is in use.
  * @retval VAE_ERR_NUMERIC   a step met a non-finite value, loss or gradient.
  * @retval VAE_ERR_CANCELLED the progress callback returned nonzero.
- * @retval VAE_ERR_NOMEM     an allocation failed.
+ * @retval VAE_ERR_NOMEM     an allocation failed, or the workspace would exceed
+ *                           VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds,
                                     const vae_train_options *opts, vae_epoch_stats *stats);
@@ -1882,7 +1918,8 @@ VAE_API uint64_t vae_trainer_epochs(const vae_trainer *t);
  * @retval VAE_ERR_SHAPE   the dataset's dim differs from the model's input_dim.
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC a value or loss is not finite.
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the workspace would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
  */
 VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e,
                                  const vae_dataset *ds, vae_rng *rng, double *per_sample,
@@ -1933,7 +1970,10 @@ VAE_API int vae_model_save(const vae_model *m, const char *path);
  * @retval VAE_ERR_IO      the file cannot be opened or read, or is not a regular file.
  * @retval VAE_ERR_FORMAT  the file is damaged, truncated, of another format version, or
  *                         describes an impossible model (the message says what).
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the file is larger than
+ *                         VAE_LIMIT_FILE_BYTES or the model has more parameters than
+ *                         VAE_LIMIT_MODEL_PARAMS (the message names the limit; nothing of
+ *                         that size is allocated).
  */
 VAE_API int vae_model_load(vae_model **out, const char *path);
 /**
@@ -1962,7 +2002,9 @@ VAE_API int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t
  * @retval VAE_ERR_INVALID out or buf is NULL.
  * @retval VAE_ERR_FORMAT  the bytes are damaged, truncated, of another format version, or
  *                         describe an impossible model (the message says what).
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or size is above VAE_LIMIT_FILE_BYTES
+ *                         or the model has more parameters than VAE_LIMIT_MODEL_PARAMS
+ *                         (the message names the limit).
  */
 VAE_API int vae_model_load_mem(vae_model **out, const void *buf, size_t size);
 

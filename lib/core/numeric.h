@@ -3,6 +3,7 @@
 #ifndef VAE_NUMERIC_H
 #define VAE_NUMERIC_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* log(1 + t) for t in [0, 1], as 2 atanh(u) with u = t / (2 + t) in [0, 1/3]:
@@ -28,11 +29,22 @@ static inline float vae_log1p_unit(float t)
  * e^-87 ~ 1.6e-38 instead of smaller values: results stay normal floats,
  * whose arithmetic is fast, and no use of it here can tell the
  * difference. x = k ln2 + r, |r| <= ln2/2 (Cody-Waite), e^r by Taylor to
- * r^7, then the exponent field gets k. */
+ * r^7, then the exponent field gets k.
+ * Defined for every float: NaN gives NaN, -inf gives e^-87, +inf gives
+ * +inf (positive x are outside the domain: finite ones give some finite
+ * value or +inf). A float-to-int conversion of NaN or of a value outside
+ * int's range is undefined behaviour, so k is computed from a copy of x
+ * that is always in [-87, 0]: -|x| (a no-op for x <= 0) clamped with NaN
+ * going to -87. r keeps NaN and +inf, so they come out. For x <= 0 both
+ * copies equal the clamped x: results are those of the single clamp, and
+ * the loops keep their speed (the extra andps and maxps; clamping the
+ * converted value instead made GCC duplicate the whole polynomial). */
 static inline float vae_exp_nonpos(float x)
 {
-    x = x < -87.0f ? -87.0f : x;
-    int k = (int)(x * 1.44269504088896341f - 0.5f); /* round half down; x <= 0 */
+    float xk = -fabsf(x);
+    xk = xk > -87.0f ? xk : -87.0f;             /* NaN and -inf become -87 */
+    x = x < -87.0f ? -87.0f : x;                /* NaN and +inf stay */
+    int k = (int)(xk * 1.44269504088896341f - 0.5f); /* round half down */
     float kf = (float)k;
     float r = (x - kf * 0.693145751953125f) - kf * 1.42860682030941723212e-6f;
     float p = 1.0f / 5040.0f;
@@ -51,10 +63,10 @@ static inline float vae_exp_nonpos(float x)
 }
 
 /* The logistic sigmoid, the library's one: e^-|a| from vae_exp_nonpos, so
- * it never overflows and vectorizes. */
+ * it never overflows and vectorizes. NaN gives NaN, -inf 1.6e-38, +inf 1. */
 static inline float vae_sigmoidf(float a)
 {
-    float t = vae_exp_nonpos(a < 0.0f ? a : -a);
+    float t = vae_exp_nonpos(-fabsf(a));
     return (a >= 0.0f ? 1.0f : t) / (1.0f + t);
 }
 

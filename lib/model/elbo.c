@@ -1,5 +1,6 @@
 /* The objective: negative ELBO, its gradient through the reparameterization,
  * the KL term and both likelihoods. Derivation in docs/math.md. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,9 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
          * and the gradient from one t per element, then the terms are added
          * in double into 8 interleaved partial sums combined pairwise: a
          * fixed order whose dependency chains are 8 times shorter than one
-         * running sum's. */
+         * running sum's. The gradient is finite whenever the term is: for
+         * a finite logit it lies in [-gscale, gscale]; a NaN or infinite
+         * logit makes the term NaN or infinite. */
         enum { BLK = 64 };
         float term[BLK];
         for (size_t i = 0; i < batch; i++) {
@@ -112,20 +115,32 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
             total += s;
         }
     } else {
-        /* -log p = sum (x-m)^2 / (2 s^2) + D (log s + log(2 pi)/2) */
+        /* -log p = sum (x-m)^2 / (2 s^2) + D (log s + log(2 pi)/2);
+         * d/dm = (m - x) / s^2. A sample whose gradient would not be
+         * finite (computed or not: the pass checks the loss before any
+         * gradient is used) gets an infinite term, so that the pass fails
+         * with VAE_ERR_NUMERIC instead of succeeding with a finite double
+         * loss and an infinite gradient. Sigma in [1e-6, 1e6]
+         * (vae_model_set_param) rules that out unless (m - x)^2 itself
+         * overflows float, which makes the term infinite anyway; the check
+         * costs a compare per value, in a loop its double sum keeps scalar.
+         * With gscale 0 (no gradient wanted) nothing is checked. */
         const double inv_var = 1.0 / ((double)m->sigma * (double)m->sigma);
         const double konst = (double)D * (log((double)m->sigma) + 0.5 * LOG_2PI);
-        const float ginv = (float)inv_var * gscale;
+        const float iv = inv_var <= FLT_MAX ? (float)inv_var : INFINITY;
+        const float ginv = gscale == 0.0f ? 0.0f : iv * gscale;
         for (size_t i = 0; i < batch; i++) {
             const float *mu = out + i * D, *xi = x + i * D;
             double s = 0.0;
+            int bad = 0;
             for (size_t j = 0; j < D; j++) {
-                float d = mu[j] - xi[j];
+                float d = mu[j] - xi[j], gj = ginv * d;
                 s += (double)(d * d);
+                bad |= !(fabsf(gj) <= FLT_MAX);
                 if (grad)
-                    grad[i * D + j] = ginv * d;
+                    grad[i * D + j] = gj;
             }
-            s = 0.5 * s * inv_var + konst;
+            s = bad ? INFINITY : 0.5 * s * inv_var + konst;
             if (per_sample)
                 per_sample[i] = s;
             total += s;

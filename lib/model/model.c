@@ -310,12 +310,21 @@ int vae_model_set_param(vae_model *m, int param, double value)
     if (!m)
         return vae_fail(VAE_ERR_INVALID, "%s: model is NULL", fn);
     switch (param) {
-    case VAE_MODEL_GAUSSIAN_SIGMA:
-        if (!(value > 0.0) || !((float)value > 0.0f) || !((float)value < INFINITY))
-            return vae_fail(VAE_ERR_INVALID,
-                            "%s: sigma must be a finite float > 0, got %g", fn, value);
-        m->sigma = (float)value;
+    case VAE_MODEL_GAUSSIAN_SIGMA: {
+        /* [1e-6, 1e6] as a float (docs/math.md, section 4.2): at 1e-6 the
+         * loss and its gradient stay finite floats for |x - mean| up to 1e6
+         * (and the gradient for any difference whose square is a finite
+         * float); at 1e6 1/sigma^2 = 1e-12 is still a normal float after
+         * the 1/n of a batch of 2^20. The double is range-checked before it
+         * is converted. */
+        const float lo = 1e-6f, hi = 1e6f;
+        float f = value >= 0.5 * lo && value <= 2.0 * hi ? (float)value : 0.0f;
+        if (!(f >= lo && f <= hi))
+            return vae_fail(VAE_ERR_INVALID, "%s: sigma must be in [1e-6, 1e6], got %g", fn,
+                            value);
+        m->sigma = f;
         return VAE_OK;
+    }
     default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
     }
 }

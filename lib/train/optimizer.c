@@ -1,4 +1,5 @@
 /* Optimizer objects: kind and hyperparameters, set and read by parameter. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -37,7 +38,9 @@ int vae_optimizer_kind(const vae_optimizer *opt)
 }
 
 /* The field of a parameter for this kind, or NULL; bounds [lo, hi) or
- * [lo, hi] (hi_open) and whether lo itself is allowed. */
+ * [lo, hi] (hi_open) and whether lo itself is allowed. The bounds are
+ * documented with the VAE_OPT_* values and justified in docs/math.md,
+ * "Optimizers". */
 static float *field(vae_optimizer *o, int param, double *lo, double *hi, int *lo_open,
                     int *hi_open)
 {
@@ -47,8 +50,15 @@ static float *field(vae_optimizer *o, int param, double *lo, double *hi, int *lo
     *lo_open = 0;
     *hi_open = 1;
     switch (param) {
-    case VAE_OPT_LR: *lo_open = 1; return &o->lr;
-    case VAE_OPT_WEIGHT_DECAY: return &o->weight_decay;
+    case VAE_OPT_LR:
+        *lo_open = 1;
+        *hi = VAE_OPT_MAX_RATE;
+        *hi_open = 0;
+        return &o->lr;
+    case VAE_OPT_WEIGHT_DECAY:
+        *hi = VAE_OPT_MAX_RATE;
+        *hi_open = 0;
+        return &o->weight_decay;
     case VAE_OPT_CLIP_NORM: return &o->clip_norm;
     case VAE_OPT_BETA1: *hi = 1.0; return adam ? &o->beta1 : NULL;
     case VAE_OPT_BETA2: *hi = 1.0; return adam ? &o->beta2 : NULL;
@@ -86,9 +96,11 @@ int vae_optimizer_set_param(vae_optimizer *opt, int param, double value)
     if (!f)
         return vae_fail(VAE_ERR_INVALID, "%s: %s has no %s (parameter %d)", fn, kind,
                         param_name(param), param);
-    /* The float the update will use must satisfy the bounds too. */
-    float v = (float)value;
-    int ok = value == value && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    /* The float the update will use must satisfy the bounds too (a double
+     * beyond the float range is refused before it is converted). */
+    int ok = fabs(value) <= FLT_MAX;
+    float v = ok ? (float)value : 0.0f;
+    ok = ok && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
     if (!ok)
         return vae_fail(VAE_ERR_INVALID, "%s: %s must be in %s%g, %g%s as a float, got %g", fn,
                         param_name(param), lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]",

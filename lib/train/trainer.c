@@ -119,11 +119,49 @@ static double sum_squares(const float *g, size_t n)
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* The update is elementwise: the context's workers take one range each. */
+/* The largest |g[i]| and |p[i]| of [lo, hi) as the bits of the float (for
+ * non-negative floats the integer order is the numeric order, and NaN and
+ * infinity lie above every finite value). Integer maxima vectorize. */
+VAE_CLONES static void max_abs_bits(const float *g, const float *p, size_t lo, size_t hi,
+                                    uint32_t *gmax, uint32_t *pmax)
+{
+    uint32_t gm = 0, pm = 0;
+    for (size_t i = lo; i < hi; i++) {
+        uint32_t a, b;
+        memcpy(&a, g + i, sizeof a);
+        memcpy(&b, p + i, sizeof b);
+        a &= 0x7fffffffu;
+        b &= 0x7fffffffu;
+        gm = a > gm ? a : gm;
+        pm = b > pm ? b : pm;
+    }
+    *gmax = gm;
+    *pmax = pm;
+}
+
+static float float_of_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* One step in up to three elementwise phases over the context's workers,
+ * one range each: the scan (largest gradient and parameter), when the
+ * overflow test cannot rule an overflow out the check (the step computed
+ * without storing anything), then the update. */
+enum { PHASE_SCAN, PHASE_CHECK, PHASE_UPDATE };
+
 typedef struct step_job {
     vae_trainer *t;
+    int phase;
     float gscale;
-    int first;
+    vae_adam_coef adam;
+    vae_sgd_coef sgd;
+    uint32_t gmax[VAE_MAX_THREADS], pmax[VAE_MAX_THREADS];
+    float smax[VAE_MAX_THREADS][2];
+    size_t bad[VAE_MAX_THREADS];
+    const char *what[VAE_MAX_THREADS];
 } step_job;
 
 static void step_part(void *arg, size_t w)
@@ -134,16 +172,29 @@ static void step_part(void *arg, size_t w)
     if (w >= T)
         return;
     const size_t lo = t->n * w / T, hi = t->n * (w + 1) / T;
-    if (t->kind == VAE_OPTIMIZER_ADAM)
-        vae_adam_update(t->opt, t->steps + 1, t->m->params, t->grads, t->s1, t->s2, lo, hi,
-                        j->gscale);
-    else
-        vae_sgd_update(t->opt, j->first, t->m->params, t->grads, t->s1, lo, hi, j->gscale);
+    float *p = t->m->params;
+    const int adam = t->kind == VAE_OPTIMIZER_ADAM;
+    switch (j->phase) {
+    case PHASE_SCAN: max_abs_bits(t->grads, p, lo, hi, &j->gmax[w], &j->pmax[w]); break;
+    case PHASE_CHECK:
+        j->bad[w] = adam ? vae_adam_check(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale,
+                                          &j->what[w])
+                         : vae_sgd_check(&j->sgd, p, t->grads, t->s1, lo, hi, j->gscale,
+                                         &j->what[w]);
+        break;
+    default:
+        if (adam)
+            vae_adam_update(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale, j->smax[w]);
+        else
+            vae_sgd_update(&j->sgd, p, t->grads, t->s1, lo, hi, j->gscale, j->smax[w]);
+    }
 }
 
 int vae_trainer_apply_in(vae_trainer *t, const char *fn)
 {
     const vae_optimizer *o = t->opt;
+    const int adam = t->kind == VAE_OPTIMIZER_ADAM;
+    const float *p = t->m->params;
     size_t bad = 0;
     if (o->kind == VAE_OPTIMIZER_SGD && o->nesterov &&
         (o->momentum == 0.0f || o->dampening != 0.0f))
@@ -151,21 +202,73 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
                         "%s: Nesterov momentum needs momentum > 0 and dampening 0 (momentum %g, "
                         "dampening %g)",
                         fn, (double)o->momentum, (double)o->dampening);
-    if (!vae_all_finite(t->grads, t->n, &bad))
+    step_job job;
+    job.t = t;
+    const size_t T = vae_ctx_use_workers(t->ctx, t->n / 4096 + 1);
+    job.phase = PHASE_SCAN;
+    vae_ctx_run(t->ctx, step_part, &job);
+    uint32_t gbits = 0, pbits = 0;
+    for (size_t w = 0; w < T; w++) {
+        gbits = job.gmax[w] > gbits ? job.gmax[w] : gbits;
+        pbits = job.pmax[w] > pbits ? job.pmax[w] : pbits;
+    }
+    if (gbits >= 0x7f800000u && !vae_all_finite(t->grads, t->n, &bad))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
+    if (pbits >= 0x7f800000u && !vae_all_finite(p, t->n, &bad))
+        return vae_fail(VAE_ERR_NUMERIC,
+                        "%s: parameter %zu is %g, not finite; parameters left unchanged", fn, bad,
+                        (double)p[bad]);
     float gscale = 1.0f;
     if (o->clip_norm > 0.0f) {
         double norm = sqrt(sum_squares(t->grads, t->n));
         if (norm > o->clip_norm)
             gscale = (float)(o->clip_norm / (norm + 1e-6));
     }
+    job.gscale = gscale;
     /* torch.optim.SGD fills its momentum buffer the first time momentum is on. */
-    step_job job = {t, gscale, o->kind == VAE_OPTIMIZER_SGD && o->momentum > 0.0f &&
-                                   !t->momentum_started};
-    vae_ctx_use_workers(t->ctx, t->n / 4096 + 1);
+    const int first = !adam && o->momentum > 0.0f && !t->momentum_started;
+    if (adam)
+        vae_adam_coef_init(&job.adam, o, t->steps + 1);
+    else
+        vae_sgd_coef_init(&job.sgd, o, first);
+    /* A step whose new parameters or state would not all be finite changes
+     * nothing. The bounds of the scan and of the state rule that out almost
+     * always; otherwise the step is first computed without storing it. */
+    float *sb = t->state_max;
+    const double G = float_of_bits(gbits), P = float_of_bits(pbits);
+    const int safe = adam ? vae_adam_safe(&job.adam, G, P, sb[0], sb[1])
+                          : vae_sgd_safe(&job.sgd, G, P, sb[0]);
+    if (!safe) {
+        job.phase = PHASE_CHECK;
+        vae_ctx_run(t->ctx, step_part, &job);
+        for (size_t w = 0; w < T; w++) {
+            if (job.bad[w] == t->n * (w + 1) / T)
+                continue;
+            const size_t i = job.bad[w];
+            if (!strcmp(job.what[w], "parameter"))
+                return vae_fail(VAE_ERR_NUMERIC,
+                                "%s: parameter %zu would become non-finite (it is %g, its "
+                                "gradient %g, lr %g); parameters and optimizer state left "
+                                "unchanged",
+                                fn, i, (double)p[i], (double)t->grads[i], (double)o->lr);
+            return vae_fail(VAE_ERR_NUMERIC,
+                            "%s: the %s of parameter %zu would become non-finite (its gradient "
+                            "%g); parameters and optimizer state left unchanged",
+                            fn, job.what[w], i, (double)t->grads[i]);
+        }
+    }
+    job.phase = PHASE_UPDATE;
+    for (size_t w = 0; w < T; w++)
+        job.smax[w][0] = job.smax[w][1] = 0.0f;
     vae_ctx_run(t->ctx, step_part, &job);
-    if (job.first)
+    if (adam || o->momentum > 0.0f) {
+        sb[0] = sb[1] = 0.0f;
+        for (size_t w = 0; w < T; w++)
+            for (int s = 0; s < 2; s++)
+                sb[s] = job.smax[w][s] > sb[s] ? job.smax[w][s] : sb[s];
+    }
+    if (first)
         t->momentum_started = 1;
     t->steps++;
     return VAE_OK;

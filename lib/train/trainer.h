@@ -18,6 +18,10 @@ struct vae_trainer {
     float *grads;                /* [n] gradient slab; the state follows it in one block */
     float *s1, *s2;              /* Adam m and v, or SGD's momentum buffer in s1 */
     int momentum_started;        /* SGD: the momentum buffer has been filled */
+    float state_max[2];          /* bounds of the largest |value| in s1 and s2, recorded
+                                    by the last step that stored them (0 when new); every
+                                    step's overflow test reads them (vae_adam_safe,
+                                    vae_sgd_safe) */
     vae_rng rng;                 /* noise, shuffles, binarization */
     uint64_t steps, epochs;
 };
