@@ -2324,7 +2324,7 @@ class Optimizer(_Handle):
         """Dict name -> value of every hyperparameter this kind accepts."""
         return {name: self.get_param(name) for name in OPTIMIZER_PARAMS.get(self.kind, ())}
 
-    lr = _opt_property(OPT_LR, "Learning rate (finite, > 0).")
+    lr = _opt_property(OPT_LR, "Learning rate (> 0, at most 1e6).")
     weight_decay = _opt_property(OPT_WEIGHT_DECAY, "Weight decay (AdamW for Adam, L2 for SGD).")
     clip_norm = _opt_property(OPT_CLIP_NORM, "Global gradient norm limit; 0 does not clip.")
     beta1 = _opt_property(OPT_BETA1, "Adam's beta1, in [0, 1).")

@@ -265,7 +265,7 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
     vae_model *m = NULL;
     int rc = vae_model_create(&m, input_dim, latent_dim, likelihood);
     if (rc)
-        return rc;
+        return vae_fail(rc, "%s: %s", fn, vae_last_error());
     size_t width = input_dim;
     for (size_t i = 0; i < n_hidden && !rc; i++) {
         vae_layer *l = NULL;
@@ -289,7 +289,8 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
         rc = vae_model_build(m, seed);
     if (rc) {
         vae_model_free(m);
-        return rc;
+        /* The inner call's message, under this function's name. */
+        return vae_fail(rc, "%s: %s", fn, vae_last_error());
     }
     *out = m;
     return VAE_OK;
