@@ -948,6 +948,52 @@ static void test_step_failure_zeroes_slab(void **state)
     rig_free(&ref);
 }
 
+/* The step's overflow test reads the parameters only when nothing vouches
+ * for them: after vae_model_tensor_set it must read them again. A weight set
+ * to 3e38 and a step of 1e38 towards infinity must be refused, not written
+ * as inf because the test relied on the small parameters of the step
+ * before. The model's slab pointer is never taken here (that alone would
+ * make every step read the parameters). */
+static void test_overflow_after_tensor_set(void **state)
+{
+    (void)state;
+    vae_model *m = NULL;
+    vae_context *ctx = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *o = NULL;
+    vae_trainer *t = NULL;
+    size_t hidden[] = {3};
+    TU_OK(vae_model_create_mlp(&m, 4, hidden, 1, 2, VAE_ACT_TANH, VAE_LIKELIHOOD_GAUSSIAN, 5));
+    TU_OK(vae_context_create(&ctx));
+    TU_OK(vae_elbo_create(&e));
+    TU_OK(vae_optimizer_create(&o, VAE_OPTIMIZER_SGD));
+    TU_OK(vae_optimizer_set_param(o, VAE_OPT_LR, 1e6));
+    TU_OK(vae_trainer_create(&t, m, e, o, ctx, 3));
+    size_t n = 0;
+    float *g = vae_trainer_grads(t, &n);
+    g[1] = 1e-9f; /* one ordinary step: the trainer now knows the largest parameter */
+    TU_OK(vae_trainer_apply(t));
+    size_t count = 0;
+    TU_OK(vae_model_tensor_info(m, 0, NULL, NULL, NULL, &count));
+    float *w = tu_alloc(count, sizeof *w), *before = tu_alloc(count, sizeof *before);
+    TU_OK(vae_model_tensor_get(m, 0, w, count));
+    w[0] = 3e38f;
+    TU_OK(vae_model_tensor_set(m, 0, w, count));
+    TU_OK(vae_model_tensor_get(m, 0, before, count));
+    g[0] = -1e32f; /* p - lr g = 3e38 + 1e38: not a float */
+    TU_EXPECT_ERR(vae_trainer_apply(t), VAE_ERR_NUMERIC, "vae_trainer_apply");
+    TU_OK(vae_model_tensor_get(m, 0, w, count));
+    assert_memory_equal(w, before, count * sizeof *w);
+    assert_int_equal(vae_trainer_steps(t), 1);
+    free(w);
+    free(before);
+    vae_trainer_free(t);
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+    vae_context_free(ctx);
+    vae_model_free(m);
+}
+
 /* A step that fails after drawing its noise (here: the gradient it adds to
  * is not finite) leaves the trainer's generator as it was: the next step
  * draws the noise the failed one drew, so two trainers of the same seed,
@@ -1377,6 +1423,7 @@ int main(void)
         cmocka_unit_test(test_nesterov_without_momentum),
         cmocka_unit_test(test_step_failure_zeroes_slab),
         cmocka_unit_test(test_failed_step_keeps_generator),
+        cmocka_unit_test(test_overflow_after_tensor_set),
         cmocka_unit_test(test_step_bad_stats_zeroes_slab),
         cmocka_unit_test(test_shared_optimizer_separate_state),
         cmocka_unit_test(test_new_trainer_fresh_state),

@@ -453,12 +453,32 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %llu parameters stored, the model has %zu", fn,
                           what, (unsigned long long)np, vae_model_param_count(m));
     }
-    float *params = rc ? NULL : vae_model_params(m, NULL);
-    for (size_t i = 0; !rc && i < vae_model_param_count(m); i++) {
-        params[i] = get_f32(&r);
-        if (!isfinite(params[i]))
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: parameter %zu is not finite", fn, what, i);
+    /* Tensor by tensor through vae_model_tensor_set, which the model knows
+     * about (a writable pointer to the slab would make every later training
+     * step re-read the parameters: model.h), via a buffer of the largest. */
+    size_t nt = rc ? 0 : vae_model_tensor_count(m), largest = 0, at = 0;
+    for (size_t i = 0; i < nt; i++) {
+        size_t count = 0;
+        vae_model_tensor_info(m, i, NULL, NULL, NULL, &count);
+        largest = count > largest ? count : largest;
     }
+    float *tmp = nt ? vae_malloc(largest * sizeof *tmp) : NULL;
+    if (nt && !tmp)
+        rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for a tensor of %zu values", fn,
+                      what, largest);
+    for (size_t i = 0; !rc && i < nt; i++) {
+        size_t count = 0;
+        vae_model_tensor_info(m, i, NULL, NULL, NULL, &count);
+        for (size_t k = 0; !rc && k < count; k++, at++) {
+            tmp[k] = get_f32(&r);
+            if (!isfinite(tmp[k]))
+                rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: parameter %zu is not finite", fn, what,
+                              at);
+        }
+        if (!rc)
+            rc = vae_model_tensor_set(m, i, tmp, count);
+    }
+    vae_free(tmp);
     if (rc) {
         vae_model_free(m);
         return rc;

@@ -380,6 +380,8 @@ float *vae_model_params(vae_model *m, size_t *count)
 {
     if (count)
         *count = m && m->built ? m->n_params : 0;
+    if (m && m->built)
+        m->params_exposed = 1;
     return m && m->built ? m->params : NULL;
 }
 
@@ -494,5 +496,6 @@ int vae_model_tensor_set(vae_model *m, size_t index, const float *in, size_t cou
         return vae_fail(VAE_ERR_NUMERIC, "%s: value %zu for %s is not finite", fn, bad,
                         m->name_of[index]);
     memcpy(m->params + off, in, n * sizeof *in);
+    m->param_max_known = 0;
     return VAE_OK;
 }

@@ -20,6 +20,14 @@ struct vae_model {
     int built;
 
     float *params;              /* slab of n_params floats */
+    /* The largest |parameter| as a trainer's last step left it, so the next
+     * step's overflow test need not read the slab again. Valid while
+     * param_max_known; unknown after vae_model_tensor_set. Once the writable
+     * slab has been handed out (vae_model_params), anything may be written
+     * there at any time, so every step reads it. */
+    float param_max;
+    int param_max_known;
+    int params_exposed;
     size_t n_params;
     char *names;                /* tensor names, 2 per layer, NUL-separated */
     const char **name_of;       /* [2 * n_layers] into names */

@@ -88,13 +88,13 @@ static inline float from_bits(uint32_t u)
 }
 
 VAE_CLONES void vae_adam_update(const vae_adam_coef *kp, float *p, float *g, float *m, float *v,
-                                size_t lo, size_t hi, float gscale, float smax[2])
+                                size_t lo, size_t hi, float gscale, float smax[2], float *pmax)
 {
     /* A copy the stores below cannot alias: its fields stay in registers. */
     const vae_adam_coef k = *kp;
     /* Bounds of |m| and v: integer maxima of the bits (the order of
      * non-negative floats), which vectorize. */
-    uint32_t mmax = 0, vmax = 0;
+    uint32_t mmax = 0, vmax = 0, pm = 0;
     for (size_t i = lo; i < hi; i++) {
         float pn, mn, vn, mr, vr;
         adam_value(k, p[i], g[i], m[i], v[i], gscale, &pn, &mn, &vn, &mr, &vr);
@@ -102,12 +102,14 @@ VAE_CLONES void vae_adam_update(const vae_adam_coef *kp, float *p, float *g, flo
         p[i] = pn;
         m[i] = mn;
         v[i] = vn;
-        uint32_t a = abs_bits(mr), b = abs_bits(vr);
+        uint32_t a = abs_bits(mr), b = abs_bits(vr), c = abs_bits(pn);
         mmax = a > mmax ? a : mmax;
         vmax = b > vmax ? b : vmax;
+        pm = c > pm ? c : pm;
     }
     smax[0] = from_bits(mmax);
     smax[1] = from_bits(vmax);
+    *pmax = from_bits(pm);
 }
 
 VAE_CLONES size_t vae_adam_check(const vae_adam_coef *kp, const float *p, const float *g,

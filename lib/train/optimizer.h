@@ -51,11 +51,12 @@ int vae_sgd_safe(const vae_sgd_coef *k, double G, double P, double S1);
 /* Updates p[lo..hi) and the state from gscale * g[lo..hi) and zeroes those
  * gradients; writes to smax[0] (and smax[1] for Adam) the largest |value|
  * of each state buffer it stored (SGD without momentum stores none and
- * leaves smax alone). Ranges of one step may run in parallel. */
+ * leaves smax alone) and to *pmax the largest |new parameter|. Ranges of one
+ * step may run in parallel. */
 void vae_adam_update(const vae_adam_coef *k, float *p, float *g, float *m, float *v, size_t lo,
-                     size_t hi, float gscale, float smax[2]);
+                     size_t hi, float gscale, float smax[2], float *pmax);
 void vae_sgd_update(const vae_sgd_coef *k, float *p, float *g, float *buf, size_t lo, size_t hi,
-                    float gscale, float smax[1]);
+                    float gscale, float smax[1], float *pmax);
 
 /* The same update, writing nothing: the index in [lo, hi) of the first
  * parameter whose new value or new state would be NaN or infinite, or hi.

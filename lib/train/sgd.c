@@ -64,11 +64,11 @@ static inline uint32_t not_finite(float x)
 }
 
 VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float *buf, size_t lo,
-                               size_t hi, float gscale, float smax[1])
+                               size_t hi, float gscale, float smax[1], float *pmax)
 {
     /* A copy the stores below cannot alias: its fields stay in registers. */
     const vae_sgd_coef k = *kp;
-    uint32_t bmax = 0;
+    uint32_t bmax = 0, pm = 0;
     if (k.mu > 0.0f) {
         for (size_t i = lo; i < hi; i++) {
             float pn, bn, br;
@@ -76,8 +76,9 @@ VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float
             g[i] = 0.0f;
             p[i] = pn;
             buf[i] = bn;
-            uint32_t a = abs_bits(br);
+            uint32_t a = abs_bits(br), c = abs_bits(pn);
             bmax = a > bmax ? a : bmax;
+            pm = c > pm ? c : pm;
         }
         memcpy(smax, &bmax, sizeof bmax);
     } else {
@@ -87,8 +88,11 @@ VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float
             sgd_value(k, p[i], g[i], 0.0f, gscale, &pn, &bn, &br);
             g[i] = 0.0f;
             p[i] = pn;
+            uint32_t c = abs_bits(pn);
+            pm = c > pm ? c : pm;
         }
     }
+    memcpy(pmax, &pm, sizeof pm);
 }
 
 VAE_CLONES size_t vae_sgd_check(const vae_sgd_coef *kp, const float *p, const float *g,

@@ -139,6 +139,19 @@ VAE_CLONES static void max_abs_bits(const float *g, const float *p, size_t lo, s
     *pmax = pm;
 }
 
+/* The same for g alone, when the largest parameter is known. */
+VAE_CLONES static uint32_t max_abs_bits_g(const float *g, size_t lo, size_t hi)
+{
+    uint32_t gm = 0;
+    for (size_t i = lo; i < hi; i++) {
+        uint32_t a;
+        memcpy(&a, g + i, sizeof a);
+        a &= 0x7fffffffu;
+        gm = a > gm ? a : gm;
+    }
+    return gm;
+}
+
 static float float_of_bits(uint32_t u)
 {
     float x;
@@ -160,6 +173,8 @@ typedef struct step_job {
     vae_sgd_coef sgd;
     uint32_t gmax[VAE_MAX_THREADS], pmax[VAE_MAX_THREADS];
     float smax[VAE_MAX_THREADS][2];
+    float newp[VAE_MAX_THREADS];   /* largest |new parameter| of each range */
+    int scan_params;               /* the largest parameter is not known: read them */
     size_t bad[VAE_MAX_THREADS];
     const char *what[VAE_MAX_THREADS];
 } step_job;
@@ -175,7 +190,12 @@ static void step_part(void *arg, size_t w)
     float *p = t->m->params;
     const int adam = t->kind == VAE_OPTIMIZER_ADAM;
     switch (j->phase) {
-    case PHASE_SCAN: max_abs_bits(t->grads, p, lo, hi, &j->gmax[w], &j->pmax[w]); break;
+    case PHASE_SCAN:
+        if (j->scan_params)
+            max_abs_bits(t->grads, p, lo, hi, &j->gmax[w], &j->pmax[w]);
+        else
+            j->gmax[w] = max_abs_bits_g(t->grads, lo, hi), j->pmax[w] = 0;
+        break;
     case PHASE_CHECK:
         j->bad[w] = adam ? vae_adam_check(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale,
                                           &j->what[w])
@@ -184,9 +204,11 @@ static void step_part(void *arg, size_t w)
         break;
     default:
         if (adam)
-            vae_adam_update(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale, j->smax[w]);
+            vae_adam_update(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale, j->smax[w],
+                            &j->newp[w]);
         else
-            vae_sgd_update(&j->sgd, p, t->grads, t->s1, lo, hi, j->gscale, j->smax[w]);
+            vae_sgd_update(&j->sgd, p, t->grads, t->s1, lo, hi, j->gscale, j->smax[w],
+                           &j->newp[w]);
     }
 }
 
@@ -205,13 +227,20 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
     step_job job;
     job.t = t;
     const size_t T = vae_ctx_use_workers(t->ctx, t->n / 4096 + 1);
+    /* The parameters are read only when nothing vouches for them: the last
+     * step's largest new value stands for them unless they may have been
+     * written since (model.h, param_max). */
+    vae_model *mod = t->m;
     job.phase = PHASE_SCAN;
+    job.scan_params = mod->params_exposed || !mod->param_max_known;
     vae_ctx_run(t->ctx, step_part, &job);
     uint32_t gbits = 0, pbits = 0;
     for (size_t w = 0; w < T; w++) {
         gbits = job.gmax[w] > gbits ? job.gmax[w] : gbits;
         pbits = job.pmax[w] > pbits ? job.pmax[w] : pbits;
     }
+    if (!job.scan_params)
+        memcpy(&pbits, &mod->param_max, sizeof pbits);
     if (gbits >= 0x7f800000u && !vae_all_finite(t->grads, t->n, &bad))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
@@ -262,6 +291,10 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
     for (size_t w = 0; w < T; w++)
         job.smax[w][0] = job.smax[w][1] = 0.0f;
     vae_ctx_run(t->ctx, step_part, &job);
+    mod->param_max = 0.0f;
+    for (size_t w = 0; w < T; w++)
+        mod->param_max = job.newp[w] > mod->param_max ? job.newp[w] : mod->param_max;
+    mod->param_max_known = 1;
     if (adam || o->momentum > 0.0f) {
         sb[0] = sb[1] = 0.0f;
         for (size_t w = 0; w < T; w++)
