@@ -123,7 +123,10 @@
  * call it has served and never shrinks; vae_context_reserve() and vae_trainer_reserve()
  * size it beforehand, so that afterwards a training step and inference calls up to that
  * batch size allocate nothing. vae_trainer_train_epoch() and vae_evaluate_dataset()
- * allocate their buffers once per call, never per step.
+ * allocate their buffers once per call, never per step. Every allocation goes through the
+ * allocator of vae_set_allocator(), and process-wide limits (vae_set_limit()) bound what
+ * any file or model can make the library allocate. Out of memory is always VAE_ERR_NOMEM
+ * and leaves every handle as it was (docs/reliability.md).
  *
  * @section mp_options Structures that may grow
  *
