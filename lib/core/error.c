@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "numeric.h"
 
 /* The only mutable global state in the library, one copy per thread. */
 static _Thread_local char last_error[512];
@@ -48,9 +49,7 @@ VAE_CLONES int vae_all_finite(const float *x, size_t n, size_t *where)
      * An integer OR over the bits vectorizes; the search runs only on failure. */
     uint32_t any = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        any |= (u & 0x7f800000u) == 0x7f800000u;
+        any |= vae_not_finite(x[i]);
     }
     if (!any)
         return 1;

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* log(1 + t) for t in [0, 1], as 2 atanh(u) with u = t / (2 + t) in [0, 1/3]:
  * 2 (u + u^3/3 + ... + u^15/15); the first omitted term is below 1.5e-9
@@ -68,6 +69,30 @@ static inline float vae_sigmoidf(float a)
 {
     float t = vae_exp_nonpos(-fabsf(a));
     return (a >= 0.0f ? 1.0f : t) / (1.0f + t);
+}
+
+/* |x| as the bits of the float: for non-negative floats the integer order is
+ * the numeric order, and NaN and infinity lie above every finite value, at
+ * or above 0x7f800000. Integer maxima of these vectorize where float maxima
+ * do not. */
+static inline uint32_t vae_abs_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x7fffffffu;
+}
+
+static inline float vae_float_of_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* NaN or infinite: the exponent bits all ones. */
+static inline uint32_t vae_not_finite(float x)
+{
+    return vae_abs_bits(x) >= 0x7f800000u;
 }
 
 #endif

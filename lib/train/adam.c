@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../core/core.h"
+#include "../core/numeric.h"
 #include "optimizer.h"
 
 void vae_adam_coef_init(vae_adam_coef *k, const vae_optimizer *o, uint64_t t)
@@ -67,26 +68,6 @@ static inline void adam_value(vae_adam_coef k, float p, float g, float m, float 
     *vn = vi;
 }
 
-static inline uint32_t abs_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u & 0x7fffffffu;
-}
-
-/* NaN or infinite: the exponent bits all ones. */
-static inline uint32_t not_finite(float x)
-{
-    return (abs_bits(x) & 0x7f800000u) == 0x7f800000u;
-}
-
-static inline float from_bits(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 VAE_CLONES void vae_adam_update(const vae_adam_coef *kp, float *p, float *g, float *m, float *v,
                                 size_t lo, size_t hi, float gscale, float smax[2], float *pmax)
 {
@@ -102,14 +83,14 @@ VAE_CLONES void vae_adam_update(const vae_adam_coef *kp, float *p, float *g, flo
         p[i] = pn;
         m[i] = mn;
         v[i] = vn;
-        uint32_t a = abs_bits(mr), b = abs_bits(vr), c = abs_bits(pn);
+        uint32_t a = vae_abs_bits(mr), b = vae_abs_bits(vr), c = vae_abs_bits(pn);
         mmax = a > mmax ? a : mmax;
         vmax = b > vmax ? b : vmax;
         pm = c > pm ? c : pm;
     }
-    smax[0] = from_bits(mmax);
-    smax[1] = from_bits(vmax);
-    *pmax = from_bits(pm);
+    smax[0] = vae_float_of_bits(mmax);
+    smax[1] = vae_float_of_bits(vmax);
+    *pmax = vae_float_of_bits(pm);
 }
 
 VAE_CLONES size_t vae_adam_check(const vae_adam_coef *kp, const float *p, const float *g,
@@ -125,7 +106,7 @@ VAE_CLONES size_t vae_adam_check(const vae_adam_coef *kp, const float *p, const 
     for (size_t i = lo; i < hi; i++) {
         float pn, mn, vn, mr, vr;
         adam_value(k, p[i], g[i], m[i], v[i], gscale, &pn, &mn, &vn, &mr, &vr);
-        uint32_t a = abs_bits(pn), b = abs_bits(mr), c = abs_bits(vr);
+        uint32_t a = vae_abs_bits(pn), b = vae_abs_bits(mr), c = vae_abs_bits(vr);
         a = b > a ? b : a;
         a = c > a ? c : a;
         worst = a > worst ? a : worst;
@@ -134,8 +115,8 @@ VAE_CLONES size_t vae_adam_check(const vae_adam_coef *kp, const float *p, const 
     for (size_t i = lo; bad && i < hi; i++) {
         float pn, mn, vn, mr, vr;
         adam_value(k, p[i], g[i], m[i], v[i], gscale, &pn, &mn, &vn, &mr, &vr);
-        if (not_finite(mn) | not_finite(vn) | not_finite(pn)) {
-            *what = not_finite(mn) ? "first moment" : not_finite(vn) ? "second moment"
+        if (vae_not_finite(mn) | vae_not_finite(vn) | vae_not_finite(pn)) {
+            *what = vae_not_finite(mn) ? "first moment" : vae_not_finite(vn) ? "second moment"
                                                                      : "parameter";
             return i;
         }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../core/core.h"
+#include "../core/numeric.h"
 #include "optimizer.h"
 
 void vae_sgd_coef_init(vae_sgd_coef *k, const vae_optimizer *o, int first)
@@ -51,18 +52,6 @@ static inline void sgd_value(vae_sgd_coef k, float p, float g, float buf, float 
     *bn = buf;
 }
 
-static inline uint32_t abs_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u & 0x7fffffffu;
-}
-
-static inline uint32_t not_finite(float x)
-{
-    return (abs_bits(x) & 0x7f800000u) == 0x7f800000u;
-}
-
 VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float *buf, size_t lo,
                                size_t hi, float gscale, float smax[1], float *pmax)
 {
@@ -76,7 +65,7 @@ VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float
             g[i] = 0.0f;
             p[i] = pn;
             buf[i] = bn;
-            uint32_t a = abs_bits(br), c = abs_bits(pn);
+            uint32_t a = vae_abs_bits(br), c = vae_abs_bits(pn);
             bmax = a > bmax ? a : bmax;
             pm = c > pm ? c : pm;
         }
@@ -88,7 +77,7 @@ VAE_CLONES void vae_sgd_update(const vae_sgd_coef *kp, float *p, float *g, float
             sgd_value(k, p[i], g[i], 0.0f, gscale, &pn, &bn, &br);
             g[i] = 0.0f;
             p[i] = pn;
-            uint32_t c = abs_bits(pn);
+            uint32_t c = vae_abs_bits(pn);
             pm = c > pm ? c : pm;
         }
     }
@@ -108,7 +97,7 @@ VAE_CLONES size_t vae_sgd_check(const vae_sgd_coef *kp, const float *p, const fl
         for (size_t i = lo; i < hi; i++) {
             float pn, bn, br;
             sgd_value(k, p[i], g[i], buf[i], gscale, &pn, &bn, &br);
-            uint32_t a = abs_bits(pn), b = abs_bits(br);
+            uint32_t a = vae_abs_bits(pn), b = vae_abs_bits(br);
             a = b > a ? b : a;
             worst = a > worst ? a : worst;
         }
@@ -116,7 +105,7 @@ VAE_CLONES size_t vae_sgd_check(const vae_sgd_coef *kp, const float *p, const fl
         for (size_t i = lo; i < hi; i++) {
             float pn, bn, br;
             sgd_value(k, p[i], g[i], 0.0f, gscale, &pn, &bn, &br);
-            uint32_t a = abs_bits(pn);
+            uint32_t a = vae_abs_bits(pn);
             worst = a > worst ? a : worst;
         }
     }
@@ -124,8 +113,8 @@ VAE_CLONES size_t vae_sgd_check(const vae_sgd_coef *kp, const float *p, const fl
     for (size_t i = lo; bad && i < hi; i++) {
         float pn, bn, br;
         sgd_value(k, p[i], g[i], k.mu > 0.0f ? buf[i] : 0.0f, gscale, &pn, &bn, &br);
-        if (not_finite(bn) | not_finite(pn)) {
-            *what = not_finite(bn) ? "momentum buffer" : "parameter";
+        if (vae_not_finite(bn) | vae_not_finite(pn)) {
+            *what = vae_not_finite(bn) ? "momentum buffer" : "parameter";
             return i;
         }
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../core/core.h"
+#include "../core/numeric.h"
 #include "../core/rng.h"
 #include "../model/context.h"
 #include "../model/elbo.h"
@@ -119,44 +120,15 @@ static double sum_squares(const float *g, size_t n)
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* The largest |g[i]| and |p[i]| of [lo, hi) as the bits of the float (for
- * non-negative floats the integer order is the numeric order, and NaN and
- * infinity lie above every finite value). Integer maxima vectorize. */
-VAE_CLONES static void max_abs_bits(const float *g, const float *p, size_t lo, size_t hi,
-                                    uint32_t *gmax, uint32_t *pmax)
+/* The largest |x[i]| of [lo, hi) as the bits of the float (vae_abs_bits). */
+VAE_CLONES static uint32_t max_abs_bits(const float *x, size_t lo, size_t hi)
 {
-    uint32_t gm = 0, pm = 0;
+    uint32_t mx = 0;
     for (size_t i = lo; i < hi; i++) {
-        uint32_t a, b;
-        memcpy(&a, g + i, sizeof a);
-        memcpy(&b, p + i, sizeof b);
-        a &= 0x7fffffffu;
-        b &= 0x7fffffffu;
-        gm = a > gm ? a : gm;
-        pm = b > pm ? b : pm;
+        uint32_t a = vae_abs_bits(x[i]);
+        mx = a > mx ? a : mx;
     }
-    *gmax = gm;
-    *pmax = pm;
-}
-
-/* The same for g alone, when the largest parameter is known. */
-VAE_CLONES static uint32_t max_abs_bits_g(const float *g, size_t lo, size_t hi)
-{
-    uint32_t gm = 0;
-    for (size_t i = lo; i < hi; i++) {
-        uint32_t a;
-        memcpy(&a, g + i, sizeof a);
-        a &= 0x7fffffffu;
-        gm = a > gm ? a : gm;
-    }
-    return gm;
-}
-
-static float float_of_bits(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
+    return mx;
 }
 
 /* One step in up to three elementwise phases over the context's workers,
@@ -191,10 +163,8 @@ static void step_part(void *arg, size_t w)
     const int adam = t->kind == VAE_OPTIMIZER_ADAM;
     switch (j->phase) {
     case PHASE_SCAN:
-        if (j->scan_params)
-            max_abs_bits(t->grads, p, lo, hi, &j->gmax[w], &j->pmax[w]);
-        else
-            j->gmax[w] = max_abs_bits_g(t->grads, lo, hi), j->pmax[w] = 0;
+        j->gmax[w] = max_abs_bits(t->grads, lo, hi);
+        j->pmax[w] = j->scan_params ? max_abs_bits(p, lo, hi) : 0;
         break;
     case PHASE_CHECK:
         j->bad[w] = adam ? vae_adam_check(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale,
@@ -240,7 +210,7 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
         pbits = job.pmax[w] > pbits ? job.pmax[w] : pbits;
     }
     if (!job.scan_params)
-        memcpy(&pbits, &mod->param_max, sizeof pbits);
+        pbits = vae_abs_bits(mod->param_max);
     if (gbits >= 0x7f800000u && !vae_all_finite(t->grads, t->n, &bad))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
@@ -265,7 +235,7 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
      * nothing. The bounds of the scan and of the state rule that out almost
      * always; otherwise the step is first computed without storing it. */
     float *sb = t->state_max;
-    const double G = float_of_bits(gbits), P = float_of_bits(pbits);
+    const double G = vae_float_of_bits(gbits), P = vae_float_of_bits(pbits);
     const int safe = adam ? vae_adam_safe(&job.adam, G, P, sb[0], sb[1])
                           : vae_sgd_safe(&job.sgd, G, P, sb[0]);
     if (!safe) {
