@@ -26,6 +26,7 @@
 #include <zlib.h>
 
 #include "../core/core.h"
+#include "file.h"
 #include "dataset.h"
 
 #define IDX_MAX_SAMPLES ((size_t)1 << 31)
@@ -180,25 +181,17 @@ static int src_open(idx_src *s, const char *path, const char *what)
     memset(s, 0, sizeof *s);
     s->path = path;
     s->limit = vae_get_limit(VAE_LIMIT_FILE_BYTES);
-    errno = 0;
-    s->f = fopen(path, "rb");
-    if (!s->f) {
-        int err = errno;
-        return vae_fail(err == ENOMEM ? VAE_ERR_NOMEM : VAE_ERR_IO,
-                        "%s: cannot open %s file %s: %s", FN, what, path,
-                        err ? strerror(err) : "unknown error");
-    }
-    /* A regular file larger than the limit is refused unread; other files
-     * (pipes, devices) are counted as they are read. */
-    struct stat st;
-    if (fstat(fileno(s->f), &st) == 0 && S_ISREG(st.st_mode) &&
-        (unsigned long long)st.st_size > s->limit)
-        return over_limit(s, "the file has", (unsigned long long)st.st_size);
+    long long regular = -1;
+    int rc = vae_file_open_read(path, FN, what, &s->f, &regular);
+    if (rc)
+        return rc;
+    /* A regular file larger than the limit is refused unread. */
+    if (regular >= 0 && (unsigned long long)regular > s->limit)
+        return over_limit(s, "the file has", (unsigned long long)regular);
     s->in = vae_malloc(IN_CHUNK);
     if (!s->in)
         return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory", FN, path);
-    int rc = fill(s);
-    if (rc)
+    if ((rc = fill(s)))
         return rc;
     if (s->len >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b) {
         s->gz = 1;

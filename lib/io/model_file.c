@@ -14,6 +14,7 @@
 
 #include "../core/core.h"
 #include "../nn/layer.h"
+#include "file.h"
 
 static const unsigned char MAGIC[8] = {0x89, 'V', 'A', 'E', '\r', '\n', 0x1a, '\n'};
 #define FORMAT_VERSION 1u
@@ -179,41 +180,6 @@ int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
     return VAE_OK;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Makes a rename inside the directory of `path` durable: the new name is
- * on disk once the directory itself is flushed. Best effort: some file
- * systems refuse fsync on a directory, and the file is complete either way.
- * `path` is scratch space (the temporary name, no longer in use). */
-static void sync_parent(char *path)
-{
-    char *slash = strrchr(path, '/');
-    const char *dir = ".";
-    if (slash == path)
-        dir = "/";
-    else if (slash) {
-        *slash = '\0';
-        dir = path;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 int vae_model_save(const vae_model *m, const char *path)
 {
     const char *fn = "vae_model_save";
@@ -222,39 +188,12 @@ int vae_model_save(const vae_model *m, const char *path)
         return rc;
     if (!path || !*path)
         return vae_fail(VAE_ERR_INVALID, "%s: path is %s", fn, path ? "empty" : "NULL");
-    size_t size = file_size(m), plen = strlen(path);
+    size_t size = file_size(m);
     unsigned char *buf = vae_malloc(size);
-    char *tmp = vae_malloc(plen + 8);
-    if (!buf || !tmp) {
-        vae_free(buf);
-        vae_free(tmp);
+    if (!buf)
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
-    }
     encode(m, buf, size);
-    /* Temporary file beside the target, so the rename stays in one file
-     * system and readers see either the old file or the complete new one. */
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".XXXXXX", 8);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = vae_fail(VAE_ERR_IO, "%s: cannot create a temporary file beside %s: %s", fn, path,
-                      strerror(errno));
-    } else {
-        int bad = write_all(fd, buf, size) || fsync(fd) != 0;
-        int err = errno;
-        bad = close(fd) != 0 || bad;
-        if (!bad && chmod(tmp, 0644) != 0) /* mkstemp makes 0600 */
-            bad = 1, err = errno;
-        if (!bad && rename(tmp, path) != 0)
-            bad = 1, err = errno;
-        if (bad) {
-            unlink(tmp);
-            rc = vae_fail(VAE_ERR_IO, "%s: cannot write %s: %s", fn, path, strerror(err));
-        } else {
-            sync_parent(tmp);
-        }
-    }
-    vae_free(tmp);
+    rc = vae_file_write_atomic(path, buf, size, fn);
     vae_free(buf);
     return rc;
 }
@@ -507,34 +446,10 @@ int vae_model_load(vae_model **out, const char *path)
         *out = NULL;
     if (!out || !path)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "path" : "out");
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vae_fail(VAE_ERR_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return vae_fail(VAE_ERR_IO, "%s: %s is not a regular file", fn, path);
-    }
-    if ((uint64_t)st.st_size > vae_get_limit(VAE_LIMIT_FILE_BYTES)) {
-        fclose(f);
-        return vae_fail(VAE_ERR_NOMEM, "%s: %s has %lld bytes, above the limit "
-                                       "VAE_LIMIT_FILE_BYTES = %llu",
-                        fn, path, (long long)st.st_size,
-                        (unsigned long long)vae_get_limit(VAE_LIMIT_FILE_BYTES));
-    }
-    size_t size = (size_t)st.st_size;
-    unsigned char *buf = vae_malloc(size ? size : 1);
-    if (!buf) {
-        fclose(f);
-        return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
-    }
-    size_t got = fread(buf, 1, size, f);
-    int err = ferror(f);
-    fclose(f);
-    int rc;
-    if (err || got != size)
-        rc = vae_fail(VAE_ERR_IO, "%s: cannot read %s", fn, path);
-    else
+    unsigned char *buf = NULL;
+    size_t size = 0;
+    int rc = vae_file_read_all(path, fn, &buf, &size);
+    if (!rc)
         rc = decode(out, buf, size, path, fn);
     vae_free(buf);
     return rc;
