@@ -639,11 +639,22 @@ static void test_progress_and_cancel(void **state)
     assert_int_equal(log.calls, 1);
     assert_int_equal(vae_trainer_steps(s.t), 3);
     assert_int_equal(vae_trainer_epochs(s.t), 0);
-    /* A full epoch afterwards counts as the first. */
+    /* Each call continued the open epoch where the last one stopped (its
+     * 3 steps are the first 3 of the epoch); the next finishes it, which
+     * then counts as the first. */
+    size_t done = 0, total = 0;
+    OK(vae_trainer_epoch_position(s.t, &done, &total));
+    assert_int_equal(done, 3 * BATCH);
+    assert_int_equal(total, COUNT);
     o.progress = NULL;
-    OK(vae_trainer_train_epoch(s.t, s.ds, &o, NULL));
+    st = tu_stats();
+    OK(vae_trainer_train_epoch(s.t, s.ds, &o, &st));
     assert_int_equal(vae_trainer_epochs(s.t), 1);
-    assert_int_equal(vae_trainer_steps(s.t), 3 + STEPS);
+    assert_int_equal(vae_trainer_steps(s.t), STEPS);
+    assert_int_equal(st.samples, COUNT); /* the stats cover the whole epoch */
+    assert_int_equal(st.steps, STEPS);
+    OK(vae_trainer_epoch_position(s.t, &done, &total));
+    assert_int_equal(done + total, 0);
     vae_context_free(other);
     vae_rng_free(rng);
     free_setup(&s);

@@ -230,7 +230,7 @@ extern "C" {
 /** Major version of this header. */
 #define VAE_VERSION_MAJOR 1
 /** Minor version of this header. */
-#define VAE_VERSION_MINOR 0
+#define VAE_VERSION_MINOR 1
 /** Patch version of this header. */
 #define VAE_VERSION_PATCH 0
 /** MAJOR*10000 + MINOR*100 + PATCH, so 1.0.0 is 10000. */
@@ -1843,10 +1843,17 @@ VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch
  *
  * Shuffles the sample order (when asked) from the trainer's generator, then for each
  * minibatch: vae_dataset_batch() (binarized from the same generator when asked) and
- * vae_trainer_step(). Buffers are allocated once per call. A step that fails ends the
- * epoch with its status; the parameters keep the last good step. stats, when given, is
- * filled even when the epoch stops early, with what was done. The epoch counter grows by
- * one when the epoch completes.
+ * vae_trainer_step(). Buffers are allocated once per call. The epoch counter grows by one
+ * when the epoch completes.
+ *
+ * An epoch that stops early (the progress callback returned nonzero, or a step failed,
+ * whose status is returned; the parameters keep the last good step) stays open: the next
+ * call continues it at the next sample of the same order, whatever its batch size, until
+ * it completes or vae_trainer_discard_epoch() closes it. A checkpoint saved meanwhile, or
+ * from the progress callback, holds the open epoch, and a restored trainer continues it
+ * the same way (since 1.1; 1.0 started a new epoch instead). stats, when given, is filled
+ * even when the epoch stops early; its loss, recon, kl, samples and steps cover the
+ * whole epoch so far, including the calls before this one, and seconds this call.
  * @param[in,out] t     The trainer.
  * @param[in]     ds    The training data; dim must equal the model's input_dim.
  * @param[in]     opts  Options, or NULL for the defaults of vae_train_options_init().
@@ -1856,7 +1863,8 @@ VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch
  *                           the bytes past the known fields are not zero; batch_size is 0
  *                           or above 2^20; or a Bernoulli model meets a value outside
  *                           [0, 1].
- * @retval VAE_ERR_SHAPE     the dataset's dim differs from the model's input_dim.
+ * @retval VAE_ERR_SHAPE     the dataset's dim differs from the model's input_dim, or an
+ *                           open epoch was begun on a dataset of another sample count.
  * @retval VAE_ERR_STATE     the context is in use.
  * @retval VAE_ERR_NUMERIC   a step met a non-finite value, loss or gradient.
  * @retval VAE_ERR_CANCELLED the progress callback returned nonzero.
@@ -1895,6 +1903,32 @@ VAE_API uint64_t vae_trainer_steps(const vae_trainer *t);
  * @return The count; 0 when t is NULL.
  */
 VAE_API uint64_t vae_trainer_epochs(const vae_trainer *t);
+/**
+ * @brief Where the open epoch stands: one that a call of vae_trainer_train_epoch() left
+ *        part-way (its progress callback stopped it, or a step failed), or that
+ *        vae_trainer_restore() brought back.
+ *
+ * The next vae_trainer_train_epoch() continues an open epoch at the next sample of the
+ * same order instead of starting a new one. Since 1.1.
+ * @param[in]  t     The trainer.
+ * @param[out] done  Receives the samples done in the open epoch, 0 when none is open; may
+ *                   be NULL.
+ * @param[out] total Receives the samples of the open epoch's dataset, 0 when none is open;
+ *                   may be NULL.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL.
+ */
+VAE_API int vae_trainer_epoch_position(const vae_trainer *t, size_t *done, size_t *total);
+/**
+ * @brief Closes an open epoch without finishing it: the next vae_trainer_train_epoch()
+ *        starts a new one. Does nothing when no epoch is open. Since 1.1.
+ * @param[in,out] t The trainer.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL.
+ * @retval VAE_ERR_STATE   the trainer's context is in use (for instance from the progress
+ *                         callback of the epoch itself).
+ */
+VAE_API int vae_trainer_discard_epoch(vae_trainer *t);
 
 /** @} */
 
@@ -2010,6 +2044,146 @@ VAE_API int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t
  *                         (the message names the limit).
  */
 VAE_API int vae_model_load_mem(vae_model **out, const void *buf, size_t size);
+
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints (docs/format.md)                                              */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * @defgroup checkpoints Checkpoints
+ * @brief A trainer's whole state in one file, to resume training bit for bit. Since 1.1.
+ *
+ * A checkpoint holds everything the trainer's steps and epochs read or change: the model
+ * (architecture and parameters, as a model file holds them), the optimizer's kind,
+ * hyperparameters and state, the objective's settings, the trainer's generator, its step
+ * and epoch counters, the position in an open epoch (vae_trainer_epoch_position()), any
+ * gradients not yet applied, and the key/value metadata of vae_trainer_set_meta().
+ * Training continued from a restored checkpoint, in this process or another, gives the
+ * same parameters and the same losses, bit for bit, as training that never stopped, with
+ * any number of workers.
+ *
+ * A checkpoint is a model file with more chunks (docs/format.md), so vae_model_load()
+ * reads its model part: the usual way to resume is vae_model_load() of the checkpoint,
+ * then a trainer on that model, then vae_trainer_restore().
+ * @{
+ */
+
+/**
+ * @brief Writes the trainer's whole state to `path` atomically, like vae_model_save().
+ *
+ * Can be called from the progress callback of vae_trainer_train_epoch(): the checkpoint
+ * then resumes after the step just taken. Allocates a buffer of the file's size. Does
+ * not modify the trainer.
+ * @param[in] t    The trainer.
+ * @param[in] path Destination path.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t or path is NULL, or path is empty.
+ * @retval VAE_ERR_NUMERIC a parameter, optimizer state value or pending gradient is not
+ *                         finite: nothing is written (a file that could not be loaded
+ *                         would be worse than the last good one).
+ * @retval VAE_ERR_IO      the file cannot be written (as vae_model_save()).
+ * @retval VAE_ERR_NOMEM   an allocation failed.
+ */
+VAE_API int vae_trainer_save(const vae_trainer *t, const char *path);
+/**
+ * @brief Writes the bytes vae_trainer_save() would write into a caller buffer.
+ *
+ * Call once with buf NULL to learn the size, then with a buffer of that size. Does not
+ * allocate and does not modify the trainer.
+ * @param[in]  t    The trainer.
+ * @param[out] buf  Receives the bytes, or NULL to query the size only.
+ * @param[in]  cap  Size of buf in bytes (ignored when buf is NULL).
+ * @param[out] size Receives the number of bytes needed, also when cap is too small.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t or size is NULL, or cap < `*size` (nothing is written).
+ * @retval VAE_ERR_NUMERIC as vae_trainer_save() (checked when buf is not NULL).
+ */
+VAE_API int vae_trainer_save_mem(const vae_trainer *t, void *buf, size_t cap, size_t *size);
+/**
+ * @brief Restores a state written by vae_trainer_save() into a trainer of the same
+ *        architecture.
+ *
+ * Writes the model's parameters (and its Gaussian sigma), the optimizer's
+ * hyperparameters, the objective's settings, the optimizer state, the generator, the
+ * counters, the open epoch, the pending gradients and the metadata. The trainer's model,
+ * optimizer and objective are written even though they are borrowed: another trainer
+ * that shares them sees the restored settings. Everything is read and checked first; on
+ * any failure nothing is changed.
+ * @param[in,out] t    The trainer, over a model of the checkpoint's architecture and an
+ *                     optimizer of the checkpoint's kind.
+ * @param[in]     path Path of the checkpoint.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t or path is NULL.
+ * @retval VAE_ERR_SHAPE   the checkpoint's architecture (input and latent sizes,
+ *                         likelihood, layers, parameter count) or optimizer kind differs
+ *                         from the trainer's (the message says what).
+ * @retval VAE_ERR_IO      the file cannot be opened or read, or is not a regular file.
+ * @retval VAE_ERR_FORMAT  the file is damaged or truncated, is a model file without a
+ *                         trainer's state, or holds a value out of range (the message
+ *                         says what).
+ * @retval VAE_ERR_STATE   the trainer's context is in use.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the file is above
+ *                         VAE_LIMIT_FILE_BYTES.
+ */
+VAE_API int vae_trainer_restore(vae_trainer *t, const char *path);
+/**
+ * @brief vae_trainer_restore() from the bytes of a checkpoint in memory.
+ * @param[in,out] t    The trainer.
+ * @param[in]     buf  The bytes of a checkpoint, read during the call only.
+ * @param[in]     size Number of bytes in buf.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t or buf is NULL.
+ * @retval VAE_ERR_SHAPE   as vae_trainer_restore().
+ * @retval VAE_ERR_FORMAT  as vae_trainer_restore().
+ * @retval VAE_ERR_STATE   the trainer's context is in use.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or size is above VAE_LIMIT_FILE_BYTES.
+ */
+VAE_API int vae_trainer_restore_mem(vae_trainer *t, const void *buf, size_t size);
+/**
+ * @brief Sets, replaces or removes one metadata entry, saved with the checkpoint.
+ *
+ * Free-form text such as the command line, a dataset checksum or a note. Entries keep the
+ * order in which they were first set.
+ * @param[in,out] t     The trainer.
+ * @param[in]     key   1 to 255 bytes, none of them a control character (below 0x20, or
+ *                      0x7f).
+ * @param[in]     value Up to 65535 bytes (a C string), or NULL to remove the entry.
+ * @retval VAE_OK          success (also when removing an entry that does not exist).
+ * @retval VAE_ERR_INVALID t or key is NULL, the key or value is out of those bounds, or
+ *                         the trainer already has 1024 entries.
+ * @retval VAE_ERR_NOMEM   an allocation failed; the entries are as they were.
+ */
+VAE_API int vae_trainer_set_meta(vae_trainer *t, const char *key, const char *value);
+/**
+ * @brief Looks a metadata entry up.
+ * @param[in]  t     The trainer.
+ * @param[in]  key   The key.
+ * @param[out] value Receives the value, owned by the trainer and valid until the entry is
+ *                   next set or removed or the trainer restored or freed; NULL when the
+ *                   key is absent.
+ * @retval VAE_OK          success, whether the key was found or not.
+ * @retval VAE_ERR_INVALID t, key or value is NULL.
+ */
+VAE_API int vae_trainer_get_meta(const vae_trainer *t, const char *key, const char **value);
+/**
+ * @brief Number of metadata entries.
+ * @param[in] t The trainer, or NULL.
+ * @return The count; 0 when t is NULL.
+ */
+VAE_API size_t vae_trainer_meta_count(const vae_trainer *t);
+/**
+ * @brief The i-th metadata entry, in the order entries were first set.
+ * @param[in]  t     The trainer.
+ * @param[in]  i     Index below vae_trainer_meta_count().
+ * @param[out] key   Receives the key (valid as in vae_trainer_get_meta()); may be NULL.
+ * @param[out] value Receives the value; may be NULL.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL or i is out of range.
+ */
+VAE_API int vae_trainer_meta_at(const vae_trainer *t, size_t i, const char **key,
+                                const char **value);
 
 /** @} */
 

@@ -1,5 +1,6 @@
 /* The model file: versioned, little-endian, CRC-32 checked, written
- * atomically. Byte-by-byte specification in docs/format.md. */
+ * atomically. Version 2 (written) is chunked (chunk.h); version 1 (0.1 and
+ * 1.0) is read. Byte-by-byte specification in docs/format.md. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -13,78 +14,15 @@
 #include <zlib.h>
 
 #include "../core/core.h"
+#include "../core/numeric.h"
+#include "../model/model.h"
 #include "../nn/layer.h"
+#include "chunk.h"
 #include "file.h"
+#include "model_file.h"
 
-static const unsigned char MAGIC[8] = {0x89, 'V', 'A', 'E', '\r', '\n', 0x1a, '\n'};
-#define FORMAT_VERSION 1u
-#define HEADER_BYTES 24u
+#define V1_HEADER_BYTES 24u
 #define MAX_LAYERS 4096u
-
-/* ---- little-endian writer over a buffer sized beforehand ---------------- */
-
-typedef struct writer {
-    unsigned char *p;
-} writer;
-
-static void put_u32(writer *w, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        *w->p++ = (unsigned char)(v >> (8 * i));
-}
-
-static void put_u64(writer *w, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        *w->p++ = (unsigned char)(v >> (8 * i));
-}
-
-static void put_f32(writer *w, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    put_u32(w, u);
-}
-
-/* ---- bounds-checked reader: a short read sets err and yields zeros ------ */
-
-typedef struct reader {
-    const unsigned char *p;
-    size_t left;
-    int err;
-} reader;
-
-static uint64_t get_le(reader *r, int bytes)
-{
-    if (r->err || r->left < (size_t)bytes) {
-        r->err = 1;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)r->p[i] << (8 * i);
-    r->p += bytes;
-    r->left -= (size_t)bytes;
-    return v;
-}
-
-static uint32_t get_u32(reader *r)
-{
-    return (uint32_t)get_le(r, 4);
-}
-
-static uint64_t get_u64(reader *r)
-{
-    return get_le(r, 8);
-}
-
-static float get_f32(reader *r)
-{
-    uint32_t u = get_u32(r);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* A built model, or the error the model calls give. */
 static int check_model(const vae_model *m, const char *fn)
@@ -96,70 +34,64 @@ static int check_model(const vae_model *m, const char *fn)
     return VAE_OK;
 }
 
-/* CRC-32 (zlib's) of len bytes, fed to zlib in parts that fit its uInt. */
-static uint32_t file_crc(const unsigned char *buf, size_t len)
-{
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t off = 0; off < len;) {
-        uInt part = len - off > (1u << 30) ? (1u << 30) : (uInt)(len - off);
-        crc = crc32(crc, buf + off, part);
-        off += part;
-    }
-    return (uint32_t)crc;
-}
-
 /* ---- saving ------------------------------------------------------------- */
 
-static size_t file_size(const vae_model *m)
+void vae_arch_put(vae_writer *w, const vae_model *m)
 {
-    /* header; model fields: likelihood, reserved, sigma, reserved (4 bytes
-     * each), input and latent dims (8 each), layer and encoder counts (4 each) */
-    size_t n = HEADER_BYTES + 40;
-    for (size_t i = 0; i < vae_model_layer_count(m); i++) {
-        uint64_t f[VAE_LAYER_MAX_FIELDS];
-        const vae_layer *l = vae_model_layer(m, i);
-        n += 24 + 8 * l->ops->describe(l, f);
-    }
-    return n + 8 + 4 * vae_model_param_count(m) + 4; /* parameter count, parameters, CRC */
-}
-
-static void encode(const vae_model *m, unsigned char *buf, size_t size)
-{
-    writer w = {buf};
-    memcpy(w.p, MAGIC, 8);
-    w.p += 8;
-    put_u32(&w, FORMAT_VERSION);
-    put_u32(&w, 0); /* flags */
-    put_u64(&w, size - HEADER_BYTES - 4);
-    double sigma = 1.0;
-    vae_model_get_param(m, VAE_MODEL_GAUSSIAN_SIGMA, &sigma);
-    const size_t n_layers = vae_model_layer_count(m), n_params = vae_model_param_count(m);
-    /* Read only: the slab of a const model. */
-    const float *params = vae_model_params((vae_model *)(uintptr_t)m, NULL);
-    put_u32(&w, (uint32_t)vae_model_likelihood(m));
-    put_u32(&w, 0);
-    put_f32(&w, (float)sigma);
-    put_u32(&w, 0);
-    put_u64(&w, vae_model_input_dim(m));
-    put_u64(&w, vae_model_latent_dim(m));
-    put_u32(&w, (uint32_t)n_layers);
-    put_u32(&w, (uint32_t)vae_model_encoder_layer_count(m));
+    vae_chunk_begin(w, vae_chunk_types[VAE_CK_ARCH]);
+    const size_t n_layers = vae_model_layer_count(m);
+    vae_put_u32(w, (uint32_t)m->likelihood);
+    vae_put_u32(w, 0);
+    vae_put_f32(w, m->likelihood == VAE_LIKELIHOOD_GAUSSIAN ? m->sigma : 1.0f);
+    vae_put_u32(w, 0);
+    vae_put_u64(w, m->input_dim);
+    vae_put_u64(w, m->latent_dim);
+    vae_put_u32(w, (uint32_t)n_layers);
+    vae_put_u32(w, (uint32_t)m->n_enc);
     for (size_t i = 0; i < n_layers; i++) {
-        const vae_layer *l = vae_model_layer(m, i);
+        const vae_layer *l = m->layers[i];
         uint64_t f[VAE_LAYER_MAX_FIELDS];
         size_t nf = l->ops->describe(l, f);
-        put_u32(&w, (uint32_t)l->ops->kind);
-        put_u32(&w, (uint32_t)l->activation);
-        put_u32(&w, (uint32_t)nf);
-        put_u32(&w, 0);
-        put_u64(&w, l->n_params);
+        vae_put_u32(w, (uint32_t)l->ops->kind);
+        vae_put_u32(w, (uint32_t)l->activation);
+        vae_put_u32(w, (uint32_t)nf);
+        vae_put_u32(w, 0);
+        vae_put_u64(w, l->n_params);
         for (size_t j = 0; j < nf; j++)
-            put_u64(&w, f[j]);
+            vae_put_u64(w, f[j]);
     }
-    put_u64(&w, n_params);
-    for (size_t i = 0; i < n_params; i++)
-        put_f32(&w, params[i]);
-    put_u32(&w, file_crc(buf, size - 4));
+    vae_chunk_end(w);
+    vae_chunk_begin(w, vae_chunk_types[VAE_CK_PARM]);
+    vae_put_u64(w, m->n_params);
+    vae_put_f32s(w, m->params, m->n_params);
+    vae_chunk_end(w);
+}
+
+/* Index of the first non-finite value of x[0..n), or n. */
+size_t vae_first_not_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (vae_not_finite(x[i]))
+            return i;
+    return n;
+}
+
+static void encode(const vae_model *m, vae_writer *w)
+{
+    vae_put_header(w);
+    vae_arch_put(w, m);
+    vae_chunk_begin(w, "DONE");
+    vae_chunk_end(w);
+}
+
+static int check_finite(const vae_model *m, const char *fn)
+{
+    size_t bad = vae_first_not_finite(m->params, m->n_params);
+    if (bad < m->n_params)
+        return vae_fail(VAE_ERR_NUMERIC, "%s: parameter %zu is %g: a model with a value that "
+                                         "is not finite is not saved",
+                        fn, bad, (double)m->params[bad]);
+    return VAE_OK;
 }
 
 int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
@@ -170,13 +102,18 @@ int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size)
         return rc;
     if (!size)
         return vae_fail(VAE_ERR_INVALID, "%s: size is NULL", fn);
-    *size = file_size(m);
+    vae_writer w = {0};
+    encode(m, &w);
+    *size = w.n;
     if (!buf)
         return VAE_OK;
     if (cap < *size)
         return vae_fail(VAE_ERR_INVALID, "%s: the buffer has %zu bytes, the model needs %zu",
                         fn, cap, *size);
-    encode(m, buf, *size);
+    if ((rc = check_finite(m, fn)))
+        return rc;
+    w = (vae_writer){buf, buf, 0, 0};
+    encode(m, &w);
     return VAE_OK;
 }
 
@@ -188,11 +125,16 @@ int vae_model_save(const vae_model *m, const char *path)
         return rc;
     if (!path || !*path)
         return vae_fail(VAE_ERR_INVALID, "%s: path is %s", fn, path ? "empty" : "NULL");
-    size_t size = file_size(m);
+    if ((rc = check_finite(m, fn)))
+        return rc;
+    vae_writer w = {0};
+    encode(m, &w);
+    size_t size = w.n;
     unsigned char *buf = vae_malloc(size);
     if (!buf)
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu bytes", fn, size);
-    encode(m, buf, size);
+    w = (vae_writer){buf, buf, 0, 0};
+    encode(m, &w);
     rc = vae_file_write_atomic(path, buf, size, fn);
     vae_free(buf);
     return rc;
@@ -242,40 +184,20 @@ static int record_params(uint32_t kind, const uint64_t *f, uint32_t nf, uint64_t
     return 0;
 }
 
-static int decode(vae_model **out, const unsigned char *buf, size_t size, const char *what,
-                  const char *fn)
+/* The model of an ARCH chunk (or of a version-1 payload up to its
+ * parameter count), built, its parameters zero. room: the bytes the
+ * parameters can have, or SIZE_MAX for "what is left in r" (version 1,
+ * where they follow in the same payload). */
+static int decode_arch(vae_reader *r, size_t room_fixed, vae_model **out, const char *what,
+                       const char *fn)
 {
-    if (size < HEADER_BYTES + 4)
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes is too short for a model file", fn,
-                        what, size);
-    if (memcmp(buf, MAGIC, 8) != 0)
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: not a libvae model file (bad magic)", fn, what);
-    reader r = {buf + 8, size - 8, 0};
-    uint32_t version = get_u32(&r);
-    uint32_t flags = get_u32(&r);
-    uint64_t plen = get_u64(&r);
-    if (version != FORMAT_VERSION)
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: format version %u, this library reads %u", fn,
-                        what, (unsigned)version, FORMAT_VERSION);
-    if (flags != 0)
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: unknown flags 0x%x", fn, what, (unsigned)flags);
-    if (plen != size - HEADER_BYTES - 4)
-        return vae_fail(VAE_ERR_FORMAT,
-                        "%s: %s: the header announces %llu payload bytes, there are %zu%s", fn,
-                        what, (unsigned long long)plen, size - HEADER_BYTES - 4,
-                        plen > size - HEADER_BYTES - 4 ? " (truncated)" : "");
-    reader tail = {buf + size - 4, 4, 0};
-    if (file_crc(buf, size - 4) != get_u32(&tail))
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: checksum mismatch: the file is damaged", fn,
-                        what);
-    r.left = (size_t)plen;
-    uint32_t likelihood = get_u32(&r);
-    get_u32(&r);
-    float sigma = get_f32(&r);
-    get_u32(&r);
-    uint64_t input_dim = get_u64(&r), latent_dim = get_u64(&r);
-    uint32_t n_layers = get_u32(&r), n_enc = get_u32(&r);
-    if (r.err)
+    uint32_t likelihood = vae_get_u32(r);
+    vae_get_u32(r);
+    float sigma = vae_get_f32(r);
+    vae_get_u32(r);
+    uint64_t input_dim = vae_get_u64(r), latent_dim = vae_get_u64(r);
+    uint32_t n_layers = vae_get_u32(r), n_enc = vae_get_u32(r);
+    if (r->err)
         return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated model description", fn, what);
     if (n_layers > MAX_LAYERS || (uint64_t)n_enc + 2 > n_layers || input_dim > SIZE_MAX ||
         latent_dim > SIZE_MAX)
@@ -283,6 +205,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
                                         "encoder) or sizes",
                         fn, what, (unsigned)n_layers, (unsigned)n_enc);
     vae_model *m = NULL;
+    *out = NULL;
     int rc = vae_model_create(&m, (size_t)input_dim, (size_t)latent_dim, (int)likelihood);
     if (rc)
         return fail_inner(rc, fn, what, "bad model header");
@@ -297,23 +220,24 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
      * more than it holds. */
     uint64_t announced = 0;
     for (uint32_t i = 0; i < n_layers && !rc; i++) {
-        uint32_t kind = get_u32(&r), act = get_u32(&r), nf = get_u32(&r);
-        get_u32(&r);
-        uint64_t np = get_u64(&r);
+        uint32_t kind = vae_get_u32(r), act = vae_get_u32(r), nf = vae_get_u32(r);
+        vae_get_u32(r);
+        uint64_t np = vae_get_u64(r);
         uint64_t f[VAE_LAYER_MAX_FIELDS];
         if (nf > VAE_LAYER_MAX_FIELDS)
-            r.err = 1;
-        for (uint32_t j = 0; j < nf && !r.err; j++)
-            f[j] = get_u64(&r);
-        if (r.err) {
+            r->err = 1;
+        for (uint32_t j = 0; j < nf && !r->err; j++)
+            f[j] = vae_get_u64(r);
+        if (r->err) {
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated or bad record of layer %u", fn,
                           what, (unsigned)i);
             break;
         }
-        if (np > r.left / 4 || (announced += np) > r.left / 4) {
+        size_t room = room_fixed == SIZE_MAX ? r->left : room_fixed;
+        if (np > room / 4 || (announced += np) > room / 4) {
             rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: layer %u announces %llu parameters, more "
                                           "than the %zu bytes left can hold",
-                          fn, what, (unsigned)i, (unsigned long long)np, r.left);
+                          fn, what, (unsigned)i, (unsigned long long)np, room);
             break;
         }
         /* A model above the process's limit is refused as vae_model_build
@@ -386,12 +310,22 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
         rc = fail_inner(rc, fn, what,
                         rc == VAE_ERR_NOMEM ? "building the model"
                                             : "the layers do not fit together");
-    if (!rc) {
-        uint64_t np = get_u64(&r);
-        if (r.err || np != vae_model_param_count(m) || r.left != 4 * vae_model_param_count(m))
-            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %llu parameters stored, the model has %zu", fn,
-                          what, (unsigned long long)np, vae_model_param_count(m));
+    if (rc) {
+        vae_model_free(m);
+        return rc;
     }
+    *out = m;
+    return VAE_OK;
+}
+
+/* The parameter count and the parameters, which must end r exactly. */
+static int decode_params(vae_reader *r, vae_model *m, const char *what, const char *fn)
+{
+    int rc = VAE_OK;
+    uint64_t np = vae_get_u64(r);
+    if (r->err || np != vae_model_param_count(m) || r->left != 4 * vae_model_param_count(m))
+        rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %llu parameters stored, the model has %zu", fn,
+                      what, (unsigned long long)np, vae_model_param_count(m));
     /* Tensor by tensor through vae_model_tensor_set, which the model knows
      * about (a writable pointer to the slab would make every later training
      * step re-read the parameters: model.h), via a buffer of the largest. */
@@ -409,7 +343,7 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
         size_t count = 0;
         vae_model_tensor_info(m, i, NULL, NULL, NULL, &count);
         for (size_t k = 0; !rc && k < count; k++, at++) {
-            tmp[k] = get_f32(&r);
+            tmp[k] = vae_get_f32(r);
             if (!isfinite(tmp[k]))
                 rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: parameter %zu is not finite", fn, what,
                               at);
@@ -418,6 +352,131 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             rc = vae_model_tensor_set(m, i, tmp, count);
     }
     vae_free(tmp);
+    return rc;
+}
+
+/* "kind 2, activation 1, fields 1 28 28 32 4 4 2 1" into buf. */
+static const char *describe_record(char *buf, size_t cap, uint32_t kind, uint32_t act,
+                                   const uint64_t *f, size_t nf)
+{
+    int at = snprintf(buf, cap, "kind %u, activation %u, fields", (unsigned)kind, (unsigned)act);
+    for (size_t j = 0; j < nf && at > 0 && (size_t)at < cap; j++)
+        at += snprintf(buf + at, cap - (size_t)at, " %llu", (unsigned long long)f[j]);
+    return buf;
+}
+
+int vae_arch_match(const unsigned char *arch, size_t len, const vae_model *m, float *sigma,
+                   const char *what, const char *fn)
+{
+    vae_reader r = {arch, len, 0};
+    uint32_t lik = vae_get_u32(&r);
+    vae_get_u32(&r);
+    float sg = vae_get_f32(&r);
+    vae_get_u32(&r);
+    uint64_t d = vae_get_u64(&r), l = vae_get_u64(&r);
+    uint32_t n = vae_get_u32(&r), e = vae_get_u32(&r);
+    if (r.err)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated model description", fn, what);
+    if (d != m->input_dim || l != m->latent_dim || lik != (uint32_t)m->likelihood)
+        return vae_fail(VAE_ERR_SHAPE, "%s: %s: the checkpoint's model has input %llu, latent "
+                                       "%llu, likelihood %u; the trainer's has %zu, %zu, %d",
+                        fn, what, (unsigned long long)d, (unsigned long long)l, (unsigned)lik,
+                        m->input_dim, m->latent_dim, m->likelihood);
+    if (n != m->n_layers || e != m->n_enc)
+        return vae_fail(VAE_ERR_SHAPE, "%s: %s: the checkpoint's model has %u layers (%u in the "
+                                       "encoder); the trainer's has %zu (%zu)",
+                        fn, what, (unsigned)n, (unsigned)e, m->n_layers, m->n_enc);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t kind = vae_get_u32(&r), act = vae_get_u32(&r), nf = vae_get_u32(&r);
+        vae_get_u32(&r);
+        uint64_t np = vae_get_u64(&r), f[VAE_LAYER_MAX_FIELDS];
+        if (nf > VAE_LAYER_MAX_FIELDS)
+            r.err = 1;
+        for (uint32_t j = 0; j < nf && !r.err; j++)
+            f[j] = vae_get_u64(&r);
+        if (r.err)
+            return vae_fail(VAE_ERR_FORMAT, "%s: %s: truncated or bad record of layer %u", fn,
+                            what, (unsigned)i);
+        const vae_layer *ly = m->layers[i];
+        uint64_t g[VAE_LAYER_MAX_FIELDS];
+        size_t ng = ly->ops->describe(ly, g);
+        if (kind != (uint32_t)ly->ops->kind || act != (uint32_t)ly->activation || nf != ng ||
+            memcmp(f, g, ng * sizeof *g) != 0 || np != ly->n_params) {
+            char a[200], b[200];
+            return vae_fail(VAE_ERR_SHAPE, "%s: %s: layer %u differs: %s in the checkpoint; %s "
+                                           "in the trainer's model",
+                            fn, what, (unsigned)i, describe_record(a, sizeof a, kind, act, f, nf),
+                            describe_record(b, sizeof b, (uint32_t)ly->ops->kind,
+                                            (uint32_t)ly->activation, g, ng));
+        }
+    }
+    if (r.left != 0)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes after the last layer record of the "
+                                        "ARCH chunk",
+                        fn, what, r.left);
+    if (m->likelihood == VAE_LIKELIHOOD_GAUSSIAN && !(sg >= 1e-6f && sg <= 1e6f))
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: bad Gaussian sigma %g", fn, what, (double)sg);
+    *sigma = sg;
+    return VAE_OK;
+}
+
+static int decode(vae_model **out, const unsigned char *buf, size_t size, const char *what,
+                  const char *fn)
+{
+    if (size < VAE_FILE_HEADER_BYTES)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes is too short for a model file", fn,
+                        what, size);
+    if (memcmp(buf, vae_file_magic, VAE_FILE_MAGIC_BYTES) != 0)
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: not a libvae model file (bad magic)", fn, what);
+    vae_reader r = {buf + 8, size - 8, 0};
+    uint32_t version = vae_get_u32(&r);
+    vae_model *m = NULL;
+    int rc;
+    if (version == 2) {
+        vae_chunks c;
+        if ((rc = vae_chunks_parse(&c, buf, size, what, fn)))
+            return rc;
+        vae_reader ra = {c.at[VAE_CK_ARCH], c.len[VAE_CK_ARCH], 0};
+        vae_reader rp = {c.at[VAE_CK_PARM], c.len[VAE_CK_PARM], 0};
+        if ((rc = decode_arch(&ra, c.len[VAE_CK_PARM], &m, what, fn)))
+            return rc;
+        if (ra.left != 0)
+            rc = vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes after the last layer record of the "
+                                          "ARCH chunk",
+                          fn, what, ra.left);
+        else
+            rc = decode_params(&rp, m, what, fn);
+    } else if (version == 1) {
+        /* 0.1 and 1.0: one payload between a 24-byte header and a CRC-32. */
+        if (size < V1_HEADER_BYTES + 4)
+            return vae_fail(VAE_ERR_FORMAT, "%s: %s: %zu bytes is too short for a model file",
+                            fn, what, size);
+        uint32_t flags = vae_get_u32(&r);
+        uint64_t plen = vae_get_u64(&r);
+        if (flags != 0)
+            return vae_fail(VAE_ERR_FORMAT, "%s: %s: unknown flags 0x%x", fn, what,
+                            (unsigned)flags);
+        if (plen != size - V1_HEADER_BYTES - 4)
+            return vae_fail(VAE_ERR_FORMAT,
+                            "%s: %s: the header announces %llu payload bytes, there are %zu%s",
+                            fn, what, (unsigned long long)plen, size - V1_HEADER_BYTES - 4,
+                            plen > size - V1_HEADER_BYTES - 4 ? " (truncated)" : "");
+        vae_reader tail = {buf + size - 4, 4, 0};
+        if (vae_crc32(buf, size - 4) != vae_get_u32(&tail))
+            return vae_fail(VAE_ERR_FORMAT, "%s: %s: checksum mismatch: the file is damaged",
+                            fn, what);
+        r.left = (size_t)plen;
+        if ((rc = decode_arch(&r, SIZE_MAX, &m, what, fn)))
+            return rc;
+        rc = decode_params(&r, m, what, fn);
+    } else {
+        vae_reader rw = {buf + 12, 4, 0};
+        char wv[16];
+        vae_version_text(vae_get_u32(&rw), wv);
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: format version %u (written by libvae %s); this "
+                                        "library reads versions 1 and 2",
+                        fn, what, (unsigned)version, wv);
+    }
     if (rc) {
         vae_model_free(m);
         return rc;

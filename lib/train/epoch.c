@@ -57,6 +57,12 @@ int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_tra
     if (dim != t->m->input_dim)
         return vae_fail(VAE_ERR_SHAPE, "%s: the dataset has %zu values per sample, the model %zu",
                         fn, dim, t->m->input_dim);
+    vae_open_epoch *ep = &t->ep;
+    if (ep->open && ep->total != n)
+        return vae_fail(VAE_ERR_SHAPE, "%s: the open epoch (%zu of %zu samples done) is over a "
+                                       "dataset of %zu samples, this one has %zu; finish it on "
+                                       "that dataset or call vae_trainer_discard_epoch",
+                        fn, ep->done, ep->total, ep->total, n);
     int rc = vae_ctx_enter(t->ctx, fn);
     if (rc)
         return rc;
@@ -67,47 +73,87 @@ int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_tra
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     else
         rc = vae_ctx_layout(t->ctx, t->m, bs, 1, bs, fn); /* sized once, before the steps */
-    double t0 = vae_seconds(), sl = 0.0, sr = 0.0, sk = 0.0;
-    size_t done = 0, steps = 0;
+    double t0 = vae_seconds();
     if (!rc) {
-        for (size_t i = 0; i < n; i++)
-            order[i] = i;
-        if (o.shuffle)
-            for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
-                size_t j = (size_t)vae_rng_below(&t->rng, (uint64_t)i + 1);
-                size_t tmp = order[i];
-                order[i] = order[j];
-                order[j] = tmp;
-            }
+        if (!ep->open) { /* a new epoch: its order comes from the generator as it stands */
+            *ep = (vae_open_epoch){1, o.shuffle != 0, t->rng, n, 0, 0, {0.0, 0.0, 0.0}};
+            vae_epoch_order(order, n, ep->shuffle, &t->rng);
+        } else { /* continued: the same order, from the generator as the epoch began */
+            vae_rng r0 = ep->rng;
+            vae_epoch_order(order, n, ep->shuffle, &r0);
+        }
     }
-    while (!rc && done < n) {
-        size_t b = n - done < bs ? n - done : bs;
+    while (!rc && ep->done < n) {
+        size_t b = n - ep->done < bs ? n - ep->done : bs;
         vae_epoch_stats st = {sizeof st};
-        if ((rc = vae_dataset_batch(ds, order + done, b, o.binarize, &t->rng, batch)) ||
+        if ((rc = vae_dataset_batch(ds, order + ep->done, b, o.binarize, &t->rng, batch)) ||
             (rc = vae_trainer_step_in(t, batch, b, &st, fn)))
             break;
-        sl += st.loss * (double)b;
-        sr += st.recon * (double)b;
-        sk += st.kl * (double)b;
-        done += b;
-        steps++;
-        if (o.progress && o.progress(o.payload, done, n, sl / (double)done)) {
+        ep->sums[0] += st.loss * (double)b;
+        ep->sums[1] += st.recon * (double)b;
+        ep->sums[2] += st.kl * (double)b;
+        ep->done += b;
+        ep->steps++;
+        if (o.progress && o.progress(o.payload, ep->done, n, ep->sums[0] / (double)ep->done)) {
             rc = vae_fail(VAE_ERR_CANCELLED, "%s: stopped by the progress callback after %zu of "
-                                             "%zu samples", fn, done, n);
+                                             "%zu samples",
+                          fn, ep->done, n);
             break;
         }
     }
-    if (!rc)
+    vae_open_epoch now = *ep;
+    if (!rc && ep->open) {
+        ep->open = 0;
         t->epochs++;
+    }
     vae_free(order);
     vae_free(batch);
     vae_ctx_leave(t->ctx);
     if (stats) {
-        double d = done ? (double)done : 1.0;
-        vae_epoch_stats s = {sizeof s, sl / d, sr / d, sk / d, vae_seconds() - t0, done, steps};
+        double d = now.done ? (double)now.done : 1.0;
+        vae_epoch_stats s = {sizeof s,          now.sums[0] / d,        now.sums[1] / d,
+                             now.sums[2] / d,   vae_seconds() - t0,     now.done,
+                             now.steps};
         vae_struct_put(stats, &s, sizeof s);
     }
     return rc;
+}
+
+void vae_epoch_order(size_t *order, size_t n, int shuffle, vae_rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    if (shuffle)
+        for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+            size_t j = (size_t)vae_rng_below(rng, (uint64_t)i + 1);
+            size_t tmp = order[i];
+            order[i] = order[j];
+            order[j] = tmp;
+        }
+}
+
+int vae_trainer_epoch_position(const vae_trainer *t, size_t *done, size_t *total)
+{
+    if (!t)
+        return vae_fail(VAE_ERR_INVALID, "vae_trainer_epoch_position: trainer is NULL");
+    if (done)
+        *done = t->ep.open ? t->ep.done : 0;
+    if (total)
+        *total = t->ep.open ? t->ep.total : 0;
+    return VAE_OK;
+}
+
+int vae_trainer_discard_epoch(vae_trainer *t)
+{
+    const char *fn = "vae_trainer_discard_epoch";
+    if (!t)
+        return vae_fail(VAE_ERR_INVALID, "%s: trainer is NULL", fn);
+    int rc = vae_ctx_enter(t->ctx, fn); /* not from inside an epoch's callback */
+    if (rc)
+        return rc;
+    t->ep.open = 0;
+    vae_ctx_leave(t->ctx);
+    return VAE_OK;
 }
 
 /* Samples per pass of vae_evaluate_dataset: results do not depend on it. */

@@ -52,6 +52,7 @@ void vae_trainer_free(vae_trainer *t)
     if (!t)
         return;
     vae_free(t->grads);
+    vae_meta_free(t->meta, t->n_meta);
     vae_free(t);
 }
 

@@ -8,6 +8,27 @@
 #include "../core/rng.h"
 #include "../model/model.h"
 
+/* An epoch of vae_trainer_train_epoch that has begun and not finished. Its
+ * order is drawn from a copy of the generator as the epoch began, so a
+ * call that continues it, in this process or after a restore, visits the
+ * same samples in the same order. */
+typedef struct vae_open_epoch {
+    int open;
+    int shuffle;                 /* the order is a permutation (else 0..total-1) */
+    vae_rng rng;                 /* the trainer's generator as the epoch began */
+    size_t total, done, steps;   /* samples of the dataset, samples and steps done */
+    double sums[3];              /* loss, reconstruction, KL, summed over samples done */
+} vae_open_epoch;
+
+/* One metadata entry: key and value in one block, NUL-terminated each. */
+typedef struct vae_meta_entry {
+    char *key, *value;           /* value points into the key's block */
+} vae_meta_entry;
+
+#define VAE_META_MAX_ENTRIES 1024
+#define VAE_META_MAX_KEY 255
+#define VAE_META_MAX_VALUE 65535
+
 struct vae_trainer {
     vae_model *m;                /* borrowed: its parameters are trained */
     vae_elbo *e;                 /* borrowed */
@@ -24,7 +45,23 @@ struct vae_trainer {
                                     vae_sgd_safe) */
     vae_rng rng;                 /* noise, shuffles, binarization */
     uint64_t steps, epochs;
+    vae_open_epoch ep;
+    vae_meta_entry *meta;        /* [n_meta], in the order first set */
+    size_t n_meta;
 };
+
+/* The order of an epoch over n samples: 0..n-1, shuffled (Fisher-Yates)
+ * from *rng when shuffle is set. */
+void vae_epoch_order(size_t *order, size_t n, int shuffle, vae_rng *rng);
+
+/* Frees entries [0, n) of a metadata array and the array. */
+void vae_meta_free(vae_meta_entry *meta, size_t n);
+/* Whether key (klen bytes) and value (vlen bytes) are within the bounds of
+ * vae_trainer_set_meta; NULL when they are, else what is wrong. */
+const char *vae_meta_check(const char *key, size_t klen, const char *value, size_t vlen);
+/* A new entry from key[0..klen) and value[0..vlen); 0 when out of memory. */
+int vae_meta_make(vae_meta_entry *e, const char *key, size_t klen, const char *value,
+                  size_t vlen);
 
 /* The calls on a context already entered; fn names the public caller. */
 int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, const float *eps,
