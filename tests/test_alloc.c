@@ -7,7 +7,9 @@
  * contexts with 2 workers, datasets, trainers with Adam and with SGD +
  * momentum (steps, epochs, reserve), whole-dataset evaluation, the
  * log-likelihood, encode/decode/sample/reconstruct, the per-sample ELBO,
- * named tensors, and saving and loading models through files and memory.
+ * named tensors, saving and loading models through files and memory, and
+ * checkpoints: metadata, saving and restoring a trainer through files and
+ * memory, and the model part of a checkpoint.
  *
  * For every N the call that meets the failure must return exactly
  * VAE_ERR_NOMEM with a fresh message naming it; every handle must be as it
@@ -144,7 +146,7 @@ typedef struct sc {
     vae_rng *rng;
     vae_layer *ld, *lc, *lt; /* standalone layers */
     vae_layer *pending;      /* a layer about to be added to mc */
-    vae_model *mc, *mm, *ml, *mlm;
+    vae_model *mc, *mm, *ml, *mlm, *mck;
     vae_context *ctx, *ctx2, *ci;
     vae_dataset *dsc, *dsm, *dss, *dsf;
     vae_elbo *e;
@@ -152,6 +154,8 @@ typedef struct sc {
     vae_trainer *ta, *ts;
     unsigned char *bytes; /* save_mem of mm, test memory */
     size_t nbytes;
+    unsigned char *ck;    /* vae_trainer_save_mem of ta, test memory */
+    size_t nck;
     results R;
 } sc;
 
@@ -211,6 +215,17 @@ static uint64_t digest_trainer(uint64_t h, vae_trainer *t)
     const float *g = vae_trainer_grads(t, &n);
     h = fnv_u(h, vae_trainer_steps(t));
     h = fnv_u(h, vae_trainer_epochs(t));
+    size_t done = 0, total = 0;
+    assert_int_equal(vae_trainer_epoch_position(t, &done, &total), VAE_OK);
+    h = fnv_u(h, done);
+    h = fnv_u(h, total);
+    h = fnv_u(h, vae_trainer_meta_count(t));
+    for (size_t i = 0; i < vae_trainer_meta_count(t); i++) {
+        const char *k = NULL, *v = NULL;
+        assert_int_equal(vae_trainer_meta_at(t, i, &k, &v), VAE_OK);
+        h = fnv(h, k, strlen(k) + 1);
+        h = fnv(h, v, strlen(v) + 1);
+    }
     return fnv(h, g, n * sizeof *g);
 }
 
@@ -226,8 +241,8 @@ static uint64_t digest_handles(sc *S, int consumed)
     h = digest_layer(h, S->lt);
     if (!consumed)
         h = digest_layer(h, S->pending);
-    vae_model *models[] = {S->mc, S->mm, S->ml, S->mlm};
-    for (size_t i = 0; i < 4; i++)
+    vae_model *models[] = {S->mc, S->mm, S->ml, S->mlm, S->mck};
+    for (size_t i = 0; i < 5; i++)
         h = digest_model(h, models[i]);
     vae_context *ctxs[] = {S->ctx, S->ctx2, S->ci};
     for (size_t i = 0; i < 3; i++)
@@ -696,6 +711,56 @@ static int op_sample_loaded(sc *S)
     return vae_sample(S->ctx2, S->ml, S->rng, NSAMPLE, S->R.smp);
 }
 
+/* Checkpoints of the Adam trainer: metadata, a save to a file beside the
+ * model file, its model part, a step that the restore then undoes, and the
+ * same through memory. */
+static int op_meta(sc *S)
+{
+    return vae_trainer_set_meta(S->ta, "note", "fault injection");
+}
+static int op_meta2(sc *S)
+{
+    return vae_trainer_set_meta(S->ta, "argv", "test_alloc");
+}
+static int op_ck_save(sc *S)
+{
+    return vae_trainer_save(S->ta, path_of("ck.vae"));
+}
+/* A failed checkpoint save leaves the directory as it was. */
+static void failed_ck_save(sc *S)
+{
+    (void)S;
+    char names[512];
+    listing(names, sizeof names);
+    assert_string_equal(names, "model.vae");
+}
+static int op_ck_load(sc *S)
+{
+    CREATE(mck, vae_model_load(&S->mck, path_of("ck.vae")));
+}
+static int op_ck_step(sc *S)
+{
+    vae_epoch_stats st = tu_stats();
+    return vae_trainer_step(S->ta, g_xc, NXC, &st);
+}
+static int op_ck_restore(sc *S)
+{
+    return vae_trainer_restore(S->ta, path_of("ck.vae"));
+}
+static int op_ck_save_mem(sc *S)
+{
+    size_t n = 0;
+    TU_OK(vae_trainer_save_mem(S->ta, NULL, 0, &n));
+    S->ck = tu_alloc(n, 1);
+    S->nck = n;
+    TU_OK(vae_trainer_save_mem(S->ta, S->ck, n, &n));
+    return VAE_OK;
+}
+static int op_ck_restore_mem(sc *S)
+{
+    return vae_trainer_restore_mem(S->ta, S->ck, S->nck);
+}
+
 static const op OPS[] = {
     {"vae_rng_create", op_rng, NULL, NULL},
     {"vae_layer_dense_create", op_dense_create, NULL, NULL},
@@ -779,6 +844,15 @@ static const op OPS[] = {
     {"vae_model_save", op_save_mm, NULL, failed_save_mm},
     {"vae_model_save_mem", op_check_saved_mm, NULL, NULL},
     {"vae_sample", op_sample_loaded, NULL, NULL},
+    {"vae_trainer_set_meta", op_meta, NULL, NULL},
+    {"vae_trainer_set_meta", op_meta2, NULL, NULL},
+    {"vae_trainer_save", op_ck_save, NULL, failed_ck_save},
+    {"vae_model_load", op_ck_load, NULL, NULL},
+    {"vae_trainer_step", op_ck_step, NULL, NULL},
+    {"vae_trainer_restore", op_ck_restore, NULL, NULL},
+    {"vae_trainer_step", op_ck_step, NULL, NULL},
+    {"vae_trainer_save_mem", op_ck_save_mem, NULL, NULL},
+    {"vae_trainer_restore_mem", op_ck_restore_mem, NULL, NULL},
 };
 enum { N_OPS = sizeof OPS / sizeof *OPS };
 
@@ -800,14 +874,17 @@ static void free_all(sc *S)
     vae_model_free(S->mm);
     vae_model_free(S->ml);
     vae_model_free(S->mlm);
+    vae_model_free(S->mck);
     vae_layer_free(S->ld);
     vae_layer_free(S->lc);
     vae_layer_free(S->lt);
     vae_layer_free(S->pending);
     vae_rng_free(S->rng);
     free(S->bytes);
+    free(S->ck);
     memset(S, 0, sizeof *S);
     unlink(path_of("model.vae"));
+    unlink(path_of("ck.vae"));
 }
 
 /* ---- running it ---------------------------------------------------------------------------- */
