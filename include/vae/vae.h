@@ -1972,7 +1972,9 @@ VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae
  *
  * A model file holds the likelihood, the Gaussian sigma, every layer's kind, activation
  * and geometry, and the parameter slab, little-endian, so files are byte-identical across
- * machines. It holds nothing about training. Specification in docs/format.md.
+ * machines. It holds nothing about training (a checkpoint does: vae_trainer_save()).
+ * Since 1.1 files are written in format version 2, in typed, checksummed chunks; the
+ * readers also read version 1, which 0.1 and 1.0 wrote. Specification in docs/format.md.
  * @{
  */
 
@@ -1988,13 +1990,16 @@ VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID m or path is NULL, or path is empty.
  * @retval VAE_ERR_STATE   the model is not built.
+ * @retval VAE_ERR_NUMERIC a parameter is not finite (written through vae_model_params()):
+ *                         nothing is written, since the file could not be loaded.
  * @retval VAE_ERR_IO      the temporary file cannot be created, written, flushed or
  *                         renamed.
  * @retval VAE_ERR_NOMEM   an allocation failed.
  */
 VAE_API int vae_model_save(const vae_model *m, const char *path);
 /**
- * @brief Reads a model written by vae_model_save().
+ * @brief Reads a model written by vae_model_save(), or the model part of a checkpoint
+ *        written by vae_trainer_save().
  *
  * The new model is built, with the parameters from the file. Every field is checked before
  * it is used (docs/format.md lists the checks): a damaged file never makes the reader read
@@ -2025,10 +2030,12 @@ VAE_API int vae_model_load(vae_model **out, const char *path);
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID m or size is NULL, or cap < `*size` (nothing is written to buf).
  * @retval VAE_ERR_STATE   the model is not built.
+ * @retval VAE_ERR_NUMERIC a parameter is not finite (checked when buf is not NULL;
+ *                         nothing is written).
  */
 VAE_API int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size);
 /**
- * @brief Reads a model from the bytes of a model file in memory.
+ * @brief Reads a model from the bytes of a model file (or checkpoint) in memory.
  *
  * Same checks and result as vae_model_load(). The buffer is read during the call only.
  * @param[out] out  Receives the new model, owned by the caller (free it with

@@ -1,5 +1,5 @@
 /*
- * The declarations of vae.h (libvae 1.0.0) as plain C for FFI parsers: LuaJIT's
+ * The declarations of vae.h (libvae 1.1.0) as plain C for FFI parsers: LuaJIT's
  * ffi.cdef, Python cffi's cdef, koffi. No preprocessor directives, no attributes;
  * the consumer provides size_t and the fixed-width integer types of <stdint.h>.
  *
@@ -9,9 +9,9 @@
 
 enum {
     VAE_VERSION_MAJOR = 1,
-    VAE_VERSION_MINOR = 0,
+    VAE_VERSION_MINOR = 1,
     VAE_VERSION_PATCH = 0,
-    VAE_VERSION_NUMBER = 10000
+    VAE_VERSION_NUMBER = 10100
 };
 
 unsigned vae_version_number(void);
@@ -262,6 +262,8 @@ float *vae_trainer_grads(vae_trainer *t, size_t *count);
 int vae_trainer_zero_grads(vae_trainer *t);
 uint64_t vae_trainer_steps(const vae_trainer *t);
 uint64_t vae_trainer_epochs(const vae_trainer *t);
+int vae_trainer_epoch_position(const vae_trainer *t, size_t *done, size_t *total);
+int vae_trainer_discard_epoch(vae_trainer *t);
 int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e,
                          const vae_dataset *ds, vae_rng *rng, double *per_sample,
                          vae_epoch_stats *stats);
@@ -269,3 +271,11 @@ int vae_model_save(const vae_model *m, const char *path);
 int vae_model_load(vae_model **out, const char *path);
 int vae_model_save_mem(const vae_model *m, void *buf, size_t cap, size_t *size);
 int vae_model_load_mem(vae_model **out, const void *buf, size_t size);
+int vae_trainer_save(const vae_trainer *t, const char *path);
+int vae_trainer_save_mem(const vae_trainer *t, void *buf, size_t cap, size_t *size);
+int vae_trainer_restore(vae_trainer *t, const char *path);
+int vae_trainer_restore_mem(vae_trainer *t, const void *buf, size_t size);
+int vae_trainer_set_meta(vae_trainer *t, const char *key, const char *value);
+int vae_trainer_get_meta(const vae_trainer *t, const char *key, const char **value);
+size_t vae_trainer_meta_count(const vae_trainer *t);
+int vae_trainer_meta_at(const vae_trainer *t, size_t i, const char **key, const char **value);
