@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/types.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1409,6 +1410,67 @@ static void *epoch_thread(void *arg)
     return NULL;
 }
 
+/* A thread the system cannot start (pthread_create failing with EAGAIN, here
+ * because the address space is capped below what one more stack needs) is
+ * reported as VAE_ERR_NOMEM, like any allocation failure, and the context
+ * keeps its previous worker; once the cap is lifted the same call succeeds.
+ * In a child process, whose address-space limit dies with it. Not under the
+ * sanitizers (their shadow memory does not fit under such a cap) or a memory
+ * checker. */
+static void test_thread_start_failure(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(TC_TSAN)
+    print_message("skipped under a sanitizer (address-space cap)\n");
+    skip();
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    print_message("skipped under a sanitizer (address-space cap)\n");
+    skip();
+#endif
+#endif
+    if (fork_skipped())
+        skip();
+    vae_context *ctx = NULL;
+    TU_OK(vae_context_create(&ctx));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1)
+            _exit(10);
+        fclose(f);
+        struct rlimit old, cap;
+        if (getrlimit(RLIMIT_AS, &old) != 0)
+            _exit(11);
+        cap = old;
+        cap.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)24 << 20);
+        if (setrlimit(RLIMIT_AS, &cap) != 0)
+            _exit(12);
+        int rc = vae_context_set_threads(ctx, 64);
+        if (rc != VAE_ERR_NOMEM)
+            _exit(13);
+        if (!strstr(vae_last_error(), "vae_context_set_threads") ||
+            !strstr(vae_last_error(), "cannot start thread"))
+            _exit(14);
+        if (vae_context_threads(ctx) != 1)
+            _exit(15);
+        if (setrlimit(RLIMIT_AS, &old) != 0)
+            _exit(16);
+        if (vae_context_set_threads(ctx, 4) != VAE_OK || vae_context_threads(ctx) != 4)
+            _exit(17);
+        vae_context_free(ctx);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("the child failed at check %d (see the test)", WEXITSTATUS(status));
+    vae_context_free(ctx);
+}
+
 static void test_fork_context_in_use(void **state)
 {
     (void)state;
@@ -1507,6 +1569,7 @@ int main(void)
         cmocka_unit_test(test_context_in_use_two_threads),
         cmocka_unit_test(test_fork_with_workers),
         cmocka_unit_test(test_fork_context_in_use),
+        cmocka_unit_test(test_thread_start_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

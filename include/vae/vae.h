@@ -1102,8 +1102,10 @@ VAE_API void vae_context_free(vae_context *ctx);
  * @retval VAE_ERR_INVALID ctx is NULL, or n is 0 or above 64.
  * @retval VAE_ERR_STATE   n > 1 while the BLAS runs more than one thread per call (set it
  *                         to one with vae_blas_set_threads(1) or OPENBLAS_NUM_THREADS=1);
- *                         threads could not be started; or the context is in use.
- * @retval VAE_ERR_NOMEM   an allocation failed.
+ *                         or the context is in use.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the system could not start a thread
+ *                         for want of memory or of threads (pthread_create() failing with
+ *                         EAGAIN; the message says so).
  */
 VAE_API int vae_context_set_threads(vae_context *ctx, size_t n);
 /**

@@ -4,9 +4,11 @@
  * microseconds each time (more on a virtual machine whose idle CPU was
  * descheduled), while a short spin costs nothing when tasks come quickly and
  * gives the CPU back soon when they stop. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core.h"
 #include "pool.h"
@@ -128,9 +130,14 @@ int vae_pool_create(vae_pool **out, size_t n)
         worker *w = &workers[i - 1];
         w->pool = p;
         w->index = i;
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        int err = pthread_create(&w->thread, NULL, worker_main, w);
+        if (err) {
             vae_pool_free(p);
-            return vae_fail(VAE_ERR_STATE, "cannot start thread %zu of %zu", i, n - 1);
+            /* EAGAIN: the system lacks the memory (the thread's stack) or
+             * the thread count to start one more; a caller may retry with
+             * fewer workers or later, as after any allocation failure. */
+            return vae_fail(err == EAGAIN || err == ENOMEM ? VAE_ERR_NOMEM : VAE_ERR_STATE,
+                            "cannot start thread %zu of %zu: %s", i, n - 1, strerror(err));
         }
         p->started++;
     }
