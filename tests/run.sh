@@ -5,7 +5,9 @@
 # doxygen warnings as errors), AddressSanitizer + UBSan, and Release with
 # BLIS; then the threaded tests under ThreadSanitizer, the unit tests under
 # valgrind memcheck, and each libFuzzer target for a bounded time
-# (VAE_FUZZ_SECONDS, default 60). The MNIST end-to-end smoke test and the
+# (VAE_FUZZ_SECONDS, default 60), and last the golden model files and
+# checkpoints on big-endian s390x (qemu-user) and 32-bit i386, cross-built
+# (tests/cross/run.sh). The MNIST end-to-end smoke test and the
 # installed-package tests run in the first build; MNIST is fetched into data/
 # when it is not there yet.
 set -euo pipefail
@@ -77,8 +79,8 @@ if command -v clang >/dev/null; then
   echo "== fuzz"
   CC=clang cmake -S "$root" -B "$root/build/fuzz" -DVAE_BUILD_FUZZERS=ON -DVAE_WERROR=ON \
     -DVAE_SANITIZE=address,undefined -DVAE_BUILD_EXAMPLES=OFF -DVAE_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$root/build/fuzz" -j"$jobs" --target fuzz_model_file fuzz_idx >/dev/null
-  for target in model_file idx; do
+  cmake --build "$root/build/fuzz" -j"$jobs" --target fuzz_model_file fuzz_checkpoint fuzz_idx >/dev/null
+  for target in model_file checkpoint idx; do
     scratch="$root/build/fuzz/corpus-$target"
     mkdir -p "$scratch"
     ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=512 \
@@ -92,3 +94,9 @@ if command -v clang >/dev/null; then
 else
   echo "== fuzz: clang not found, libFuzzer targets not run"
 fi
+
+# The golden files (tests/golden) on a big-endian machine (s390x, under
+# qemu-user) and a 32-bit one (i386), cross-built against each target's own
+# OpenBLAS: the same bits as here. Installs its cross compilers when missing.
+echo "== cross"
+bash tests/cross/run.sh

@@ -1530,17 +1530,19 @@ typedef struct vae_dataset vae_dataset;
  * @param[in]  labels_path Path of the label file, or NULL for none.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID out or images_path is NULL.
- * @retval VAE_ERR_IO      a file cannot be opened or read.
+ * @retval VAE_ERR_IO      a file cannot be opened or read, or is not a regular file (a
+ *                         FIFO, device, socket or directory is refused at once, without
+ *                         blocking; since 1.1).
  * @retval VAE_ERR_FORMAT  (the message names the file and the problem) a wrong magic, a
  *                         truncated file or data past the announced end, corrupt gzip data,
  *                         a gzip member cut anywhere (its trailer included) or followed by
  *                         any byte (a second member, garbage), a zero or absurd dimension
  *                         (more than 2^31 samples or 2^24 values per sample), or label and
  *                         image counts that differ.
- * @retval VAE_ERR_NOMEM   an allocation failed (in zlib or in fopen too), or a file or its
- *                         content (header and data, after decompression, as its header
- *                         announces it) is larger than VAE_LIMIT_FILE_BYTES; the message
- *                         names the limit.
+ * @retval VAE_ERR_NOMEM   an allocation failed (in zlib, or open failing with ENOMEM), or
+ *                         a file or its content (header and data, after decompression, as
+ *                         its header announces it) is larger than VAE_LIMIT_FILE_BYTES; the
+ *                         message names the limit.
  */
 VAE_API int vae_dataset_load_idx(vae_dataset **out, const char *images_path,
                                  const char *labels_path);
@@ -1983,10 +1985,14 @@ VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae
 /**
  * @brief Writes the architecture and parameters to `path` atomically.
  *
- * Writes a temporary file `path.XXXXXX` in the same directory, flushes it to disk, gives
- * it mode 0644, renames it over the target and flushes the directory: `path` holds either
- * its old contents or the complete new file, never a partial one. The temporary file is
- * removed on failure. Allocates a buffer of the file's size. Does not modify the model.
+ * Writes a temporary file `path.tmp-XXXXXX` in the same directory (locked until the
+ * rename; such files left by saves that were killed are removed first), flushes it to
+ * disk, renames it over the target and flushes the directory: `path` holds either its
+ * old contents or the complete new file, never a partial one. A replaced file keeps its
+ * permission bits (and owner and group where allowed); a new one gets 0666 less the
+ * umask. Through a symbolic link, the file it points to is replaced and the link kept.
+ * docs/format.md, "Writing", has the rules. The temporary file is removed on failure.
+ * Allocates a buffer of the file's size. Does not modify the model.
  * @param[in] m    A built model.
  * @param[in] path Destination path.
  * @retval VAE_OK          success.
@@ -1995,7 +2001,8 @@ VAE_API int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae
  * @retval VAE_ERR_NUMERIC a parameter is not finite (written through vae_model_params()):
  *                         nothing is written, since the file could not be loaded.
  * @retval VAE_ERR_IO      the temporary file cannot be created, written, flushed or
- *                         renamed.
+ *                         renamed; path is a dangling symbolic link, or names a
+ *                         directory, FIFO, device or socket.
  * @retval VAE_ERR_NOMEM   an allocation failed.
  */
 VAE_API int vae_model_save(const vae_model *m, const char *path);
@@ -2011,7 +2018,9 @@ VAE_API int vae_model_save(const vae_model *m, const char *path);
  * @param[in]  path Path of the model file.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID out or path is NULL.
- * @retval VAE_ERR_IO      the file cannot be opened or read, or is not a regular file.
+ * @retval VAE_ERR_IO      the file cannot be opened or read, or is not a regular file (a
+ *                         FIFO, device, socket or directory is refused at once, without
+ *                         blocking).
  * @retval VAE_ERR_FORMAT  the file is damaged, truncated, of another format version, or
  *                         describes an impossible model (the message says what).
  * @retval VAE_ERR_NOMEM   an allocation failed, or the file is larger than

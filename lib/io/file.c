@@ -285,12 +285,15 @@ static void remove_stale_tmps(const char *dir, const char *base)
     uid_t me = geteuid();
     struct dirent *e;
     while (dfd >= 0 && (e = readdir(d))) {
-        if (!is_tmp_name(e->d_name, base, blen))
+        struct stat st, now;
+        /* Checked before the open too, so that nothing else is opened. */
+        if (!is_tmp_name(e->d_name, base, blen) ||
+            fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+            st.st_uid != me)
             continue;
         int fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
             continue;
-        struct stat st, now;
         if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == me &&
             flock(fd, LOCK_EX | LOCK_NB) == 0 &&
             fstatat(dfd, e->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
