@@ -334,7 +334,7 @@ static int read_state(const vae_chunks *c, const vae_trainer *t, restored *s, co
         for (int i = 0; i < 3; i++)
             sums_ok = sums_ok && s->ep.sums[i] - s->ep.sums[i] == 0.0; /* finite */
         if (r.err || r.left || !rng_ok || !sums_ok || shuffle > 1 || zero != 0 || total == 0 ||
-            total > SIZE_MAX / sizeof(size_t) || done >= total || steps > done)
+            total > SIZE_MAX / sizeof(size_t) || done > total || steps > done)
             return BAD("%s: %s: bad EPOC chunk (the open epoch)", fn, what);
         s->ep.open = 1;
         s->ep.shuffle = (int)shuffle;

@@ -470,11 +470,17 @@ static int decode(vae_model **out, const unsigned char *buf, size_t size, const 
             return rc;
         rc = decode_params(&r, m, what, fn);
     } else {
+        /* Bytes 12..15 name the writer from version 2 on (version 1 had
+         * its flags there, always 0). */
         vae_reader rw = {buf + 12, 4, 0};
-        char wv[16];
-        vae_version_text(vae_get_u32(&rw), wv);
-        return vae_fail(VAE_ERR_FORMAT, "%s: %s: format version %u (written by libvae %s); this "
-                                        "library reads versions 1 and 2",
+        uint32_t writer = vae_get_u32(&rw);
+        char wv[48] = "";
+        if (writer != 0) {
+            char num[16];
+            snprintf(wv, sizeof wv, " (written by libvae %s)", vae_version_text(writer, num));
+        }
+        return vae_fail(VAE_ERR_FORMAT, "%s: %s: format version %u%s; this library reads "
+                                        "versions 1 and 2",
                         fn, what, (unsigned)version, wv);
     }
     if (rc) {
