@@ -1,32 +1,41 @@
-/* Fuzz target for vae_model_load_mem (the model file reader).
+/* Fuzz target for vae_model_load_mem (the model file reader: format
+ * version 2, which this library writes, and version 1, which 0.1 and 1.0
+ * wrote; a checkpoint's model part too).
  *
- * Input: one mode byte, then the candidate file. With an odd mode byte the
- * harness first rewrites the payload length and the CRC-32 so they match the
- * bytes, which lets mutations reach the layer records instead of dying at the
- * checksum; with an even one the bytes go in untouched.
+ * Input: one mode byte, then the candidate file. With an even mode byte the
+ * bytes go in untouched. With an odd one the harness first makes the
+ * checksums match the bytes (fixup.h), which lets mutations reach the layer
+ * records and the parameters instead of dying at a CRC-32: a file whose
+ * version field says 1 gets its payload length and CRC-32 rewritten, one
+ * whose version says 2 gets each chunk's length and CRC-32 recomputed as far
+ * as its chunks parse.
  *
  * Oracles (a failure aborts, which the fuzzer and the replay test report):
  * - a refusal is VAE_ERR_FORMAT or VAE_ERR_NOMEM with a message naming the
- *   function;
- * - a loaded model saves to exactly as many bytes as it was read from, and
- *   saving, loading and saving again gives the same bytes (the reader and the
- *   writer agree on the format);
+ *   function, and *out is NULL;
+ * - a loaded model saves to a version-2 file: as many bytes as it was read
+ *   from when that was a version-2 file of ARCH, PARM and DONE only, 36 more
+ *   when it was a version-1 file (the same fields, three chunk framings
+ *   instead of one); that file loads again into a model with the same
+ *   parameters, bit for bit, which saves to the same bytes;
+ *   all parameters are finite;
  * - what introspection reports of a loaded model is consistent (layers,
  *   head, parameter counts, named tensors tiling the slab);
- * - a loaded model whose workspace can be allocated runs one reconstruction
- *   and the outputs are finite (probabilities in [0,1] for Bernoulli); a
- *   workspace that cannot be allocated is refused with VAE_ERR_NOMEM.
+ * - a loaded model whose workspace can be allocated encodes and reconstructs
+ *   two inputs with finite outputs (probabilities in [0,1] for Bernoulli) or
+ *   VAE_ERR_NUMERIC (finite parameters can still overflow); a workspace that
+ *   cannot be allocated is refused with VAE_ERR_NOMEM.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "fixup.h"
 #include "vae/vae.h"
 
-#define HEADER 24
+#define BATCH 2
 
 static void require(int ok, const char *what)
 {
@@ -34,12 +43,6 @@ static void require(int ok, const char *what)
         fprintf(stderr, "fuzz_model_file: %s (last error: %s)\n", what, vae_last_error());
         abort();
     }
-}
-
-static void put_le(unsigned char *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 /* Saves m into a new buffer; *size gets its length. */
@@ -92,34 +95,60 @@ static void introspect(const vae_model *m)
     require(next == vae_model_param_count(m), "tensors do not cover the slab");
 }
 
+/* Every parameter is finite, and m2's are m's, bit for bit. */
+static void same_params(vae_model *m, vae_model *m2)
+{
+    size_t n = 0, n2 = 0;
+    const float *p = vae_model_params(m, &n), *p2 = vae_model_params(m2, &n2);
+    require(n == vae_model_param_count(m) && n == n2, "parameter counts differ");
+    require(n == 0 || memcmp(p, p2, n * sizeof *p) == 0, "parameters change through a save");
+    for (size_t i = 0; i < n; i++)
+        require(isfinite(p[i]), "a loaded parameter is not finite");
+}
+
+static void require_finite(const float *x, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        require(isfinite(x[i]), what);
+}
+
 static void exercise(const vae_model *m)
 {
-    size_t d = vae_model_input_dim(m);
-    if (d > 1 << 16)
+    size_t d = vae_model_input_dim(m), l = vae_model_latent_dim(m);
+    if (d > 1 << 16 || l > 1 << 16)
         return; /* a large but valid model: nothing to run within the fuzzer's limits */
     vae_context *ctx = NULL;
     require(vae_context_create(&ctx) == VAE_OK, "context creation failed");
-    int rc = vae_context_reserve(ctx, m, 1);
+    int rc = vae_context_reserve(ctx, m, BATCH);
     if (rc != VAE_OK) {
         require(rc == VAE_ERR_NOMEM, "reserve failed other than for memory");
         vae_context_free(ctx); /* a workspace too large for the fuzzer's limits */
         return;
     }
-    float *x = calloc(d, sizeof *x), *y = malloc(d * sizeof *y);
-    require(x && y, "out of memory in the harness");
-    for (size_t i = 0; i < d; i++)
+    float *x = malloc(BATCH * d * sizeof *x), *y = malloc(BATCH * d * sizeof *y);
+    float *mu = malloc(BATCH * l * sizeof *mu), *lv = malloc(BATCH * l * sizeof *lv);
+    require(x && y && mu && lv, "out of memory in the harness");
+    for (size_t i = 0; i < BATCH * d; i++)
         x[i] = (float)(i % 3) * 0.5f;
-    rc = vae_reconstruct(ctx, m, x, 1, y);
     /* Parameters are finite, but a wide enough layer can still overflow. */
+    rc = vae_encode(ctx, m, x, BATCH, mu, lv);
+    require(rc == VAE_OK || rc == VAE_ERR_NUMERIC, "encode failed unexpectedly");
+    if (rc == VAE_OK) {
+        require_finite(mu, BATCH * l, "an encoded mean is not finite");
+        require_finite(lv, BATCH * l, "an encoded log-variance is not finite");
+    }
+    rc = vae_reconstruct(ctx, m, x, BATCH, y);
     require(rc == VAE_OK || rc == VAE_ERR_NUMERIC, "reconstruct failed unexpectedly");
     if (rc == VAE_OK) {
         int bern = vae_model_likelihood(m) == VAE_LIKELIHOOD_BERNOULLI;
-        for (size_t i = 0; i < d; i++)
+        for (size_t i = 0; i < BATCH * d; i++)
             require(isfinite(y[i]) && (!bern || (y[i] >= 0.0f && y[i] <= 1.0f)),
                     "reconstruction out of range");
     }
     free(x);
     free(y);
+    free(mu);
+    free(lv);
     vae_context_free(ctx);
 }
 
@@ -134,10 +163,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned char *buf = malloc(size ? size : 1);
     require(buf != NULL, "out of memory in the harness");
     memcpy(buf, data + 1, size);
-    if (fix && size >= HEADER + 4) {
-        put_le(buf + 16, size - HEADER - 4, 8);
-        put_le(buf + size - 4, crc32(0L, buf, (uInt)(size - 4)), 4);
-    }
+    if (fix)
+        fix_checksums(buf, size);
 
     vae_model *m = (vae_model *)buf; /* must be overwritten with NULL on failure */
     int rc = vae_model_load_mem(&m, buf, size);
@@ -150,9 +177,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t n1 = 0, n2 = 0;
     unsigned char *s1 = save(m, &n1);
-    require(n1 == size, "a loaded model saves to a different size");
+    require(fix_version(s1, n1) == 2 && fix_extra_chunks(s1, n1) == 0,
+            "a model does not save to a version-2 file of ARCH, PARM and DONE");
+    uint32_t version = fix_version(buf, size);
+    require(version == 1 || version == 2, "a file of an unknown version loaded");
+    if (version == 1)
+        require(n1 == size + 36, "a version-1 file saves to a size other than its own + 36");
+    else if (fix_extra_chunks(buf, size) == 0)
+        require(n1 == size, "a model file saves to a different size");
     vae_model *m2 = NULL;
     require(vae_model_load_mem(&m2, s1, n1) == VAE_OK, "a saved model does not load");
+    same_params(m, m2);
     unsigned char *s2 = save(m2, &n2);
     require(n1 == n2 && memcmp(s1, s2, n1) == 0, "save, load, save is not stable");
     introspect(m);
