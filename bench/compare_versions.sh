@@ -44,6 +44,9 @@ new_step() { # model workers [BLAS threads] -> median ms of one training step
     --reps "$4" | awk '{print $(NF-4)}'
 }
 epoch() { # build dir -> seconds of one epoch with two workers
+  # A fresh output folder each time: since 1.1 mnist_vae never writes over a
+  # model it did not create (and 0.1 has no --force).
+  rm -rf "$root/build/compare-out"
   "$1/examples/mnist_vae" --epochs 1 --threads 2 --data "$root/data" \
     --out "$root/build/compare-out" | awk '/s\/epoch/ {for (i = 1; i <= NF; i++) if ($i == "s/epoch") print $(i - 1)}'
 }

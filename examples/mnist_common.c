@@ -1,8 +1,9 @@
-/* isatty, mkdir and clock_gettime are POSIX. */
+/* isatty, mkdir, opendir, localtime_r and clock_gettime are POSIX. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "mnist_common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -21,7 +22,7 @@ int report(int status, const char *what)
     return status;
 }
 
-static int file_exists(const char *path)
+int file_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -237,41 +238,239 @@ int parse_size_list(const char *flag, const char *s, size_t *out, size_t cap, si
     }
 }
 
+const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+const char *format_seconds(double seconds, char *buf, size_t cap)
+{
+    if (!(seconds >= 0.0))
+        seconds = 0.0;
+    if (seconds < 10.0) {
+        snprintf(buf, cap, "%.2f s", seconds);
+    } else if (seconds < 60.0) {
+        snprintf(buf, cap, "%.0f s", seconds);
+    } else if (seconds < 3600.0) {
+        long s = lround(seconds);
+        snprintf(buf, cap, "%ld min %02ld s", s / 60, s % 60);
+    } else {
+        long m = lround(seconds / 60.0);
+        snprintf(buf, cap, "%ld h %02ld min", m / 60, m % 60);
+    }
+    return buf;
+}
+
 void progress_begin(progress *p, const char *label)
 {
     snprintf(p->label, sizeof p->label, "%s", label);
-    p->enabled = isatty(STDERR_FILENO);
+    p->tty = isatty(STDOUT_FILENO);
+    p->drawn = 0;
+    p->tenth = 0;
+    p->first = 0;
     p->start = wall_seconds();
     p->last_draw = 0.0;
+    p->last_line = p->start;
+}
+
+void progress_start_at(progress *p, size_t done)
+{
+    p->first = done;
 }
 
 int progress_update(void *payload, size_t done, size_t total, double running_loss)
 {
     progress *p = payload;
-    if (!p->enabled || total == 0)
+    if (total == 0 || done > total)
         return 0;
     double t = wall_seconds();
-    if (done < total && t - p->last_draw < 0.1)
-        return 0;
-    p->last_draw = t;
-    enum { WIDTH = 30 };
-    char bar[WIDTH + 1];
-    size_t fill = done * WIDTH / total;
-    for (size_t k = 0; k < WIDTH; k++)
-        bar[k] = k < fill ? '#' : '.';
-    bar[WIDTH] = '\0';
     double el = t - p->start;
-    double eta = done ? el * (double)(total - done) / (double)done : 0.0;
-    fprintf(stderr, "\r\033[K%s [%s] %3d%% %zu/%zu  loss %.3f  %.1fs (eta %.1fs)", p->label, bar,
-            (int)(100.0 * (double)done / (double)total), done, total, running_loss, el, eta);
-    fflush(stderr);
+    size_t here = done > p->first ? done - p->first : 0; /* images of this phase */
+    double rate = el > 0.0 ? (double)here / el : 0.0;
+    char eta[32], spent[32];
+    format_seconds(rate > 0.0 ? (double)(total - done) / rate : 0.0, eta, sizeof eta);
+    format_seconds(el, spent, sizeof spent);
+    int percent = (int)(100.0 * (double)done / (double)total);
+    if (p->tty) {
+        if (done < total && t - p->last_draw < 0.1)
+            return 0;
+        p->last_draw = t;
+        enum { WIDTH = 24 };
+        char bar[WIDTH + 1];
+        size_t fill = done * WIDTH / total;
+        for (size_t k = 0; k < WIDTH; k++)
+            bar[k] = k < fill ? '#' : '.';
+        bar[WIDTH] = '\0';
+        printf("\r\033[K%s [%s] %3d%% %zu/%zu image%s  %.0f images/s  loss %.3f  %s, %s left",
+               p->label, bar, percent, done, total, plural(total), rate, running_loss, spent,
+               eta);
+        p->drawn = 1;
+        fflush(stdout);
+        return 0;
+    }
+    int tenth = (int)(10.0 * (double)done / (double)total);
+    if (done == total || el < 15.0 || t - p->last_line < 15.0 || tenth <= p->tenth)
+        return 0;
+    p->tenth = tenth;
+    p->last_line = t;
+    printf("  %s: %d%% (%zu of %zu image%s), %.0f images/s, running loss %.3f nats per image, "
+           "%s so far, about %s left\n",
+           p->label, percent, done, total, plural(total), rate, running_loss, spent, eta);
+    fflush(stdout);
     return 0;
+}
+
+void progress_status(progress *p, const char *text)
+{
+    if (!p->tty)
+        return;
+    printf("\r\033[K%s", text);
+    p->drawn = 1;
+    fflush(stdout);
 }
 
 void progress_end(progress *p)
 {
-    if (p->enabled) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
+    if (p->tty && p->drawn) {
+        fputs("\r\033[K", stdout);
+        fflush(stdout);
     }
+    p->drawn = 0;
+}
+
+void path_dirname(const char *path, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(buf, cap, ".");
+        return;
+    }
+    size_t n = (size_t)(slash - path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    if (n == 0)
+        n = 1; /* "/file": the root */
+    snprintf(buf, cap, "%.*s", (int)n, path);
+}
+
+int make_run_dir(const char *parent, char *buf, size_t cap)
+{
+    if (make_dirs(parent) != 0)
+        return -1;
+    time_t now = time(NULL);
+    struct tm tm;
+    char stamp[32];
+    if (!localtime_r(&now, &tm) || !strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm))
+        snprintf(stamp, sizeof stamp, "%lld", (long long)now);
+    for (int k = 1; k < 10000; k++) {
+        int n = k == 1 ? snprintf(buf, cap, "%s/%s", parent, stamp)
+                       : snprintf(buf, cap, "%s/%s-%d", parent, stamp, k);
+        if (n < 0 || (size_t)n >= cap) {
+            fprintf(stderr, "error: the run folder name under %s is too long\n", parent);
+            return -1;
+        }
+        if (mkdir(buf, 0777) == 0)
+            return 0; /* created now: no earlier run's files can be in it */
+        if (errno != EEXIST) {
+            fprintf(stderr, "error: cannot create directory %s: %s\n", buf, strerror(errno));
+            return -1;
+        }
+    }
+    fprintf(stderr, "error: no free run folder name under %s/%s\n", parent, stamp);
+    return -1;
+}
+
+int newest_run_model(const char *parent, char *buf, size_t cap)
+{
+    DIR *d = opendir(parent);
+    if (!d)
+        return -1;
+    int found = 0;
+    struct timespec best = {0, 0};
+    char best_name[PATH_MAX] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX];
+        struct stat st;
+        int n = snprintf(path, sizeof path, "%s/%s/model.vae", parent, e->d_name);
+        if (n < 0 || (size_t)n >= sizeof path || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        int newer = !found || st.st_mtim.tv_sec > best.tv_sec ||
+                    (st.st_mtim.tv_sec == best.tv_sec &&
+                     (st.st_mtim.tv_nsec > best.tv_nsec ||
+                      (st.st_mtim.tv_nsec == best.tv_nsec && strcmp(path, best_name) > 0)));
+        if (newer) {
+            found = 1;
+            best = st.st_mtim;
+            snprintf(best_name, sizeof best_name, "%s", path);
+        }
+    }
+    closedir(d);
+    if (!found)
+        return -1;
+    snprintf(buf, cap, "%s", best_name);
+    return 0;
+}
+
+void shell_append(char *buf, size_t cap, const char *arg)
+{
+    size_t n = strlen(buf);
+    int plain = *arg != '\0';
+    for (const char *q = arg; *q; q++)
+        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:=,+@%",
+                    *q))
+            plain = 0;
+    if (n && n + 1 < cap)
+        buf[n++] = ' ';
+    if (plain) {
+        snprintf(buf + n, cap - n, "%s", arg);
+        return;
+    }
+    /* 'a'\''b': single quotes, each quote closed, escaped and reopened. */
+    if (n + 1 < cap)
+        buf[n++] = '\'';
+    for (const char *q = arg; *q && n + 5 < cap; q++) {
+        if (*q == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *q;
+        }
+    }
+    if (n + 1 < cap)
+        buf[n++] = '\'';
+    buf[n < cap ? n : cap - 1] = '\0';
+}
+
+int dataset_fingerprint(const vae_dataset *ds, char *buf, size_t cap)
+{
+    enum { CHUNK = 1024 };
+    size_t n = vae_dataset_count(ds), d = vae_dataset_dim(ds), h = 1, w = d;
+    int rc = vae_dataset_image_size(ds, &h, &w);
+    if (rc != VAE_OK)
+        return report(rc, "vae_dataset_image_size");
+    float *x = malloc(CHUNK * d * sizeof *x); /* x[CHUNK][d] */
+    if (!x) {
+        fprintf(stderr, "error: out of memory\n");
+        return VAE_ERR_NOMEM;
+    }
+    uint64_t hash = 0xcbf29ce484222325u; /* FNV-1a, 64 bits, over 32-bit words */
+    for (size_t first = 0; first < n; first += CHUNK) {
+        size_t b = n - first < CHUNK ? n - first : CHUNK;
+        if ((rc = vae_dataset_range(ds, first, b, x)) != VAE_OK) {
+            free(x);
+            return report(rc, "vae_dataset_range");
+        }
+        for (size_t i = 0; i < b * d; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], sizeof bits);
+            hash = (hash ^ bits) * 0x100000001b3u;
+        }
+    }
+    free(x);
+    snprintf(buf, cap, "%zu image%s of %zux%zu, fnv1a64 %016llx", n, plural(n), h, w,
+             (unsigned long long)hash);
+    return VAE_OK;
 }

@@ -1,5 +1,6 @@
 /* Pieces shared by the MNIST example programs: error reporting, loading the
- * IDX files, command-line values, a terminal progress bar, worker threads. */
+ * IDX files, command-line values, progress output, worker threads, run
+ * folders. */
 #ifndef VAE_EXAMPLES_MNIST_COMMON_H
 #define VAE_EXAMPLES_MNIST_COMMON_H
 
@@ -71,19 +72,64 @@ int parse_double(const char *flag, const char *s, double *out);     /* finite */
 int parse_size_list(const char *flag, const char *s, size_t *out, size_t cap, size_t *n);
 
 /*
- * A one-line progress bar redrawn on stderr at most 10 times a second, only
- * when stderr is a terminal. progress_update has the vae_progress_fn shape,
- * so it can be given to vae_train_options directly (payload = the bar).
+ * Progress of a long phase (an epoch, an importance-sampling estimate), on
+ * stdout. On a terminal: one bar redrawn in place with \r at most 10 times
+ * a second, with the rate in images/s and the time left. Otherwise (a log
+ * file, a pipe): a plain line at each further tenth of the phase, at most
+ * one per 15 seconds and none in its first 15 seconds, so short phases
+ * print nothing. progress_update has the vae_progress_fn shape, so it can
+ * be given to vae_train_options directly (payload = the bar).
  */
 typedef struct progress {
     char label[64];
-    int enabled;
-    double start, last_draw;
+    int tty;              /* stdout is a terminal */
+    int drawn;            /* something is on the current terminal line */
+    int tenth;            /* last tenth reported by a plain line */
+    size_t first;         /* images already done when the phase began */
+    double start, last_draw, last_line;
 } progress;
 
 void progress_begin(progress *p, const char *label);
+/* The phase continues one that stopped after `done` images (a resumed
+ * epoch): the rate counts only the images of this phase. */
+void progress_start_at(progress *p, size_t done);
 int progress_update(void *payload, size_t done, size_t total, double running_loss);
+/* On a terminal, shows `text` in place of the bar until the next update or
+ * progress_end (for a call that reports no progress of its own). */
+void progress_status(progress *p, const char *text);
 /* Erases the bar so the next line prints cleanly. */
 void progress_end(progress *p);
+
+/* "0.84 s", "42 s", "3 min 05 s", "2 h 03 min". */
+const char *format_seconds(double seconds, char *buf, size_t cap);
+/* "" for 1, "s" otherwise: printf("%zu epoch%s", n, plural(n)). */
+const char *plural(uint64_t n);
+
+/* Whether path names a regular file. */
+int file_exists(const char *path);
+/* The directory part of path ("." when it has none) into buf. */
+void path_dirname(const char *path, char *buf, size_t cap);
+
+/*
+ * Creates a new folder PARENT/YYYYMMDD-HHMMSS (local time), or with -2, -3,
+ * ... appended when that name exists: never an existing folder. PARENT is
+ * created when missing. Writes the path to buf; prints why and returns -1
+ * on failure.
+ */
+int make_run_dir(const char *parent, char *buf, size_t cap);
+/* The most recently written PARENT/x/model.vae into buf; 0 when found, -1
+ * when there is none. */
+int newest_run_model(const char *parent, char *buf, size_t cap);
+
+/* Appends arg to the command line in buf (after a space unless buf is
+ * empty), quoted for a POSIX shell when needed; truncates at cap. */
+void shell_append(char *buf, size_t cap, const char *arg);
+
+/*
+ * A fingerprint of a dataset's samples, to recognise the same training data
+ * again: "60000 images of 28x28, fnv1a64 0123456789abcdef" (FNV-1a over the
+ * bits of every value, in order). Returns a libvae status (reported).
+ */
+int dataset_fingerprint(const vae_dataset *ds, char *buf, size_t cap);
 
 #endif

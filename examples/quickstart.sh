@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Quick start: installs what is missing (Debian, as root), builds libvae and
 # its examples, fetches MNIST into data/ and trains the default VAE
-# (784-400-20, 10 epochs), writing the model and its pictures to out/.
-# Extra arguments go to mnist_vae, e.g. `bash examples/quickstart.sh --latent 2`.
+# (784-400-20, 10 epochs). Each run writes its model, checkpoint and pictures
+# into a new folder runs/<date-time>/ (mnist_vae prints it), never over an
+# earlier run. Extra arguments go to mnist_vae, e.g.
+# `bash examples/quickstart.sh --latent 2`. Ctrl-C stops training with a
+# checkpoint and prints the command that resumes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,5 +32,11 @@ bash examples/fetch_mnist.sh data
 # OpenBLAS from starting threads of its own when it loads.
 threads=$(nproc 2>/dev/null || echo 1)
 [ "$threads" -gt 2 ] && threads=2
-OPENBLAS_NUM_THREADS=1 build/quickstart/examples/mnist_vae --threads "$threads" --data data \
-  --out out "$@"
+OPENBLAS_NUM_THREADS=1 build/quickstart/examples/mnist_vae --threads "$threads" --data data "$@"
+case " $* " in
+  *" --out "* | *" --out="* | *" --resume "* | *" --resume="*) ;;
+  *) run=$(ls -td runs/*/ 2>/dev/null | head -n 1 || true)
+     if [ -n "$run" ]; then
+       echo "quickstart: the model, checkpoint and pictures are in ${run%/}/"
+     fi ;;
+esac

@@ -21,9 +21,17 @@ The objects mirror the C handles of vae/vae.h:
   Context    workspace and worker threads; every inference call takes one
   Elbo       the objective (beta, objective)
   Optimizer  SGD or Adam/AdamW hyperparameters
-  Trainer    gradients, optimizer state, generator and counters of training
+  Trainer    gradients, optimizer state, generator and counters of training;
+             checkpoints (save(), restore(), with metadata) since libvae 1.1
   Dataset    samples in memory (IDX files or floats)
   Rng        the seeded generator
+
+Checkpoints: trainer.save(path) writes the whole training state and the
+metadata of set_meta(); to resume, Model.load(path) (it reads the model part
+of a checkpoint), a Trainer over that model with an optimizer of the same
+kind, then trainer.restore(path). Training continues bit for bit, also from
+the middle of an epoch (epoch_position). These need libvae 1.1: with a 1.0
+library the module loads and they raise VersionMismatchError.
 
 Inference is done by functions taking a context first, as in C:
 encode(ctx, model, x), decode(), reconstruct(), sample(), log_likelihood(),
@@ -92,6 +100,7 @@ import ctypes.util
 import itertools
 import operator
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -121,7 +130,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 HEADER_VERSION_MAJOR = 1
-HEADER_VERSION_MINOR = 0
+HEADER_VERSION_MINOR = 1
 HEADER_VERSION_PATCH = 0
 HEADER_VERSION_NUMBER = (HEADER_VERSION_MAJOR * 10000 + HEADER_VERSION_MINOR * 100
                          + HEADER_VERSION_PATCH)
@@ -552,7 +561,28 @@ _SIGNATURES = {
     "vae_model_load": (_STATUS, [_HandleP, c_char_p]),
     "vae_model_save_mem": (_STATUS, [_H, c_void_p, c_size_t, _SizeP]),
     "vae_model_load_mem": (_STATUS, [_HandleP, c_void_p, c_size_t]),
+
+    # Since 1.1: open epochs and checkpoints.
+    "vae_trainer_epoch_position": (_STATUS, [_H, _SizeP, _SizeP]),
+    "vae_trainer_discard_epoch": (_STATUS, [_H]),
+    "vae_trainer_save": (_STATUS, [_H, c_char_p]),
+    "vae_trainer_save_mem": (_STATUS, [_H, c_void_p, c_size_t, _SizeP]),
+    "vae_trainer_restore": (_STATUS, [_H, c_char_p]),
+    "vae_trainer_restore_mem": (_STATUS, [_H, c_void_p, c_size_t]),
+    "vae_trainer_set_meta": (_STATUS, [_H, c_char_p, c_char_p]),
+    "vae_trainer_get_meta": (_STATUS, [_H, c_char_p, POINTER(c_char_p)]),
+    "vae_trainer_meta_count": (c_size_t, [_H]),
+    "vae_trainer_meta_at": (_STATUS, [_H, c_size_t, POINTER(c_char_p), POINTER(c_char_p)]),
 }
+
+#: The library version (MAJOR*10000 + MINOR*100) that added each function
+#: after 1.0. A 1.0 library lacks them: the binding loads all the same and
+#: the methods that need them raise VersionMismatchError when called.
+_SINCE = {name: 10100 for name in (
+    "vae_trainer_epoch_position", "vae_trainer_discard_epoch", "vae_trainer_save",
+    "vae_trainer_save_mem", "vae_trainer_restore", "vae_trainer_restore_mem",
+    "vae_trainer_set_meta", "vae_trainer_get_meta", "vae_trainer_meta_count",
+    "vae_trainer_meta_at")}
 
 
 def _strerror(code):
@@ -596,10 +626,16 @@ def _check_version():
 
 _check_version()
 
+#: Functions of _SINCE that the loaded library does not export (an older 1.x).
+_MISSING = set()
+
 for _name, (_restype, _argtypes) in _SIGNATURES.items():
     try:
         _func = getattr(_lib, _name)
     except AttributeError:
+        if _name in _SINCE and _lib.vae_version_number() < _SINCE[_name]:
+            _MISSING.add(_name)
+            continue
         raise VersionMismatchError("%s does not export %s: it is not a libvae %d.x library"
                                    % (_lib_name, _name, HEADER_VERSION_MAJOR)) from None
     _func.argtypes = _argtypes
@@ -609,6 +645,16 @@ for _name, (_restype, _argtypes) in _SIGNATURES.items():
     else:
         _func.restype = _restype
 del _name, _restype, _argtypes, _func
+
+
+def _need(name):
+    """The C function `name`; VersionMismatchError when the library predates it."""
+    if name in _MISSING:
+        since = _SINCE[name]
+        raise VersionMismatchError(
+            "%s needs libvae %d.%d or newer; the library loaded from %s is %s"
+            % (name, since // 10000, since // 100 % 100, _lib_name, library_version()[1]))
+    return getattr(_lib, name)
 
 
 def library_version():
@@ -823,6 +869,23 @@ def _path(path, name="path"):
         raise TypeError("%s must be a str, bytes or os.PathLike, not %s"
                         % (name, type(path).__name__))
     return os.fsencode(path)
+
+
+def _text(value, name):
+    """The bytes of a C string: a str (UTF-8) or bytes, without NUL."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+    else:
+        raise TypeError("%s must be a str or bytes, not %s" % (name, type(value).__name__))
+    if b"\0" in raw:
+        raise InvalidArgument(ERR_INVALID, "%s contains a NUL character" % name)
+    return raw
+
+
+def _untext(raw):
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _new_stats():
@@ -1968,7 +2031,8 @@ class Model(_Handle):
 
     @classmethod
     def load(cls, path):
-        """Reads a model written by save(); the model is built."""
+        """Reads a model written by save(), or the model part of a checkpoint written by
+        Trainer.save(); the model is built."""
         return cls._wrap(_create(_lib.vae_model_load, _path(path)))
 
     def save_mem(self):
@@ -2483,6 +2547,51 @@ def _int32_array(labels, count):
 # ---------------------------------------------------------------------------
 
 
+class _CtrlC:
+    """Ctrl-C during Trainer.train_epoch() on the main thread.
+
+    Python raises KeyboardInterrupt at whatever bytecode runs when SIGINT
+    arrives; inside the progress callback ctypes cannot pass it on (it prints
+    it and the callback's result is undefined). So while an epoch runs under
+    Python's default SIGINT handler, the handler only records the interrupt;
+    the callback stops the epoch after the step under way, and train_epoch()
+    raises KeyboardInterrupt once the library has returned. Other handlers
+    (the program's own, SIG_IGN) and other threads are left alone.
+    """
+
+    active = False      # a guard is installed (one at a time: nested epochs share it)
+    hit = False         # SIGINT arrived while it was installed
+
+    def __init__(self):
+        self.installed = False
+        self.previous = None
+
+    @staticmethod
+    def _handler(signum, frame):
+        _CtrlC.hit = True
+
+    def __enter__(self):
+        if _CtrlC.active or threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+                return self
+            self.previous = signal.signal(signal.SIGINT, _CtrlC._handler)
+        except (ValueError, OSError):   # no signals here (an embedded interpreter)
+            return self
+        _CtrlC.active, _CtrlC.hit, self.installed = True, False, True
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+            _CtrlC.active = False
+
+    @property
+    def interrupted(self):
+        return self.installed and _CtrlC.hit
+
+
 class Trainer(_Handle):
     """Everything training mutates: gradient slab, optimizer state, generator, counters.
 
@@ -2490,7 +2599,7 @@ class Trainer(_Handle):
     it keeps them alive (attributes .model, .elbo, .optimizer, .context) and
     is closed first when any of them is closed. The noise, shuffles and
     binarization of its steps and epochs come from its own generator, seeded
-    here.
+    here. save() and restore() write and read checkpoints of all of it.
     """
 
     _free = "vae_trainer_free"
@@ -2605,7 +2714,19 @@ class Trainer(_Handle):
         partial epoch). An exception raised by progress stops the epoch too
         and is re-raised here once the library has returned. The callback runs
         while the trainer's context is in use: inference from it needs another
-        context.
+        context (save() works from it).
+
+        Ctrl-C (SIGINT under Python's default handler, on the main thread)
+        stops the epoch after the step under way, with or without a progress
+        callback, and raises KeyboardInterrupt here (its .stats: the partial
+        epoch); a checkpoint saved then resumes exactly there.
+
+        An epoch stopped early (by the callback, Ctrl-C, or a failing step)
+        stays open: the next call continues it at the next sample of the same order,
+        whatever its batch size, and its EpochStats cover the whole epoch so
+        far (seconds: this call only). See epoch_position and discard_epoch();
+        a checkpoint (save()) keeps the open epoch. 1.0 libraries started a
+        new epoch instead.
         """
         _check(dataset, Dataset, "dataset")
         opts = TrainOptions()
@@ -2614,32 +2735,142 @@ class Trainer(_Handle):
         opts.shuffle = 1 if shuffle else 0
         opts.binarize = 1 if binarize else 0
         pending = []
-        if progress is not None:
-            if not callable(progress):
-                raise TypeError("progress must be callable")
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable")
 
-            def trampoline(_payload, done, total, running_loss):
-                # Nothing may propagate into C: any exception stops the epoch.
-                try:
-                    stop = progress(done, total, running_loss)
-                    # A trainer closed by the callback (its free waits for
-                    # this call to return) stops its epoch too.
-                    return 1 if stop or not self._open else 0
-                except BaseException as exc:  # noqa: B902 - re-raised after the call
-                    pending.append(exc)
-                    return 1
+        def trampoline(_payload, done, total, running_loss):
+            # Nothing may propagate into C: any exception stops the epoch.
+            try:
+                stop = progress(done, total, running_loss) if progress is not None else 0
+                # A trainer closed by the callback (its free waits for this
+                # call to return), or Ctrl-C, stops its epoch too.
+                return 1 if stop or not self._open or _CtrlC.hit else 0
+            except BaseException as exc:  # noqa: B902 - re-raised after the call
+                pending.append(exc)
+                return 1
 
-            opts.progress = ProgressFn(trampoline)
         st = _new_stats()
-        with _Use(self, dataset) as (t, d):
+        with _Use(self, dataset) as (t, d), _CtrlC() as ctrl_c:
+            if progress is not None or ctrl_c.installed:
+                opts.progress = ProgressFn(trampoline)
             try:
                 _lib.vae_trainer_train_epoch(t, d, byref(opts), byref(st))
             except Cancelled as exc:
                 exc.stats = _stats(st)
                 if pending:
                     raise pending[0] from None
-                raise
+                if not ctrl_c.interrupted:
+                    raise
+            if ctrl_c.interrupted:
+                interrupt = KeyboardInterrupt()
+                interrupt.stats = _stats(st)
+                raise interrupt
         return _stats(st)
+
+    # -- open epochs, checkpoints and metadata (libvae 1.1) --------------------
+
+    @property
+    def epoch_position(self):
+        """(done, total) samples of the open epoch, (0, 0) when none is open.
+
+        An epoch is open when train_epoch() stopped part-way (Cancelled, or a
+        failing step) or restore() brought one back; the next train_epoch()
+        continues it.
+        """
+        fn = _need("vae_trainer_epoch_position")
+        done, total = c_size_t(), c_size_t()
+        with _Use(self) as (t,):
+            fn(t, byref(done), byref(total))
+        return done.value, total.value
+
+    def discard_epoch(self):
+        """Closes an open epoch without finishing it: the next train_epoch() starts anew.
+
+        StateError from inside a progress callback (the context is in use).
+        """
+        fn = _need("vae_trainer_discard_epoch")
+        with _Use(self) as (t,):
+            fn(t)
+
+    def save(self, path):
+        """Writes the whole training state to path atomically: a checkpoint.
+
+        It holds the model (Model.load(path) reads that part), the optimizer's
+        settings and state, the objective's settings, the generator, the
+        counters, the open epoch, pending gradients and the metadata, so that
+        restore() continues bit for bit. Works from a progress callback.
+        NumericError (nothing written) when a value is not finite.
+        """
+        fn = _need("vae_trainer_save")
+        path = _path(path)
+        with _Use(self) as (t,):
+            fn(t, path)
+
+    def save_mem(self):
+        """The bytes save() would write."""
+        fn = _need("vae_trainer_save_mem")
+        with _Use(self) as (t,):
+            size = c_size_t()
+            fn(t, None, 0, byref(size))
+            buf = ctypes.create_string_buffer(max(size.value, 1))
+            fn(t, buf, size.value, byref(size))
+            return buf.raw[:size.value]
+
+    def restore(self, path):
+        """Restores a checkpoint written by save() into this trainer.
+
+        The trainer's model must have the checkpoint's architecture (load it
+        with Model.load(path)) and its optimizer the checkpoint's kind;
+        otherwise ShapeError. The model's parameters, the optimizer's and the
+        objective's settings (shared with other trainers that use them), the
+        state, generator, counters, open epoch and metadata are replaced; on
+        any failure nothing changes.
+        """
+        fn = _need("vae_trainer_restore")
+        path = _path(path)
+        with _Use(self) as (t,):
+            fn(t, path)
+
+    def restore_mem(self, data):
+        """restore() from the bytes (any bytes-like object) of a checkpoint."""
+        fn = _need("vae_trainer_restore_mem")
+        raw = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
+        with _Use(self) as (t,):
+            fn(t, raw, len(raw))
+
+    def set_meta(self, key, value):
+        """Sets (value a str or bytes) or removes (value None) a metadata entry.
+
+        Entries are saved with the checkpoint and keep the order they were
+        first set in. Keys are 1 to 255 bytes without control characters,
+        values up to 65535 bytes (UTF-8 for str); InvalidArgument otherwise.
+        """
+        fn = _need("vae_trainer_set_meta")
+        k = _text(key, "key")
+        v = None if value is None else _text(value, "value")
+        with _Use(self) as (t,):
+            fn(t, k, v)
+
+    def get_meta(self, key, default=None):
+        """The value of a metadata entry as a str, or default when it is absent."""
+        fn = _need("vae_trainer_get_meta")
+        k = _text(key, "key")
+        value = c_char_p()
+        with _Use(self) as (t,):
+            fn(t, k, byref(value))
+            return default if value.value is None else _untext(value.value)
+
+    @property
+    def meta(self):
+        """Every metadata entry, {key: value} as str, in the order first set (a copy)."""
+        count_fn, at_fn = _need("vae_trainer_meta_count"), _need("vae_trainer_meta_at")
+        out = collections.OrderedDict()
+        with _Use(self) as (t,):
+            for i in range(count_fn(t)):
+                k, v = c_char_p(), c_char_p()
+                at_fn(t, i, byref(k), byref(v))
+                out[_untext(k.value)] = _untext(v.value)
+        return out
 
     def __repr__(self):
         if not self._open:

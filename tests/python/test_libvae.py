@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -304,6 +305,8 @@ class BindingTest(unittest.TestCase):
             base = " ".join(t for t in tokens if t != "*")
             if (base, stars) == ("char", 1):
                 return ctypes.c_char_p
+            if (base, stars) == ("char", 2):  # const char **value: a string out-parameter
+                return P(ctypes.c_char_p)
             if (base, stars) == ("void", 1):
                 return ctypes.c_void_p
             if base in structs and stars == 1:
@@ -1296,6 +1299,377 @@ class TrainerTest(ErrorAssertions):
         with vae.Dataset.from_floats([0.5] * (D + 1), dim=D + 1) as wrong:
             self.assertCError(vae.ShapeError, "vae_evaluate_dataset", vae.evaluate_dataset,
                               ctx, m, e, wrong, self.rng)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints, metadata and open epochs (libvae 1.1)
+# ---------------------------------------------------------------------------
+
+
+class CheckpointTest(ErrorAssertions):
+    """Trainer.save/save_mem/restore/restore_mem, set_meta/get_meta/meta,
+    epoch_position and discard_epoch."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.ctx = vae.Context()
+        with vae.Rng(21) as rng:
+            self.x = rng.uniform(40 * D)
+        self.ds = vae.Dataset.from_floats(self.x, dim=D)
+        self.parts = []
+        self.model, self.trainer = self.make(seed=5)
+
+    def tearDown(self):
+        for obj in reversed(self.parts):
+            obj.close()
+        self.ds.close()
+        self.ctx.close()
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def make(self, seed=5, model=None, kind="adam", hidden=(8,)):
+        """A model (new, or `model`), objective, optimizer (lr 1e-2) and trainer."""
+        m = model if model is not None else vae.Model.create_mlp(D, list(hidden), L, seed=2)
+        e = vae.Elbo()
+        opt = vae.Optimizer(kind, lr=1e-2)
+        t = vae.Trainer(m, e, opt, self.ctx, seed=seed)
+        self.parts.extend((m, e, opt, t))
+        return m, t
+
+    def resumed(self, source):
+        """A trainer over Model.load(source) restored from source (a path or bytes):
+        elbo and optimizer are fresh, with the defaults, and a different seed."""
+        if isinstance(source, bytes):
+            m = vae.Model.load_mem(source)
+        else:
+            m = vae.Model.load(source)
+        e, opt = vae.Elbo(), vae.Optimizer.adam()
+        t = vae.Trainer(m, e, opt, self.ctx, seed=999)
+        self.parts.extend((m, e, opt, t))
+        if isinstance(source, bytes):
+            t.restore_mem(source)
+        else:
+            t.restore(source)
+        return m, t
+
+    @staticmethod
+    def stop_at(n):
+        return lambda done, total, loss: done >= n
+
+    def epoch(self, trainer, **kwargs):
+        return trainer.train_epoch(self.ds, batch_size=8, **kwargs)
+
+    def test_resume_bit_for_bit_from_a_file_and_from_bytes(self):
+        t = self.trainer
+        t.set_meta("run", "a")
+        self.epoch(t)
+        with self.assertRaises(vae.Cancelled) as cm:
+            self.epoch(t, progress=self.stop_at(16))
+        self.assertEqual((cm.exception.stats.samples, cm.exception.stats.steps), (16, 2))
+        self.assertEqual(t.epoch_position, (16, 40))
+        t.save(self.path("ckpt.vae"))
+        blob = t.save_mem()
+        self.assertIsInstance(blob, bytes)
+        with open(self.path("ckpt.vae"), "rb") as f:
+            self.assertEqual(f.read(), blob)
+        saved_params = self.model.params().tolist()
+        # The uninterrupted trainer finishes the open epoch, then one more.
+        rest = untimed(self.epoch(t))
+        self.assertEqual((rest.samples, rest.steps), (40, 5))  # the whole epoch's stats
+        after = untimed(self.epoch(t))
+        want = self.model.params().tolist()
+        self.assertEqual((t.steps, t.epochs), (15, 3))
+        for source in (self.path("ckpt.vae"), blob):
+            m, r = self.resumed(source)
+            self.assertEqual(m.params().tolist(), saved_params)  # Model.load reads the model
+            self.assertEqual((r.steps, r.epochs, r.epoch_position), (7, 1, (16, 40)))
+            self.assertEqual(r.optimizer.lr, f32(1e-2))          # restored settings
+            self.assertEqual(r.get_meta("run"), "a")
+            self.assertEqual(untimed(self.epoch(r)), rest)
+            self.assertEqual(r.epoch_position, (0, 0))
+            self.assertEqual(untimed(self.epoch(r)), after)
+            self.assertEqual(m.params().tolist(), want)
+            self.assertEqual((r.steps, r.epochs), (15, 3))
+
+    def test_save_from_the_progress_callback(self):
+        t = self.trainer
+        path = self.path("inside.vae")
+
+        def progress(done, total, loss):
+            if done == 24:
+                t.save(path)   # between two steps: resumes after the third
+
+        self.epoch(t, progress=progress)
+        end_of_epoch = self.model.params().tolist()
+        m, r = self.resumed(path)
+        self.assertEqual((r.steps, r.epochs, r.epoch_position), (3, 0, (24, 40)))
+        st = self.epoch(r)
+        self.assertEqual((st.samples, st.steps, r.epochs), (40, 5, 1))
+        self.assertEqual(m.params().tolist(), end_of_epoch)
+
+    def test_metadata(self):
+        t = self.trainer
+        self.assertEqual(t.meta, {})
+        self.assertIsNone(t.get_meta("absent"))
+        self.assertEqual(t.get_meta("absent", "fallback"), "fallback")
+        t.set_meta("argv", "mnist_vae --epochs 2")
+        t.set_meta(b"data", "60000 images \u00e9")
+        t.set_meta("lr", "0.001")
+        t.set_meta("argv", "replaced")          # keeps its place
+        t.set_meta("lr", None)                  # removed
+        t.set_meta("never-set", None)           # removing a missing key is fine
+        t.set_meta("empty", "")
+        self.assertEqual(list(t.meta.items()), [("argv", "replaced"),
+                                                ("data", "60000 images \u00e9"),
+                                                ("empty", "")])
+        self.assertEqual(t.get_meta("data"), "60000 images \u00e9")
+        self.assertIsNone(t.get_meta("lr"))
+        long_value = "v" * 65535
+        t.set_meta("long", long_value)
+        # Saved and restored with the checkpoint; a restore replaces the target's entries.
+        blob = t.save_mem()
+        _, other = self.make(seed=1)
+        other.set_meta("only-here", "x")
+        other.restore_mem(blob)
+        self.assertEqual(other.meta, t.meta)
+        self.assertIsNone(other.get_meta("only-here"))
+        self.assertEqual(other.get_meta("long"), long_value)
+        # Bad keys and values: InvalidArgument from the library, nothing changed.
+        before = t.meta
+        for key in ("", "a\nb", "tab\there", "k" * 256, "del\x7f"):
+            self.assertCError(vae.InvalidArgument, "vae_trainer_set_meta", t.set_meta, key, "v")
+        self.assertCError(vae.InvalidArgument, "vae_trainer_set_meta", t.set_meta, "big",
+                          "v" * 65536)
+        t.set_meta("k" * 255, "longest key")
+        self.assertEqual(t.get_meta("k" * 255), "longest key")
+        t.set_meta("k" * 255, None)
+        self.assertEqual(t.meta, before)
+        self.assertVaeError(vae.InvalidArgument, t.set_meta, "nul\0key", "v")
+        self.assertVaeError(vae.InvalidArgument, t.set_meta, "key", "nul\0value")
+        with self.assertRaises(TypeError):
+            t.set_meta(1, "v")
+        with self.assertRaises(TypeError):
+            t.set_meta("k", 1.5)
+
+    def test_meta_entries_are_limited_to_1024(self):
+        t = self.trainer
+        for i in range(1024):
+            t.set_meta("k%d" % i, str(i))
+        exc = self.assertCError(vae.InvalidArgument, "vae_trainer_set_meta", t.set_meta,
+                                "one-more", "v")
+        self.assertIn("1024", exc.message)
+        t.set_meta("k7", "replacing is fine")
+        self.assertEqual(len(t.meta), 1024)
+
+    def test_epoch_position_and_discard(self):
+        t = self.trainer
+        self.assertEqual(t.epoch_position, (0, 0))
+        t.discard_epoch()                       # nothing open: nothing happens
+        with self.assertRaises(vae.Cancelled):
+            self.epoch(t, progress=self.stop_at(8))
+        self.assertEqual(t.epoch_position, (8, 40))
+        calls = []
+        self.epoch(t, progress=lambda done, total, loss: calls.append(done))
+        self.assertEqual(calls, [16, 24, 32, 40])    # continued, not restarted
+        self.assertEqual((t.epoch_position, t.epochs), ((0, 0), 1))
+        with self.assertRaises(vae.Cancelled):
+            self.epoch(t, progress=self.stop_at(16))
+        t.discard_epoch()
+        self.assertEqual((t.epoch_position, t.epochs, t.steps), ((0, 0), 1, 7))
+        calls = []
+        self.epoch(t, progress=lambda done, total, loss: calls.append(done))
+        self.assertEqual(calls, [8, 16, 24, 32, 40])  # a new epoch
+        # An open epoch continues only on a dataset of its size.
+        with self.assertRaises(vae.Cancelled):
+            self.epoch(t, progress=self.stop_at(8))
+        with vae.Dataset.from_floats(self.x[:20 * D], dim=D) as half:
+            exc = self.assertCError(vae.ShapeError, "vae_trainer_train_epoch",
+                                    t.train_epoch, half)
+            self.assertIn("vae_trainer_discard_epoch", exc.message)
+        # Not from inside the epoch: the context is in use.
+        t.discard_epoch()
+        self.assertCError(vae.StateError, "vae_trainer_discard_epoch", self.epoch, t,
+                          progress=lambda *args: t.discard_epoch())
+        self.assertEqual(t.epoch_position, (8, 40))
+
+    def test_restore_errors_change_nothing(self):
+        t = self.trainer
+        self.epoch(t)
+        with self.assertRaises(vae.Cancelled):
+            self.epoch(t, progress=self.stop_at(8))
+        t.set_meta("kept", "yes")
+        good = t.save_mem()
+        params = self.model.params().tolist()
+        state = (t.steps, t.epochs, t.epoch_position, t.meta)
+
+        def unchanged():
+            self.assertEqual(self.model.params().tolist(), params)
+            self.assertEqual((t.steps, t.epochs, t.epoch_position, t.meta), state)
+
+        self.model.save(self.path("model.vae"))       # a model file has no trainer state
+        exc = self.assertCError(vae.FormatError, "vae_trainer_restore", t.restore,
+                                self.path("model.vae"))
+        self.assertIn("not a checkpoint", exc.message)
+        unchanged()
+        self.assertCError(vae.VaeIOError, "vae_trainer_restore", t.restore,
+                          self.path("missing.vae"))
+        self.assertCError(vae.FormatError, "vae_trainer_restore_mem", t.restore_mem,
+                          b"not a checkpoint at all")
+        self.assertCError(vae.FormatError, "vae_trainer_restore_mem", t.restore_mem,
+                          good[:len(good) // 2])
+        damaged = bytearray(good)
+        damaged[len(damaged) // 2] ^= 0x40
+        self.assertCError(vae.FormatError, "vae_trainer_restore_mem", t.restore_mem, damaged)
+        unchanged()
+        # Another architecture, another optimizer kind: ShapeError.
+        _, wider = self.make(hidden=(9,))
+        exc = self.assertCError(vae.ShapeError, "vae_trainer_restore_mem", wider.restore_mem,
+                                good)
+        _, sgd = self.make(kind="sgd")
+        self.assertCError(vae.ShapeError, "vae_trainer_restore_mem", sgd.restore_mem, good)
+        self.assertEqual((wider.steps, sgd.steps), (0, 0))
+        # The good bytes still restore.
+        t.restore_mem(good)
+        unchanged()
+
+    def test_save_errors(self):
+        t = self.trainer
+        t.step(self.x)
+        self.assertCError(vae.VaeIOError, "vae_trainer_save", t.save,
+                          self.path("no/such/dir/ckpt.vae"))
+        self.assertCError(vae.InvalidArgument, "vae_trainer_save", t.save, "")
+        self.model.params()[0] = float("nan")
+        path = self.path("nan.vae")
+        self.assertCError(vae.NumericError, "vae_trainer_save", t.save, path)
+        self.assertFalse(os.path.exists(path))        # nothing written
+        self.assertCError(vae.NumericError, "vae_trainer_save_mem", t.save_mem)
+        with self.assertRaises(TypeError):
+            t.save(42)
+
+    def test_ctrl_c_stops_the_epoch_after_the_step(self):
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            self.skipTest("needs the main thread under Python's default SIGINT handler")
+        t = self.trainer
+        seen = []
+
+        def ctrl_c_at_16(done, total, loss):
+            seen.append(done)
+            if done == 16:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        with self.assertRaises(KeyboardInterrupt) as cm:
+            self.epoch(t, progress=ctrl_c_at_16)
+        # The handler runs at the next bytecode: the epoch stops after step 2 or 3,
+        # never inside a step, and stays open.
+        done, total = t.epoch_position
+        self.assertIn(done, (16, 24))
+        self.assertEqual((total, seen[-1], cm.exception.stats.samples), (40, done, done))
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+        blob = t.save_mem()
+        st = self.epoch(t)
+        self.assertEqual((st.samples, t.epochs), (40, 1))
+        m, r = self.resumed(blob)
+        self.epoch(r)
+        self.assertEqual(m.params().tolist(), self.model.params().tolist())
+        # A program's own handler is left in charge: the epoch goes on.
+        calls = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+        try:
+            st = self.epoch(t, progress=lambda done, total, loss:
+                            os.kill(os.getpid(), signal.SIGINT) if done == 8 else None)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.assertEqual((calls, st.samples, t.epochs), ([signal.SIGINT], 40, 2))
+
+    def test_closed_trainer_and_an_old_library(self):
+        _, t = self.make()
+        blob = t.save_mem()
+        t.close()
+        for call, args in ((t.save, (self.path("x.vae"),)), (t.save_mem, ()),
+                           (t.restore_mem, (blob,)), (t.set_meta, ("k", "v")),
+                           (t.get_meta, ("k",)), (t.discard_epoch, ())):
+            self.assertVaeError(vae.InvalidArgument, call, *args)
+        with self.assertRaises(vae.InvalidArgument):
+            t.epoch_position
+        with self.assertRaises(vae.InvalidArgument):
+            t.meta
+        # With a 1.0 library the binding loads and these calls say what is needed.
+        vae._MISSING.add("vae_trainer_save_mem")
+        try:
+            with self.assertRaises(vae.VersionMismatchError) as cm:
+                self.trainer.save_mem()
+            self.assertIn("libvae 1.1 or newer", str(cm.exception))
+        finally:
+            vae._MISSING.discard("vae_trainer_save_mem")
+        self.assertEqual(self.trainer.save_mem()[:4], blob[:4])
+
+
+# ---------------------------------------------------------------------------
+# examples/python/train_mnist.py: help without the library, resume, refusals
+# ---------------------------------------------------------------------------
+
+
+class TrainScriptTest(unittest.TestCase):
+    SCRIPT = os.path.join(BINDING_DIR, "train_mnist.py")
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def script(self, *args, env=None):
+        env = dict(os.environ, **(env or {}))
+        return subprocess.run([sys.executable, self.SCRIPT] + list(args), cwd=self.tmp.name,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=300)
+
+    @staticmethod
+    def epoch_line(output, epoch):
+        """The losses printed for an epoch, without its time."""
+        for line in output.splitlines():
+            if line.startswith("epoch %s:" % epoch):
+                return re.sub(r" in [0-9.]+ s", "", line)
+        return None
+
+    def test_help_needs_no_library(self):
+        proc = self.script("--help", env={"LIBVAE_PATH": os.path.join(HERE, "no-such.so")})
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("--resume CHECKPOINT", proc.stdout)
+        self.assertIn("--checkpoint-every", proc.stdout)
+
+    def test_resume_gives_the_numbers_of_a_straight_run(self):
+        common = ("--synthetic", "--checkpoint-every", "7")
+        straight = self.script(*common, "--epochs", "3", "--checkpoint", "straight.vae")
+        self.assertEqual(straight.returncode, 0, straight.stderr)
+        first = self.script(*common, "--epochs", "1", "--checkpoint", "part.vae")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        rest = self.script("--resume", "part.vae", "--epochs", "3")
+        self.assertEqual(rest.returncode, 0, rest.stderr)
+        self.assertIn("resuming part.vae: 1 epoch done", rest.stdout)
+        self.assertIsNone(self.epoch_line(rest.stdout, "1/3"))
+        self.assertIsNotNone(self.epoch_line(straight.stdout, "3/3"))
+        for epoch in ("2/3", "3/3"):
+            self.assertEqual(self.epoch_line(rest.stdout, epoch),
+                             self.epoch_line(straight.stdout, epoch))
+        # The run's settings are kept: another value is refused, and nothing is written.
+        with open(os.path.join(self.tmp.name, "part.vae"), "rb") as f:
+            before = f.read()
+        proc = self.script("--resume", "part.vae", "--epochs", "4", "--lr", "0.5")
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("--lr 0.5 (the run has", proc.stderr)
+        proc = self.script("--resume", "part.vae", "--epochs", "2")
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("--epochs is the total", proc.stderr)
+        # A new run does not replace another run's checkpoint without --force.
+        proc = self.script("--synthetic", "--epochs", "1", "--checkpoint", "part.vae")
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("part.vae exists and this run did not write it", proc.stderr)
+        with open(os.path.join(self.tmp.name, "part.vae"), "rb") as f:
+            self.assertEqual(f.read(), before)
 
 
 # ---------------------------------------------------------------------------
