@@ -305,9 +305,9 @@ int main(int argc, char **argv)
     CHECK(vae_rng_create(&eval_rng, c.seed ^ 0x9E3779B97F4A7C15u));
 
     printf("libvae %s: %zu-400-%zu VAE, trained on %zu images without digit %zu, "
-           "%zu epochs, seed %llu\n",
+           "%zu epoch%s, seed %llu\n",
            vae_version_string(), dim, c.latent, vae_dataset_count(train), c.holdout, c.epochs,
-           (unsigned long long)c.seed);
+           c.epochs == 1 ? "" : "s", (unsigned long long)c.seed);
     fflush(stdout);
 
     vae_train_options opts;
@@ -327,7 +327,9 @@ int main(int argc, char **argv)
             report(rc, "vae_trainer_train_epoch");
             goto done;
         }
-        printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, kl %6.3f)  %.2f s\n", ep,
+        printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, KL %6.3f) nats per image  "
+               "%.2f s\n",
+               ep,
                c.epochs, st.loss, st.recon, st.kl, st.seconds);
         fflush(stdout);
     }
@@ -353,7 +355,9 @@ int main(int argc, char **argv)
             cnt[label] += 1.0;
         }
     }
-    printf("test -ELBO over all %zu images: %.3f\nmean -ELBO per test digit:\n", n, test_loss);
+    printf("test -ELBO over all %zu images: %.3f nats per image\n"
+           "mean -ELBO per test digit (nats):\n",
+           n, test_loss);
     for (int k = 0; k < 10; k++)
         if (cnt[k] > 0)
             printf("  %d: %8.3f  (%4.0f images)%s\n", k, sum[k] / cnt[k], cnt[k],
