@@ -26,7 +26,6 @@
  * GEMMs), and are not failed here. See docs/reliability.md. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -93,42 +92,7 @@ static char g_dir[64];
 
 static const char *path_of(const char *name)
 {
-    static char buf[2][160];
-    static int next;
-    char *p = buf[next++ & 1];
-    snprintf(p, sizeof buf[0], "%s/%s", g_dir, name);
-    return p;
-}
-
-/* The names in g_dir, sorted, space separated. */
-static void listing(char *out, size_t cap)
-{
-    char names[16][64];
-    size_t n = 0;
-    DIR *d = opendir(g_dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && n < 16)
-            snprintf(names[n++], sizeof names[0], "%.63s", e->d_name);
-    closedir(d);
-    for (size_t i = 1; i < n; i++) /* insertion sort */
-        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
-            char t[64];
-            memcpy(t, names[j], sizeof t);
-            memcpy(names[j], names[j - 1], sizeof t);
-            memcpy(names[j - 1], t, sizeof t);
-        }
-    size_t at = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(names[i]);
-        assert_true(at + len + 2 <= cap);
-        if (i)
-            out[at++] = ' ';
-        memcpy(out + at, names[i], len);
-        at += len;
-    }
-    out[at] = '\0';
+    return tu_path_in(g_dir, name);
 }
 
 /* ---- the scenario's state ------------------------------------------------------------ */
@@ -656,7 +620,7 @@ static void failed_save_mc(sc *S)
 {
     (void)S;
     char names[512];
-    listing(names, sizeof names);
+    tu_list_dir(g_dir, names, sizeof names);
     assert_string_equal(names, "");
 }
 static int op_load(sc *S)
@@ -697,7 +661,7 @@ static int op_save_mm(sc *S)
 static void failed_save_mm(sc *S)
 {
     char names[512];
-    listing(names, sizeof names);
+    tu_list_dir(g_dir, names, sizeof names);
     assert_string_equal(names, "model.vae");
     expect_file_is(S->mc);
 }
@@ -731,7 +695,7 @@ static void failed_ck_save(sc *S)
 {
     (void)S;
     char names[512];
-    listing(names, sizeof names);
+    tu_list_dir(g_dir, names, sizeof names);
     assert_string_equal(names, "model.vae");
 }
 static int op_ck_load(sc *S)
@@ -1029,8 +993,7 @@ static int setup(void **state)
 {
     (void)state;
     make_data();
-    strcpy(g_dir, "/tmp/vae_test_alloc_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_make_tmpdir(g_dir, sizeof g_dir, "vae_test_alloc");
 }
 
 static int teardown(void **state)

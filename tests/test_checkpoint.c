@@ -230,18 +230,13 @@ static void make_tmpdir(void)
 {
     if (tmpdir[0])
         return;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vae_ckpt_XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
+    assert_int_equal(tu_make_tmpdir(tmpdir, sizeof tmpdir, "vae_ckpt"), 0);
 }
 
-static char *tmp_path(const char *name)
+static const char *tmp_path(const char *name)
 {
-    static char buf[4][160];
-    static int at;
     make_tmpdir();
-    char *p = buf[at++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
-    return p;
+    return tu_path_in(tmpdir, name);
 }
 
 static void spawn_child(const char *const args[10])
@@ -272,64 +267,6 @@ static void read_record(const char *path, record *rec)
 }
 
 /* ---- helpers of the state tests --------------------------------------------------- */
-
-/* Little-endian fields, as docs/format.md stores them. */
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const unsigned char *p)
-{
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static void wr32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void wr64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void wrf32(unsigned char *p, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    wr32(p, u);
-}
-
-static void wrf64(unsigned char *p, double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    wr64(p, u);
-}
-
-static double rdf64(const unsigned char *p)
-{
-    uint64_t u = rd64(p);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
-}
-
-/* CRC-32 (zlib's), written out here so that the test does not share the
- * library's code for it. */
-static uint32_t crc32_ref(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
 
 /* The bytes of a checkpoint or model file, owned (free with blob_free). */
 typedef struct blob {
@@ -374,23 +311,13 @@ static blob model_blob(const vae_model *m)
 
 static void write_blob(const char *path, const blob *b)
 {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(b->p, 1, b->n, f), b->n);
-    assert_int_equal(fclose(f), 0);
+    tu_write_file(path, b->p, b->n);
 }
 
 static blob read_blob(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    blob b = {tu_alloc((size_t)len, 1), (size_t)len};
-    assert_int_equal(fread(b.p, 1, b.n, f), b.n);
-    fclose(f);
+    blob b = {NULL, 0};
+    b.p = tu_read_file(path, &b.n);
     return b;
 }
 
@@ -411,7 +338,7 @@ static size_t chunk_find(const blob *b, const char *type)
 {
     size_t off = 16;
     while (off + 16 <= b->n) {
-        uint64_t len = rd64(b->p + off + 4);
+        uint64_t len = tu_get_le64(b->p + off + 4);
         if (len > b->n - off - 16)
             fail_msg("chunk at byte %zu announces %llu bytes, past the end", off,
                      (unsigned long long)len);
@@ -430,7 +357,7 @@ static unsigned char *chunk_data(const blob *b, const char *type, size_t *len)
     if (off == SIZE_MAX)
         fail_msg("the bytes have no %s chunk", type);
     if (len)
-        *len = (size_t)rd64(b->p + off + 4);
+        *len = (size_t)tu_get_le64(b->p + off + 4);
     return b->p + off + 12;
 }
 
@@ -440,7 +367,7 @@ static void chunk_fix(blob *b, const char *type)
 {
     size_t len = 0;
     unsigned char *d = chunk_data(b, type, &len);
-    wr32(d + len, crc32_ref(d - 12, 12 + len));
+    tu_put_le32(d + len, tu_crc32(d - 12, 12 + len));
 }
 
 /* Replaces bytes [off, off + old) of b with n bytes from src. */
@@ -461,10 +388,10 @@ static blob chunk_make(const char *type, const void *data, size_t len)
 {
     blob c = {tu_alloc(16 + len, 1), 16 + len};
     memcpy(c.p, type, 4);
-    wr64(c.p + 4, len);
+    tu_put_le64(c.p + 4, len);
     if (len)
         memcpy(c.p + 12, data, len);
-    wr32(c.p + 12 + len, crc32_ref(c.p, 12 + len));
+    tu_put_le32(c.p + 12 + len, tu_crc32(c.p, 12 + len));
     return c;
 }
 
@@ -474,7 +401,7 @@ static void chunk_replace(blob *b, const char *type, const void *data, size_t le
     size_t off = chunk_find(b, type);
     assert_true(off != SIZE_MAX);
     blob c = chunk_make(type, data, len);
-    splice(b, off, 16 + (size_t)rd64(b->p + off + 4), c.p, c.n);
+    splice(b, off, 16 + (size_t)tu_get_le64(b->p + off + 4), c.p, c.n);
     blob_free(&c);
 }
 
@@ -493,7 +420,7 @@ static void chunk_remove(blob *b, const char *type)
 {
     size_t off = chunk_find(b, type);
     assert_true(off != SIZE_MAX);
-    splice(b, off, 16 + (size_t)rd64(b->p + off + 4), NULL, 0);
+    splice(b, off, 16 + (size_t)tu_get_le64(b->p + off + 4), NULL, 0);
 }
 
 /* The chunk's data with `extra` bytes of 0x00 appended (extra > 0) or its
@@ -517,10 +444,10 @@ static unsigned char *setting(const blob *b, const char *type, uint32_t key)
     size_t len = 0;
     unsigned char *d = chunk_data(b, type, &len);
     size_t at = strcmp(type, "OPTM") == 0 ? 4 : 0; /* OPTM starts with the kind */
-    uint32_t count = rd32(d + at);
+    uint32_t count = tu_get_le32(d + at);
     assert_true(at + 4 + 16 * (size_t)count <= len);
     for (uint32_t i = 0; i < count; i++)
-        if (rd32(d + at + 4 + 16 * i) == key)
+        if (tu_get_le32(d + at + 4 + 16 * i) == key)
             return d + at + 4 + 16 * i;
     fail_msg("no setting %u in the %s chunk", (unsigned)key, type);
     return NULL;
@@ -533,7 +460,7 @@ static unsigned char *optm_state(const blob *b)
 {
     size_t len = 0;
     unsigned char *d = chunk_data(b, "OPTM", &len);
-    size_t at = 8 + 16 * (size_t)rd32(d + 4);
+    size_t at = 8 + 16 * (size_t)tu_get_le32(d + 4);
     assert_true(at + 16 <= len);
     return d + at;
 }
@@ -548,14 +475,14 @@ static blob meta_data(uint32_t count, size_t n, const char *const *keys,
     for (size_t i = 0; i < n; i++)
         total += 8 + strlen(keys[i]) + (lens && lens[i] ? lens[i] : strlen(values[i]));
     blob b = {tu_alloc(total, 1), total};
-    wr32(b.p, count);
+    tu_put_le32(b.p, count);
     size_t at = 4;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(keys[i]), vl = lens && lens[i] ? lens[i] : strlen(values[i]);
-        wr32(b.p + at, (uint32_t)kl);
+        tu_put_le32(b.p + at, (uint32_t)kl);
         memcpy(b.p + at + 4, keys[i], kl);
         at += 4 + kl;
-        wr32(b.p + at, (uint32_t)vl);
+        tu_put_le32(b.p + at, (uint32_t)vl);
         memcpy(b.p + at + 4, values[i], vl);
         at += 4 + vl;
     }
@@ -572,12 +499,12 @@ static blob v1_of(const blob *model_file)
     const unsigned char *p = chunk_data(model_file, "PARM", &lp);
     blob b = {tu_alloc(24 + la + lp + 4, 1), 24 + la + lp + 4};
     memcpy(b.p, model_file->p, 8);
-    wr32(b.p + 8, 1);
-    wr32(b.p + 12, 0);
-    wr64(b.p + 16, la + lp);
+    tu_put_le32(b.p + 8, 1);
+    tu_put_le32(b.p + 12, 0);
+    tu_put_le64(b.p + 16, la + lp);
     memcpy(b.p + 24, a, la);
     memcpy(b.p + 24 + la, p, lp);
-    wr32(b.p + b.n - 4, crc32_ref(b.p, b.n - 4));
+    tu_put_le32(b.p + b.n - 4, tu_crc32(b.p, b.n - 4));
     return b;
 }
 
@@ -871,19 +798,7 @@ static int remove_tmpdir(void **state)
     (void)state;
     if (!tmpdir[0])
         return 0;
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *e;
-        char path[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(path, sizeof path, "%s/%s", tmpdir, e->d_name);
-                if (remove(path) != 0)
-                    rmdir(path);
-            }
-        closedir(d);
-    }
-    rmdir(tmpdir);
+    (void)tu_remove_tree(tmpdir);
     tmpdir[0] = '\0';
     return 0;
 }
@@ -1079,12 +994,12 @@ static void test_crafted_optm(void **state)
     double lr = 0;
     OK(vae_optimizer_get_param(c->src.opt, VAE_OPT_LR, &lr));
     blob b = blob_copy(&c->clean);
-    assert_true(rdf64(setting(&b, "OPTM", VAE_OPT_LR) + 8) == lr); /* the right field */
+    assert_true(tu_get_le_f64(setting(&b, "OPTM", VAE_OPT_LR) + 8) == lr); /* the right field */
     const double bad_lr[] = {-1.0, 0.0, 1e30, 1e7, NAN, INFINITY};
     for (size_t i = 0; i < sizeof bad_lr / sizeof *bad_lr; i++) {
         blob_free(&b);
         b = blob_copy(&c->clean);
-        wrf64(setting(&b, "OPTM", VAE_OPT_LR) + 8, bad_lr[i]);
+        tu_put_le_f64(setting(&b, "OPTM", VAE_OPT_LR) + 8, bad_lr[i]);
         chunk_fix(&b, "OPTM");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "OPTM chunk: vae_optimizer_set_param: lr must be",
                 NULL);
@@ -1103,7 +1018,7 @@ static void test_crafted_optm(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         blob_free(&b);
         b = blob_copy(&c->clean);
-        wrf64(setting(&b, "OPTM", bad[i].key) + 8, bad[i].value);
+        tu_put_le_f64(setting(&b, "OPTM", bad[i].key) + 8, bad[i].value);
         chunk_fix(&b, "OPTM");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, bad[i].needle, "OPTM chunk");
     }
@@ -1120,13 +1035,13 @@ static void test_crafted_optm(void **state)
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         blob_free(&b);
         b = blob_copy(&c->clean);
-        wr32(setting(&b, "OPTM", VAE_OPT_WEIGHT_DECAY), keys[i].key);
+        tu_put_le32(setting(&b, "OPTM", VAE_OPT_WEIGHT_DECAY), keys[i].key);
         chunk_fix(&b, "OPTM");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, keys[i].needle, "OPTM chunk");
     }
     blob_free(&b);
     b = blob_copy(&c->clean);
-    wr32(setting(&b, "OPTM", VAE_OPT_EPS) + 4, 1);
+    tu_put_le32(setting(&b, "OPTM", VAE_OPT_EPS) + 4, 1);
     chunk_fix(&b, "OPTM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "bad or repeated setting 6", NULL);
 
@@ -1138,8 +1053,8 @@ static void test_crafted_optm(void **state)
         b = blob_copy(&c->clean);
         unsigned char *d = chunk_data(&b, "OPTM", &len);
         const size_t eps_at = (size_t)(setting(&b, "OPTM", VAE_OPT_EPS) - d);
-        assert_int_equal(rd32(d + 4), 6);
-        wr32(d + 4, variant == 2 ? 7 : 5);
+        assert_int_equal(tu_get_le32(d + 4), 6);
+        tu_put_le32(d + 4, variant == 2 ? 7 : 5);
         if (variant == 1) {
             unsigned char *copy = tu_alloc(len, 1);
             memcpy(copy, d, eps_at);
@@ -1157,7 +1072,7 @@ static void test_crafted_optm(void **state)
     /* An unknown kind is another optimizer: VAE_ERR_SHAPE. */
     blob_free(&b);
     b = blob_copy(&c->clean);
-    wr32(chunk_data(&b, "OPTM", NULL), 7);
+    tu_put_le32(chunk_data(&b, "OPTM", NULL), 7);
     chunk_fix(&b, "OPTM");
     REFUSED(&c->tgt, &b, VAE_ERR_SHAPE, "the checkpoint's optimizer is of an unknown kind", NULL);
 
@@ -1175,8 +1090,8 @@ static void test_crafted_optm(void **state)
         blob_free(&b);
         b = blob_copy(&c->clean);
         unsigned char *s = optm_state(&b);
-        assert_int_equal(rd64(s), n);
-        wrf32(s + 16 + 4 * st[i].index, st[i].value);
+        assert_int_equal(tu_get_le64(s), n);
+        tu_put_le_f32(s + 16 + 4 * st[i].index, st[i].value);
         chunk_fix(&b, "OPTM");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, st[i].needle, NULL);
     }
@@ -1187,11 +1102,11 @@ static void test_crafted_optm(void **state)
         b = blob_copy(&c->clean);
         unsigned char *s = optm_state(&b);
         if (variant == 0)
-            wr64(s, (uint64_t)n + 1);
+            tu_put_le64(s, (uint64_t)n + 1);
         else if (variant == 1)
-            wr32(s + 8, 2);
+            tu_put_le32(s + 8, 2);
         else if (variant == 2)
-            wr32(s + 12, 1);
+            tu_put_le32(s + 12, 1);
         if (variant < 3)
             chunk_fix(&b, "OPTM");
         else
@@ -1217,14 +1132,14 @@ static void test_crafted_optm_sgd(void **state)
                {VAE_OPT_LR, -1.0, "lr must be"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         blob b = blob_copy(&c->clean);
-        wrf64(setting(&b, "OPTM", bad[i].key) + 8, bad[i].value);
+        tu_put_le_f64(setting(&b, "OPTM", bad[i].key) + 8, bad[i].value);
         chunk_fix(&b, "OPTM");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, bad[i].needle, "OPTM chunk");
         blob_free(&b);
     }
     /* Adam's key 4 in an SGD chunk. */
     blob b = blob_copy(&c->clean);
-    wr32(setting(&b, "OPTM", VAE_OPT_MOMENTUM), VAE_OPT_BETA1);
+    tu_put_le32(setting(&b, "OPTM", VAE_OPT_MOMENTUM), VAE_OPT_BETA1);
     chunk_fix(&b, "OPTM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "SGD has no beta1", NULL);
     blob_free(&b);
@@ -1236,7 +1151,7 @@ static void test_crafted_optm_sgd(void **state)
     blob_free(&b);
     /* A momentum buffer with an infinity. */
     b = blob_copy(&c->clean);
-    wrf32(optm_state(&b) + 16 + 4 * 9, INFINITY);
+    tu_put_le_f32(optm_state(&b) + 16 + 4 * 9, INFINITY);
     chunk_fix(&b, "OPTM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "optimizer state value 9 is not finite", NULL);
     blob_free(&b);
@@ -1259,19 +1174,19 @@ static void test_crafted_objv_parm(void **state)
                {VAE_ELBO_OBJECTIVE, 0.5, "unknown objective 0.5"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         blob b = blob_copy(&c->clean);
-        wrf64(setting(&b, "OBJV", bad[i].key) + 8, bad[i].value);
+        tu_put_le_f64(setting(&b, "OBJV", bad[i].key) + 8, bad[i].value);
         chunk_fix(&b, "OBJV");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, bad[i].needle, NULL);
         blob_free(&b);
     }
     blob b = blob_copy(&c->clean);
-    wr32(setting(&b, "OBJV", VAE_ELBO_OBJECTIVE), 3);
+    tu_put_le32(setting(&b, "OBJV", VAE_ELBO_OBJECTIVE), 3);
     chunk_fix(&b, "OBJV");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "OBJV chunk: vae_elbo_set_param: unknown parameter 3",
             NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
-    wr32(chunk_data(&b, "OBJV", NULL), 3);
+    tu_put_le32(chunk_data(&b, "OBJV", NULL), 3);
     chunk_fix(&b, "OBJV");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "the OBJV chunk holds 3 settings", NULL);
     blob_free(&b);
@@ -1286,18 +1201,18 @@ static void test_crafted_objv_parm(void **state)
 
     /* PARM: a NaN, an infinity, another count, a float too many. */
     b = blob_copy(&c->clean);
-    wrf32(chunk_data(&b, "PARM", NULL) + 8 + 4 * 7, NAN);
+    tu_put_le_f32(chunk_data(&b, "PARM", NULL) + 8 + 4 * 7, NAN);
     chunk_fix(&b, "PARM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "parameter 7 is not finite", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
-    wrf32(chunk_data(&b, "PARM", NULL) + 8, INFINITY);
+    tu_put_le_f32(chunk_data(&b, "PARM", NULL) + 8, INFINITY);
     chunk_fix(&b, "PARM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "parameter 0 is not finite", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
     unsigned char *parm = chunk_data(&b, "PARM", NULL);
-    wr64(parm, rd64(parm) - 1);
+    tu_put_le64(parm, tu_get_le64(parm) - 1);
     chunk_fix(&b, "PARM");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "the PARM chunk holds", NULL);
     blob_free(&b);
@@ -1328,7 +1243,7 @@ static void test_crafted_sigma(void **state)
     const float bad[] = {0.0f, -1.0f, NAN, INFINITY, 2e6f};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         blob b = blob_copy(&c->clean);
-        wrf32(chunk_data(&b, "ARCH", NULL) + 8, bad[i]);
+        tu_put_le_f32(chunk_data(&b, "ARCH", NULL) + 8, bad[i]);
         chunk_fix(&b, "ARCH");
         REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "bad Gaussian sigma", NULL);
         blob_free(&b);
@@ -1347,14 +1262,14 @@ static void test_crafted_trnr(void **state)
         size_t len = 0;
         unsigned char *d = chunk_data(&b, "TRNR", &len);
         assert_int_equal(len, 56);
-        assert_int_equal(rd64(d + 40), vae_trainer_steps(c->src.t)); /* the right layout */
+        assert_int_equal(tu_get_le64(d + 40), vae_trainer_steps(c->src.t)); /* the right layout */
         if (variant == 0)
             memset(d, 0, 32);
         else if (variant == 1)
-            wr32(d + 32, 2);
+            tu_put_le32(d + 32, 2);
         else if (variant == 2) {
-            wr32(d + 32, 1);
-            wrf32(d + 36, NAN);
+            tu_put_le32(d + 32, 1);
+            tu_put_le_f32(d + 36, NAN);
         }
         if (variant < 3)
             chunk_fix(&b, "TRNR");
@@ -1380,18 +1295,18 @@ static void test_crafted_epoc(void **state)
         size_t len = 0;
         unsigned char *d = chunk_data(&b, "EPOC", &len);
         assert_int_equal(len, 96);
-        assert_int_equal(rd64(d + 40), COUNT); /* total, done, steps where expected */
-        assert_int_equal(rd64(d + 48), 3 * BATCH);
-        assert_int_equal(rd64(d + 56), 3);
+        assert_int_equal(tu_get_le64(d + 40), COUNT); /* total, done, steps where expected */
+        assert_int_equal(tu_get_le64(d + 48), 3 * BATCH);
+        assert_int_equal(tu_get_le64(d + 56), 3);
         switch (variant) {
-        case 0: wr64(d + 48, COUNT + 1); break;
-        case 1: wr64(d + 48, COUNT + 5); break;
-        case 2: wr64(d + 40, 0); break;
-        case 3: wr64(d + 56, 3 * BATCH + 1); break;
-        case 4: wrf64(d + 72, NAN); break;
-        case 5: wrf64(d + 88, -INFINITY); break;
-        case 6: wr32(d + 64, 2); break;
-        case 7: wr32(d + 68, 1); break;
+        case 0: tu_put_le64(d + 48, COUNT + 1); break;
+        case 1: tu_put_le64(d + 48, COUNT + 5); break;
+        case 2: tu_put_le64(d + 40, 0); break;
+        case 3: tu_put_le64(d + 56, 3 * BATCH + 1); break;
+        case 4: tu_put_le_f64(d + 72, NAN); break;
+        case 5: tu_put_le_f64(d + 88, -INFINITY); break;
+        case 6: tu_put_le32(d + 64, 2); break;
+        case 7: tu_put_le32(d + 68, 1); break;
         case 8: memset(d, 0, 32); break;
         default: break;
         }
@@ -1403,7 +1318,7 @@ static void test_crafted_epoc(void **state)
         blob_free(&b);
     }
     blob b = blob_copy(&c->clean);
-    wr64(chunk_data(&b, "EPOC", NULL) + 48, COUNT);
+    tu_put_le64(chunk_data(&b, "EPOC", NULL) + 48, COUNT);
     chunk_fix(&b, "EPOC");
     run r = make_spec_run(BASE, 8);
     OK(vae_trainer_restore_mem(r.t, b.p, b.n));
@@ -1432,15 +1347,15 @@ static void test_crafted_grad(void **state)
     for (int variant = 0; variant < 4; variant++) {
         blob b = blob_copy(&c->clean);
         unsigned char *d = chunk_data(&b, "GRAD", NULL);
-        assert_int_equal(rd64(d), n);
+        assert_int_equal(tu_get_le64(d), n);
         if (variant == 0) {
-            wr64(d, n + 1);
+            tu_put_le64(d, n + 1);
             chunk_fix(&b, "GRAD");
         } else if (variant == 1) {
-            wr64(d, n - 1);
+            tu_put_le64(d, n - 1);
             chunk_fix(&b, "GRAD");
         } else if (variant == 2) { /* a consistent chunk of n - 1 floats */
-            wr64(d, n - 1);
+            tu_put_le64(d, n - 1);
             chunk_resize(&b, "GRAD", -4);
         } else {
             chunk_resize(&b, "GRAD", 4);
@@ -1449,7 +1364,7 @@ static void test_crafted_grad(void **state)
         blob_free(&b);
     }
     blob b = blob_copy(&c->clean);
-    wrf32(chunk_data(&b, "GRAD", NULL) + 8 + 4 * 2, NAN);
+    tu_put_le_f32(chunk_data(&b, "GRAD", NULL) + 8 + 4 * 2, NAN);
     chunk_fix(&b, "GRAD");
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "pending gradient 2 is not finite", NULL);
     blob_free(&b);
@@ -1557,7 +1472,7 @@ static void test_crafted_chunks(void **state)
     blob b = blob_copy(&c->clean);
     chunk_insert(&b, "TRNR", "ZKIP", "x", 1);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.1.0");
-    wr32(b.p + 12, 10203);
+    tu_put_le32(b.p + 12, 10203);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.3");
     blob_free(&b);
     /* Known chunks twice. */
@@ -1598,7 +1513,7 @@ static void test_crafted_chunks(void **state)
     blob_free(&b);
     /* A length that reaches past the end (the CRC cannot even be read). */
     b = blob_copy(&c->clean);
-    wr64(chunk_data(&b, "GRAD", NULL) - 8, (uint64_t)b.n);
+    tu_put_le64(chunk_data(&b, "GRAD", NULL) - 8, (uint64_t)b.n);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "chunk GRAD at byte", "(truncated)");
     blob_free(&b);
     /* DONE with data; bytes after DONE. */
@@ -1612,7 +1527,7 @@ static void test_crafted_chunks(void **state)
     blob_free(&b);
     /* Format version 3; a bad magic. */
     b = blob_copy(&c->clean);
-    wr32(b.p + 8, 3);
+    tu_put_le32(b.p + 8, 3);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "format version 3 (written by libvae 1.1.0)", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
@@ -1898,11 +1813,11 @@ static void test_pending_gradient_survives(void **state)
     size_t len = 0;
     const unsigned char *d = chunk_data(&ck, "GRAD", &len);
     assert_int_equal(len, 8 + 4 * n);
-    assert_int_equal(rd64(d), n);
+    assert_int_equal(tu_get_le64(d), n);
     for (size_t i = 0; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &g[i], 4);
-        assert_int_equal(rd32(d + 8 + 4 * i), bits);
+        assert_int_equal(tu_get_le32(d + 8 + 4 * i), bits);
     }
     OK(vae_trainer_restore_mem(b.t, ck.p, ck.n));
     assert_memory_equal(vae_trainer_grads(b.t, NULL), g, n * sizeof *g);

@@ -5,7 +5,6 @@
  * Every file is written into a fresh temporary directory. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -170,61 +169,20 @@ static int make_tmpdir(void **state)
 {
     (void)state;
     default_file_limit = vae_get_limit(VAE_LIMIT_FILE_BYTES);
-    strcpy(tmpdir, "/tmp/vae_test_dataset_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-/* Removes a directory and everything below it, even after a test failed
- * half-way and left files or subdirectories behind. */
-static int remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    struct dirent *e;
-    char path[1024];
-    /* Removing entries while reading the directory may skip some: rescan
-     * until a pass finds nothing left. */
-    for (int found = 1; found;) {
-        found = 0;
-        rewinddir(d);
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat st;
-            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? remove_tree(path) == 0
-                                                              : unlink(path) == 0)
-                found = 1;
-        }
-    }
-    closedir(d);
-    return rmdir(dir);
+    return tu_make_tmpdir(tmpdir, sizeof tmpdir, "vae_test_dataset");
 }
 
 static int remove_tmpdir(void **state)
 {
     (void)state;
-    return remove_tree(tmpdir);
+    return tu_remove_tree(tmpdir);
 }
 
-/* Full path of `name` inside the temporary directory (static buffers, two
- * in rotation so that an images path and a labels path can coexist). */
+/* Full path of `name` inside the temporary directory (static buffers in
+ * rotation, so that an images path and a labels path can coexist). */
 static const char *tpath(const char *name)
 {
-    static char buf[4][512];
-    static int next;
-    char *p = buf[next++ & 3];
-    snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
-    return p;
-}
-
-static void write_plain(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
+    return tu_path_in(tmpdir, name);
 }
 
 /* ---- a small gzip writer ------------------------------------------------------
@@ -232,17 +190,6 @@ static void write_plain(const char *path, const void *data, size_t n)
  * an encoder that shares no code with it. One gzip member (RFC 1952) holding
  * one final deflate block (RFC 1951) with the fixed Huffman code, literals
  * only: real compressed data that inflate must decode symbol by symbol. */
-
-static uint32_t crc32_ref(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0xedb88320u : c >> 1;
-    }
-    return c ^ 0xffffffffu;
-}
 
 typedef struct bitw {
     unsigned char *p;
@@ -312,7 +259,7 @@ static size_t gzip_bytes_ex(unsigned char *out, size_t cap, const unsigned char 
     bw_code(&w, 0, 7); /* end of block */
     if (w.bits)
         bw_bits(&w, 0, 8 - w.bits);
-    bw_u32le(&w, crc32_ref(data, n));
+    bw_u32le(&w, tu_crc32(data, n));
     bw_u32le(&w, (uint32_t)n);
     return w.n;
 }
@@ -328,25 +275,8 @@ static void write_gz(const char *path, const void *data, size_t n)
     unsigned char *buf = malloc(cap);
     assert_non_null(buf);
     size_t m = gzip_bytes(buf, cap, data, n);
-    write_plain(path, buf, m);
+    tu_write_file(path, buf, m);
     free(buf);
-}
-
-/* Whole file into a malloc'd buffer. */
-static unsigned char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    unsigned char *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
 }
 
 /* ---- IDX builders ---------------------------------------------------------- */
@@ -363,14 +293,6 @@ static uint8_t pixel(size_t i, size_t j)
     return (uint8_t)((i * 37 + j * 19 + 3) % 256);
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
 /* An IDX file: magic 00 00 08 ndims, dims big-endian, then `ndata` bytes
  * from `data`. Returns the byte count written into out (capacity cap). */
 static size_t idx_bytes(unsigned char *out, size_t cap, const uint32_t *dims, size_t ndims,
@@ -383,7 +305,7 @@ static size_t idx_bytes(unsigned char *out, size_t cap, const uint32_t *dims, si
     out[2] = 0x08;
     out[3] = (unsigned char)ndims;
     for (size_t i = 0; i < ndims; i++)
-        put_be32(out + 4 + 4 * i, dims[i]);
+        tu_put_be32(out + 4 + 4 * i, dims[i]);
     if (ndata)
         memcpy(out + 4 + 4 * ndims, data, ndata);
     return n;
@@ -415,10 +337,10 @@ static void write_std(const char *img_name, int img_gz, const char *lab_name, in
 {
     unsigned char buf[512];
     size_t n = std_images(buf, sizeof buf);
-    (img_gz ? write_gz : write_plain)(tpath(img_name), buf, n);
+    (img_gz ? write_gz : tu_write_file)(tpath(img_name), buf, n);
     if (lab_name) {
         n = std_labels(buf, sizeof buf, N_IMG);
-        (lab_gz ? write_gz : write_plain)(tpath(lab_name), buf, n);
+        (lab_gz ? write_gz : tu_write_file)(tpath(lab_name), buf, n);
     }
 }
 
@@ -490,7 +412,7 @@ static void test_load_gzip(void **state)
 {
     (void)state;
     /* The check value of the CRC-32 the gzip trailer uses. */
-    assert_int_equal(crc32_ref((const unsigned char *)"123456789", 9), 0xcbf43926u);
+    assert_int_equal(tu_crc32("123456789", 9), 0xcbf43926u);
     write_std("img.idx.gz", 1, "lab.idx.gz", 1);
     vae_dataset *ds = NULL;
     OK(vae_dataset_load_idx(&ds, tpath("img.idx.gz"), tpath("lab.idx.gz")));
@@ -522,7 +444,7 @@ static void test_load_misleading_names(void **state)
 
     /* And the file written compressed really is gzip (magic 1f 8b). */
     size_t n = 0;
-    unsigned char *raw = read_all(tpath("gzip-images"), &n);
+    unsigned char *raw = tu_read_file(tpath("gzip-images"), &n);
     assert_true(n >= 2);
     assert_int_equal(raw[0], 0x1f);
     assert_int_equal(raw[1], 0x8b);
@@ -539,7 +461,7 @@ static void test_load_two_dimensional(void **state)
     const uint32_t dims[2] = {5, 6};
     unsigned char buf[128];
     size_t n = idx_bytes(buf, sizeof buf, dims, 2, px, sizeof px);
-    write_plain(tpath("flat.idx"), buf, n);
+    tu_write_file(tpath("flat.idx"), buf, n);
     vae_dataset *ds = NULL;
     OK(vae_dataset_load_idx(&ds, tpath("flat.idx"), NULL));
     assert_int_equal(vae_dataset_count(ds), 5);
@@ -565,7 +487,7 @@ static void expect_refused(const char *name, const void *bytes, size_t n, int st
     char gzname[128];
     snprintf(gzname, sizeof gzname, "%s.gz", name);
     const char *paths[2] = {tpath(name), tpath(gzname)};
-    write_plain(paths[0], bytes, n);
+    tu_write_file(paths[0], bytes, n);
     write_gz(paths[1], bytes, n);
     for (int k = 0; k < 2; k++) {
         vae_dataset *ds = (vae_dataset *)paths; /* must be reset to NULL */
@@ -610,7 +532,7 @@ static void test_bad_magic(void **state)
     expect_bad_images("labels-as-images", buf, n, "magic");
     write_std("img.idx", 0, NULL, 0);
     n = std_images(buf, sizeof buf);
-    write_plain(tpath("images-as-labels"), buf, n);
+    tu_write_file(tpath("images-as-labels"), buf, n);
     vae_dataset *ds = NULL;
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("images-as-labels")),
                VAE_ERR_FORMAT, "images-as-labels", "magic");
@@ -636,8 +558,8 @@ static void test_truncated_and_long(void **state)
     /* Labels too. */
     n = std_labels(buf, sizeof buf, N_IMG);
     write_std("img.idx", 0, NULL, 0);
-    write_plain(tpath("lab-short"), buf, n - 1);
-    write_plain(tpath("lab-long"), buf, n + 1);
+    tu_write_file(tpath("lab-short"), buf, n - 1);
+    tu_write_file(tpath("lab-long"), buf, n + 1);
     vae_dataset *ds = NULL;
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab-short")), VAE_ERR_FORMAT,
                "lab-short", "truncated");
@@ -705,7 +627,7 @@ static void test_absurd_headers(void **state)
     {
         const uint32_t d[1] = {1u << 31};
         size_t n = idx_bytes(buf, sizeof buf, d, 1, junk, sizeof junk);
-        write_plain(tpath("huge-labels"), buf, n);
+        tu_write_file(tpath("huge-labels"), buf, n);
         write_std("img.idx", 0, NULL, 0);
         vae_dataset *ds = NULL;
         EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("huge-labels")),
@@ -720,7 +642,7 @@ static void test_label_count_mismatch(void **state)
     write_std("img.idx", 0, NULL, 0);
     unsigned char buf[128];
     size_t n = std_labels(buf, sizeof buf, N_IMG - 1);
-    write_plain(tpath("lab6"), buf, n);
+    tu_write_file(tpath("lab6"), buf, n);
     n = std_labels(buf, sizeof buf, N_IMG + 1);
     write_gz(tpath("lab8.gz"), buf, n);
     vae_dataset *ds = NULL;
@@ -740,7 +662,7 @@ static void test_corrupt_gzip(void **state)
     unsigned char bad[64] = {0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03};
     for (size_t i = 10; i < sizeof bad; i++)
         bad[i] = 0xff;
-    write_plain(tpath("garbage.gz"), bad, sizeof bad);
+    tu_write_file(tpath("garbage.gz"), bad, sizeof bad);
     vae_dataset *ds = NULL;
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("garbage.gz"), NULL), VAE_ERR_FORMAT,
                "garbage.gz", "gzip");
@@ -749,19 +671,19 @@ static void test_corrupt_gzip(void **state)
     /* A real compressed IDX file with garbage over its middle. */
     write_std("img.gz", 1, NULL, 0);
     size_t n = 0;
-    unsigned char *raw = read_all(tpath("img.gz"), &n);
+    unsigned char *raw = tu_read_file(tpath("img.gz"), &n);
     assert_true(n > 24);
     for (size_t i = 12; i < n - 8; i++)
         raw[i] = (unsigned char)(0xff ^ i);
-    write_plain(tpath("mangled.gz"), raw, n);
+    tu_write_file(tpath("mangled.gz"), raw, n);
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("mangled.gz"), NULL), VAE_ERR_FORMAT,
                "mangled.gz", NULL);
     assert_null(ds);
     free(raw);
 
     /* A compressed file cut in the middle of its deflate stream. */
-    raw = read_all(tpath("img.gz"), &n);
-    write_plain(tpath("cut.gz"), raw, n / 2);
+    raw = tu_read_file(tpath("img.gz"), &n);
+    tu_write_file(tpath("cut.gz"), raw, n / 2);
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("cut.gz"), NULL), VAE_ERR_FORMAT, "cut.gz",
                NULL);
     assert_null(ds);
@@ -770,10 +692,10 @@ static void test_corrupt_gzip(void **state)
     /* Intact deflate data under a wrong CRC-32 or a wrong length in the
      * gzip trailer. */
     for (int k = 0; k < 2; k++) {
-        raw = read_all(tpath("img.gz"), &n);
+        raw = tu_read_file(tpath("img.gz"), &n);
         raw[n - (k ? 4 : 8)] ^= 0x01;
         const char *name = k ? "bad-isize.gz" : "bad-crc.gz";
-        write_plain(tpath(name), raw, n);
+        tu_write_file(tpath(name), raw, n);
         EXPECT_ERR(vae_dataset_load_idx(&ds, tpath(name), NULL), VAE_ERR_FORMAT, name, "gzip");
         assert_null(ds);
         free(raw);
@@ -840,7 +762,7 @@ static void test_gzip_truncated_trailer(void **state)
     (void)state;
     size_t n = 0;
     unsigned char *gz = std_images_gz(&n, 0);
-    write_plain(tpath("whole.gz"), gz, n);
+    tu_write_file(tpath("whole.gz"), gz, n);
     vae_dataset *ds = NULL;
     OK(vae_dataset_load_idx(&ds, tpath("whole.gz"), NULL));
     check_std(ds, 0);
@@ -853,7 +775,7 @@ static void test_gzip_truncated_trailer(void **state)
     for (size_t cut = 1; cut <= 24; cut++) {
         char name[32];
         snprintf(name, sizeof name, "cut%zu.gz", cut);
-        write_plain(tpath(name), gz, n - cut);
+        tu_write_file(tpath(name), gz, n - cut);
         ds = (vae_dataset *)&n;
         EXPECT_ERR(vae_dataset_load_idx(&ds, tpath(name), NULL), VAE_ERR_FORMAT, name,
                    "truncated gzip data");
@@ -863,7 +785,7 @@ static void test_gzip_truncated_trailer(void **state)
     unsigned char lab[64], lgz[256];
     size_t ln = std_labels(lab, sizeof lab, N_IMG);
     size_t lgn = gzip_bytes(lgz, sizeof lgz, lab, ln);
-    write_plain(tpath("lab-cut.gz"), lgz, lgn - 4);
+    tu_write_file(tpath("lab-cut.gz"), lgz, lgn - 4);
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab-cut.gz")), VAE_ERR_FORMAT,
                "lab-cut.gz", "truncated gzip data");
     assert_null(ds);
@@ -883,7 +805,7 @@ static void test_gzip_truncated_trailer(void **state)
             memcpy(bad, gz, n);
             bad[at] ^= (unsigned char)(1u << bit);
             for (int cut = 0; cut <= 8; cut += 8) {
-                write_plain(tpath("flip.gz"), bad, n - (size_t)cut);
+                tu_write_file(tpath("flip.gz"), bad, n - (size_t)cut);
                 ds = (vae_dataset *)&n;
                 EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("flip.gz"), NULL), VAE_ERR_FORMAT,
                            "flip.gz", NULL);
@@ -924,7 +846,7 @@ static void test_gzip_trailing_bytes(void **state)
             memcpy(gz + m, gz, n);
             m += n;
         }
-        write_plain(tpath(cases[c].name), gz, m);
+        tu_write_file(tpath(cases[c].name), gz, m);
         vae_dataset *ds = (vae_dataset *)&n;
         EXPECT_ERR(vae_dataset_load_idx(&ds, tpath(cases[c].name), NULL), VAE_ERR_FORMAT,
                    cases[c].name, "trailing bytes after the gzip member");
@@ -935,7 +857,7 @@ static void test_gzip_trailing_bytes(void **state)
     size_t ln = std_labels(lab, sizeof lab, N_IMG);
     size_t lgn = gzip_bytes(lgz, sizeof lgz - 1, lab, ln);
     lgz[lgn++] = 0x1f;
-    write_plain(tpath("lab-trailing.gz"), lgz, lgn);
+    tu_write_file(tpath("lab-trailing.gz"), lgz, lgn);
     write_std("img.idx", 0, NULL, 0);
     vae_dataset *ds = (vae_dataset *)&n;
     EXPECT_ERR(vae_dataset_load_idx(&ds, tpath("img.idx"), tpath("lab-trailing.gz")),
@@ -994,7 +916,7 @@ static void test_gzip_bomb(void **state)
     size_t n = 0;
     unsigned char *gz = zeros_gz(huge, 3, MB, &n);
     assert_true(n < 8000);
-    write_plain(tpath("bomb.gz"), gz, n);
+    tu_write_file(tpath("bomb.gz"), gz, n);
     free(gz);
     assert_int_equal(vae_get_limit(VAE_LIMIT_FILE_BYTES), (uint64_t)1 << 31);
     load_counted(tpath("bomb.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 2147483648",
@@ -1004,12 +926,12 @@ static void test_gzip_bomb(void **state)
      * content) under a limit of 256 KiB: refused, compressed or not. */
     const uint32_t fit[3] = {1024, 32, 32};
     gz = zeros_gz(fit, 3, MB, &n);
-    write_plain(tpath("fit.gz"), gz, n);
+    tu_write_file(tpath("fit.gz"), gz, n);
     free(gz);
     unsigned char *raw = calloc(16 + MB, 1);
     assert_non_null(raw);
     idx_bytes(raw, 16 + MB, fit, 3, NULL, 0);
-    write_plain(tpath("fit.idx"), raw, 16 + MB);
+    tu_write_file(tpath("fit.idx"), raw, 16 + MB);
     free(raw);
     OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 256 << 10));
     load_counted(tpath("fit.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 262144",
@@ -1041,7 +963,7 @@ static void test_gzip_bomb(void **state)
      * is inflated one byte past the announced end, not to its end. */
     const uint32_t small[3] = {1, 4, 4};
     gz = zeros_gz(small, 3, MB, &n);
-    write_plain(tpath("long.gz"), gz, n);
+    tu_write_file(tpath("long.gz"), gz, n);
     free(gz);
     load_counted(tpath("long.gz"), VAE_ERR_FORMAT, "past the size", REFUSED_LARGEST,
                  REFUSED_PEAK);
@@ -1051,7 +973,7 @@ static void test_gzip_bomb(void **state)
      * toward the announced size, and the file is refused as truncated. */
     const uint32_t big[3] = {1u << 20, 32, 32};
     gz = zeros_gz(big, 3, MB, &n);
-    write_plain(tpath("short.gz"), gz, n);
+    tu_write_file(tpath("short.gz"), gz, n);
     free(gz);
     load_counted(tpath("short.gz"), VAE_ERR_FORMAT, "truncated", 2 * (size_t)MB,
                  2 * (size_t)MB + REFUSED_PEAK);
@@ -1075,7 +997,7 @@ static void test_compressed_file_limit(void **state)
     idx_bytes(raw, raw_n, dims, 2, px, sizeof px);
     size_t n = gzip_bytes(gz, 2 * raw_n + 32, raw, raw_n);
     assert_true(raw_n <= 65536 && n > 65536);
-    write_plain(tpath("wide.gz"), gz, n);
+    tu_write_file(tpath("wide.gz"), gz, n);
     OK(vae_set_limit(VAE_LIMIT_FILE_BYTES, 65536));
     load_counted(tpath("wide.gz"), VAE_ERR_NOMEM, "VAE_LIMIT_FILE_BYTES = 65536",
                  REFUSED_LARGEST, REFUSED_PEAK);
@@ -1222,7 +1144,7 @@ static void test_allocation_failures(void **state)
     for (size_t i = 0; i < BIG_COUNT; i++)
         for (size_t j = 0; j < 1024; j++)
             raw[16 + i * 1024 + j] = big_pixel(i, j);
-    write_plain(tpath("big.idx"), raw, n);
+    tu_write_file(tpath("big.idx"), raw, n);
     write_gz(tpath("big.idx.gz"), raw, n);
     free(raw);
     assert_true(fail_each_allocation(tpath("big.idx"), NULL, check_big) > plain);
@@ -1239,7 +1161,7 @@ static void test_binarize_frequencies(void **state)
     const uint32_t dims[3] = {1, 1, 6};
     unsigned char buf[64];
     size_t n = idx_bytes(buf, sizeof buf, dims, 3, px, sizeof px);
-    write_plain(tpath("bin.idx"), buf, n);
+    tu_write_file(tpath("bin.idx"), buf, n);
     vae_dataset *ds = NULL;
     OK(vae_dataset_load_idx(&ds, tpath("bin.idx"), NULL));
     vae_rng *rng = NULL;

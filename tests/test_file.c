@@ -53,48 +53,19 @@ static char tmpdir[64];
 
 static const char *tpath(const char *name)
 {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ & 7];
-    snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
-    return p;
-}
-
-static int remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    struct dirent *e;
-    char path[1024];
-    for (int found = 1; found;) {
-        found = 0;
-        rewinddir(d);
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat st;
-            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? remove_tree(path) == 0
-                                                              : unlink(path) == 0)
-                found = 1;
-        }
-    }
-    closedir(d);
-    return rmdir(dir);
+    return tu_path_in(tmpdir, name);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/vae_test_file_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tu_make_tmpdir(tmpdir, sizeof tmpdir, "vae_test_file");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return remove_tree(tmpdir);
+    return tu_remove_tree(tmpdir);
 }
 
 /* Under valgrind (tests/run.sh sets VAE_TEST_NO_FORK) a forked child is
@@ -130,54 +101,19 @@ static vae_model *big_model(void)
     return m;
 }
 
-static unsigned char *save_to_mem(const vae_model *m, size_t *size)
-{
-    OK(vae_model_save_mem(m, NULL, 0, size));
-    unsigned char *buf = malloc(*size);
-    assert_non_null(buf);
-    size_t again = 0;
-    OK(vae_model_save_mem(m, buf, *size, &again));
-    assert_int_equal(again, *size);
-    return buf;
-}
-
-static unsigned char *read_file(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    unsigned char *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static void write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
 /* The file at path holds exactly what vae_model_save_mem gives for m, and
  * loads into a model that saves to the same bytes. */
 static void expect_file_is(const char *path, const vae_model *m)
 {
     size_t n = 0, fn = 0;
-    unsigned char *want = save_to_mem(m, &n);
-    unsigned char *got = read_file(path, &fn);
+    unsigned char *want = tu_model_bytes(m, &n);
+    unsigned char *got = tu_read_file(path, &fn);
     assert_int_equal(fn, n);
     assert_memory_equal(got, want, n);
     vae_model *back = NULL;
     OK(vae_model_load(&back, path));
     size_t bn = 0;
-    unsigned char *again = save_to_mem(back, &bn);
+    unsigned char *again = tu_model_bytes(back, &bn);
     assert_int_equal(bn, n);
     assert_memory_equal(again, want, n);
     vae_model_free(back);
@@ -202,50 +138,11 @@ static int count_tmps(const char *dir, const char *base)
     return n;
 }
 
-/* Names in dir, sorted, joined by spaces. */
-static void list_dir(const char *dir, char *out, size_t cap)
-{
-    char names[32][260];
-    size_t n = 0;
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        assert_true(n < 32);
-        snprintf(names[n++], sizeof names[0], "%s", e->d_name);
-    }
-    closedir(d);
-    for (size_t i = 1; i < n; i++)
-        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
-            char t[260];
-            memcpy(t, names[j], sizeof t);
-            memcpy(names[j], names[j - 1], sizeof t);
-            memcpy(names[j - 1], t, sizeof t);
-        }
-    size_t len = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        int w = snprintf(out + len, cap - len, "%s%s", i ? " " : "", names[i]);
-        assert_true(w > 0 && (size_t)w < cap - len);
-        len += (size_t)w;
-    }
-}
-
 static void expect_listing(const char *dir, const char *want)
 {
     char got[2048];
-    list_dir(dir, got, sizeof got);
+    tu_list_dir(dir, got, sizeof got);
     assert_string_equal(got, want);
-}
-
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
 }
 
 /* A valid IDX image file: 2 images of 2 x 3 pixels. */
@@ -255,12 +152,12 @@ static void write_idx_images(const char *path)
     b[0] = b[1] = 0;
     b[2] = 0x08;
     b[3] = 3;
-    put_be32(b + 4, 2);
-    put_be32(b + 8, 2);
-    put_be32(b + 12, 3);
+    tu_put_be32(b + 4, 2);
+    tu_put_be32(b + 8, 2);
+    tu_put_be32(b + 12, 3);
     for (int i = 0; i < 12; i++)
         b[16 + i] = (unsigned char)(20 * i);
-    write_file(path, b, sizeof b);
+    tu_write_file(path, b, sizeof b);
 }
 
 static void on_alarm(int sig)
@@ -326,7 +223,7 @@ static void test_load_refuses_non_regular(void **state)
     /* A FIFO with a writer that has written a whole model: refused too. */
     vae_model *small = small_model(1);
     size_t n = 0;
-    unsigned char *bytes = save_to_mem(small, &n);
+    unsigned char *bytes = tu_model_bytes(small, &n);
     int wfd = open(tpath("fifo"), O_RDWR | O_NONBLOCK); /* a writer (Linux: RDWR never blocks) */
     assert_true(wfd >= 0);
     assert_int_equal(write(wfd, bytes, n < 4096 ? n : 4096), (ssize_t)(n < 4096 ? n : 4096));
@@ -359,7 +256,7 @@ static void test_load_refuses_non_regular(void **state)
                "vae_dataset_load_idx", "missing.idx: No such file or directory");
     assert_null(ds);
     /* Unreadable (not for root, who reads anything). */
-    write_file(tpath("secret.vae"), bytes, n);
+    tu_write_file(tpath("secret.vae"), bytes, n);
     if (geteuid() != 0) {
         assert_int_equal(chmod(tpath("secret.vae"), 0), 0);
         EXPECT_ERR(vae_model_load(&m, tpath("secret.vae")), VAE_ERR_IO, "vae_model_load",
@@ -600,7 +497,7 @@ static void test_save_in_progress_kept(void **state)
 
 static void make_file(const char *path, const char *text)
 {
-    write_file(path, text, strlen(text));
+    tu_write_file(path, text, strlen(text));
 }
 
 static void test_cleanup_rule(void **state)
@@ -652,10 +549,10 @@ static void test_cleanup_rule(void **state)
     expect_file_is(path, m);
     /* The link's target and the locked file are intact. */
     size_t n = 0;
-    unsigned char *t = read_file(tpath("clean/target"), &n);
+    unsigned char *t = tu_read_file(tpath("clean/target"), &n);
     assert_int_equal(n, strlen("the target of a link"));
     free(t);
-    t = read_file(tpath("clean/m.vae.tmp-AAAAAA"), &n);
+    t = tu_read_file(tpath("clean/m.vae.tmp-AAAAAA"), &n);
     assert_int_equal(n, 4);
     assert_memory_equal(t, "live", 4);
     free(t);
@@ -711,7 +608,7 @@ static void test_cleanup_rule(void **state)
 
     expect_file_is(path, m);
     vae_model_free(m);
-    assert_int_equal(remove_tree(dir), 0);
+    assert_int_equal(tu_remove_tree(dir), 0);
 }
 
 /* ---- permissions ---------------------------------------------------------------- */
@@ -798,7 +695,7 @@ static void test_permissions(void **state)
     expect_listing(tpath("perm"), "m.vae");
     vae_model_free(a);
     vae_model_free(b);
-    assert_int_equal(remove_tree(tpath("perm")), 0);
+    assert_int_equal(tu_remove_tree(tpath("perm")), 0);
 }
 
 /* ---- symbolic links -------------------------------------------------------------- */
@@ -882,8 +779,8 @@ static void test_symlinks(void **state)
 
     vae_model_free(a);
     vae_model_free(b);
-    assert_int_equal(remove_tree(tpath("links")), 0);
-    assert_int_equal(remove_tree(tpath("real")), 0);
+    assert_int_equal(tu_remove_tree(tpath("links")), 0);
+    assert_int_equal(tu_remove_tree(tpath("real")), 0);
     assert_int_equal(vae_allocations(), live);
 }
 
@@ -928,7 +825,7 @@ static void test_save_failures(void **state)
 
     vae_model_free(a);
     vae_model_free(b);
-    assert_int_equal(remove_tree(tpath("fail")), 0);
+    assert_int_equal(tu_remove_tree(tpath("fail")), 0);
 }
 
 /* ---- concurrent saves -------------------------------------------------------------- */
@@ -971,17 +868,17 @@ static void test_concurrent_saves(void **state)
     }
     expect_listing(tpath("conc"), "m.vae");
     size_t n = 0, fn = 0;
-    unsigned char *got = read_file(path, &fn);
+    unsigned char *got = tu_read_file(path, &fn);
     int same = 0;
     for (int i = 0; i < 3; i++) {
-        unsigned char *want = save_to_mem(m[i], &n);
+        unsigned char *want = tu_model_bytes(m[i], &n);
         same += n == fn && memcmp(want, got, n) == 0;
         free(want);
         vae_model_free(m[i]);
     }
     assert_int_equal(same, 1);
     free(got);
-    assert_int_equal(remove_tree(tpath("conc")), 0);
+    assert_int_equal(tu_remove_tree(tpath("conc")), 0);
 }
 
 int main(void)

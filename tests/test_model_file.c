@@ -26,7 +26,6 @@
  * bytes (to_v1) and run the crafted and damaged files through both. */
 #define _POSIX_C_SOURCE 200809L
 
-#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -60,59 +59,6 @@ const char *__asan_default_options(void)
  * names fn and mentions needle (either may be NULL). */
 #define EXPECT_ERR(call, expected, fn, needle) TU_EXPECT_ERR_MSG(call, expected, fn, needle)
 #define OK(call) TU_OK(call)
-
-/* ---- helpers ---------------------------------------------------------------- */
-
-/* CRC-32 (ISO-HDLC, the one zlib and gzip use), written out here so the
- * checksum is checked against an implementation independent of the
- * library's. */
-static uint32_t crc32_ref(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0xedb88320u : c >> 1;
-    }
-    return c ^ 0xffffffffu;
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static void set32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void set64(unsigned char *p, uint64_t v)
-{
-    set32(p, (uint32_t)v);
-    set32(p + 4, (uint32_t)(v >> 32));
-}
-
-static void setf32(unsigned char *p, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    set32(p, u);
-}
-
-static float getf32(const unsigned char *p)
-{
-    uint32_t u = get32(p);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* ---- the container: header, chunks, version 1 --------------------------------- */
 
@@ -155,7 +101,7 @@ static size_t chunks_of(const unsigned char *b, size_t n, chunk *out, size_t cap
         assert_true(k < cap);
         if (n - at < CK)
             fail_msg("chunk %zu at byte %zu: only %zu bytes left", k, at, n - at);
-        const uint64_t len = get64(b + at + 4);
+        const uint64_t len = tu_get_le64(b + at + 4);
         if (len > n - at - CK)
             fail_msg("chunk %zu at byte %zu: length %llu, %zu bytes left", k, at,
                      (unsigned long long)len, n - at - CK);
@@ -163,8 +109,8 @@ static size_t chunks_of(const unsigned char *b, size_t n, chunk *out, size_t cap
         memcpy(out[k].type, b + at, 4);
         out[k].type[4] = '\0';
         out[k].len = (size_t)len;
-        const uint32_t want = crc32_ref(b + at, 12 + (size_t)len),
-                       got = get32(b + at + 12 + (size_t)len);
+        const uint32_t want = tu_crc32(b + at, 12 + (size_t)len),
+                       got = tu_get_le32(b + at + 12 + (size_t)len);
         if (got != want)
             fail_msg("chunk %s at byte %zu: CRC %08x, expected %08x", out[k].type, at,
                      (unsigned)got, (unsigned)want);
@@ -200,18 +146,18 @@ static const unsigned char *chunk_data(const unsigned char *b, size_t n, const c
 /* Rewrites the CRC of the chunk at `at` from its type, length and data. */
 static void fix_chunk_crc(unsigned char *b, size_t at)
 {
-    const size_t len = (size_t)get64(b + at + 4);
-    set32(b + at + 12 + len, crc32_ref(b + at, 12 + len));
+    const size_t len = (size_t)tu_get_le64(b + at + 4);
+    tu_put_le32(b + at + 12 + len, tu_crc32(b + at, 12 + len));
 }
 
 /* Writes a chunk with a correct CRC at p; returns its size. */
 static size_t put_chunk(unsigned char *p, const char *type, const void *data, size_t len)
 {
     memcpy(p, type, 4);
-    set64(p + 4, len);
+    tu_put_le64(p + 4, len);
     if (len)
         memcpy(p + 12, data, len);
-    set32(p + 12 + len, crc32_ref(p, 12 + len));
+    tu_put_le32(p + 12 + len, tu_crc32(p, 12 + len));
     return CK + len;
 }
 
@@ -227,12 +173,12 @@ static unsigned char *to_v1(const unsigned char *b, size_t n, size_t *n1)
     unsigned char *v = malloc(*n1 + 64);
     assert_non_null(v);
     memcpy(v, b, 8);
-    set32(v + V1_VERSION, 1);
-    set32(v + V1_FLAGS, 0);
-    set64(v + V1_LEN, al + pl);
+    tu_put_le32(v + V1_VERSION, 1);
+    tu_put_le32(v + V1_FLAGS, 0);
+    tu_put_le64(v + V1_LEN, al + pl);
     memcpy(v + V1_HDR, arch, al);
     memcpy(v + V1_HDR + al, parm, pl);
-    set32(v + *n1 - 4, crc32_ref(v, *n1 - 4));
+    tu_put_le32(v + *n1 - 4, tu_crc32(v, *n1 - 4));
     return v;
 }
 
@@ -240,11 +186,11 @@ static unsigned char *to_v1(const unsigned char *b, size_t n, size_t *n1)
  * data's length. */
 static size_t arch_bytes(const unsigned char *payload, size_t pl)
 {
-    const size_t n_layers = get32(payload + PO_NLAYERS);
+    const size_t n_layers = tu_get_le32(payload + PO_NLAYERS);
     size_t off = PO_LAYERS;
     for (size_t i = 0; i < n_layers; i++) {
         assert_true(off + 24 <= pl);
-        off += 24 + 8 * (size_t)get32(payload + off + 8);
+        off += 24 + 8 * (size_t)tu_get_le32(payload + off + 8);
     }
     assert_true(off + 8 <= pl);
     return off;
@@ -269,9 +215,9 @@ static void make_form(form *f, const unsigned char *src, size_t n, int version)
     memcpy(f->b, src, n);
     f->n = n;
     f->version = version;
-    assert_int_equal(get32(src + OFF_FORMAT), version);
+    assert_int_equal(tu_get_le32(src + OFF_FORMAT), version);
     if (version == 1) {
-        f->pl = (size_t)get64(src + V1_LEN);
+        f->pl = (size_t)tu_get_le64(src + V1_LEN);
         assert_int_equal(f->pl, n - V1_HDR - 4);
         f->arch = arch_bytes(src + V1_HDR, f->pl);
     } else {
@@ -321,7 +267,7 @@ static void parm_resize(form *f, long delta)
 static void fix_crcs(form *f)
 {
     if (f->version == 1) {
-        set32(f->b + f->n - 4, crc32_ref(f->b, f->n - 4));
+        tu_put_le32(f->b + f->n - 4, tu_crc32(f->b, f->n - 4));
         return;
     }
     fix_chunk_crc(f->b, HDR);
@@ -334,10 +280,10 @@ static void fix_crcs(form *f)
 static void finalize(form *f)
 {
     if (f->version == 1) {
-        set64(f->b + V1_LEN, f->pl);
+        tu_put_le64(f->b + V1_LEN, f->pl);
     } else {
-        set64(f->b + HDR + 4, f->arch);
-        set64(f->b + parm_at(f) + 4, f->pl - f->arch);
+        tu_put_le64(f->b + HDR + 4, f->arch);
+        tu_put_le64(f->b + parm_at(f) + 4, f->pl - f->arch);
     }
     fix_crcs(f);
 }
@@ -474,122 +420,23 @@ static vae_model *conv_model(void)
     return m;
 }
 
-static unsigned char *save_to_mem(vae_model *m, size_t *size)
-{
-    OK(vae_model_save_mem(m, NULL, 0, size));
-    unsigned char *buf = malloc(*size);
-    assert_non_null(buf);
-    size_t again = 0;
-    OK(vae_model_save_mem(m, buf, *size, &again));
-    assert_int_equal(again, *size);
-    return buf;
-}
-
 static char tmpdir[64];
 
 static int make_tmpdir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/vae_test_model_file_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-/* Removes a directory and everything below it, even after a test failed
- * half-way and left files or subdirectories behind. */
-static int remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    struct dirent *e;
-    char path[1024];
-    /* Removing entries while reading the directory may skip some: rescan
-     * until a pass finds nothing left. */
-    for (int found = 1; found;) {
-        found = 0;
-        rewinddir(d);
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat st;
-            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? remove_tree(path) == 0
-                                                              : unlink(path) == 0)
-                found = 1;
-        }
-    }
-    closedir(d);
-    return rmdir(dir);
+    return tu_make_tmpdir(tmpdir, sizeof tmpdir, "vae_test_model_file");
 }
 
 static int remove_tmpdir(void **state)
 {
     (void)state;
-    return remove_tree(tmpdir);
+    return tu_remove_tree(tmpdir);
 }
 
 static const char *tpath(const char *name)
 {
-    static char buf[4][512];
-    static int next;
-    char *p = buf[next++ & 3];
-    snprintf(p, sizeof buf[0], "%s/%s", tmpdir, name);
-    return p;
-}
-
-static unsigned char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    long len = ftell(f);
-    assert_true(len >= 0);
-    rewind(f);
-    unsigned char *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static void write_all(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* Names in directory `dir`, sorted, joined by spaces. */
-static void list_dir(const char *dir, char *out, size_t cap)
-{
-    char names[32][260];
-    size_t n = 0;
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        assert_true(n < 32);
-        snprintf(names[n++], sizeof names[0], "%s", e->d_name);
-    }
-    closedir(d);
-    for (size_t i = 1; i < n; i++) /* insertion sort */
-        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
-            char t[260];
-            memcpy(t, names[j], sizeof t);
-            memcpy(names[j], names[j - 1], sizeof t);
-            memcpy(names[j - 1], t, sizeof t);
-        }
-    size_t len = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        int w = snprintf(out + len, cap - len, "%s%s", i ? " " : "", names[i]);
-        assert_true(w >= 0 && (size_t)w < cap - len);
-        len += (size_t)w;
-    }
+    return tu_path_in(tmpdir, name);
 }
 
 /* The directory holds exactly the names given (sorted, joined by spaces):
@@ -597,7 +444,7 @@ static void list_dir(const char *dir, char *out, size_t cap)
 #define ASSERT_DIR_HOLDS(dir, expected)                                                     \
     do {                                                                                    \
         char dh_listing_[2048];                                                             \
-        list_dir((dir), dh_listing_, sizeof dh_listing_);                                   \
+        tu_list_dir((dir), dh_listing_, sizeof dh_listing_);                                \
         if (strcmp(dh_listing_, (expected)) != 0)                                           \
             fail_msg("%s:%d: %s holds \"%s\", expected \"%s\" and nothing else", __FILE__,  \
                      __LINE__, (dir), dh_listing_, (expected));                            \
@@ -780,13 +627,13 @@ static void test_layout(void **state)
     (void)state;
     /* The reference CRC itself, against the standard check value and a
      * value computed with zlib: the empty DONE chunk's. */
-    assert_int_equal(crc32_ref((const unsigned char *)"123456789", 9), 0xcbf43926u);
+    assert_int_equal(tu_crc32("123456789", 9), 0xcbf43926u);
     static const unsigned char done_bytes[12] = {'D', 'O', 'N', 'E'};
-    assert_int_equal(crc32_ref(done_bytes, 12), 0x1976d692u);
+    assert_int_equal(tu_crc32(done_bytes, 12), 0x1976d692u);
 
     vae_model *m = gaussian_model();
     size_t size = 0;
-    unsigned char *b = save_to_mem(m, &size);
+    unsigned char *b = tu_model_bytes(m, &size);
     const size_t A = rec(G_LAYERS), PL = 8 + 4 * G_PARAMS;
     assert_int_equal(size, HDR + (CK + A) + (CK + PL) + CK);
 
@@ -794,9 +641,9 @@ static void test_layout(void **state)
      * library's, as compiled and as loaded). */
     static const unsigned char magic[8] = {0x89, 'V', 'A', 'E', '\r', '\n', 0x1a, '\n'};
     assert_memory_equal(b, magic, 8);
-    assert_int_equal(get32(b + OFF_FORMAT), 2);
-    assert_int_equal(get32(b + OFF_WRITER), VAE_VERSION_NUMBER);
-    assert_int_equal(get32(b + OFF_WRITER), vae_version_number());
+    assert_int_equal(tu_get_le32(b + OFF_FORMAT), 2);
+    assert_int_equal(tu_get_le32(b + OFF_WRITER), VAE_VERSION_NUMBER);
+    assert_int_equal(tu_get_le32(b + OFF_WRITER), vae_version_number());
 
     /* ARCH, PARM, DONE, back to back, each with its length and its CRC. */
     chunk c[8];
@@ -806,45 +653,45 @@ static void test_layout(void **state)
     for (int k = 0; k < 3; k++) {
         assert_string_equal(c[k].type, types[k]);
         assert_int_equal(c[k].at, at[k]);
-        assert_int_equal(get64(b + at[k] + 4), len[k]);
-        assert_int_equal(get32(b + at[k] + 12 + len[k]), crc32_ref(b + at[k], 12 + len[k]));
+        assert_int_equal(tu_get_le64(b + at[k] + 4), len[k]);
+        assert_int_equal(tu_get_le32(b + at[k] + 12 + len[k]), tu_crc32(b + at[k], 12 + len[k]));
     }
-    assert_int_equal(get32(b + at[2] + 12), 0x1976d692u);
+    assert_int_equal(tu_get_le32(b + at[2] + 12), 0x1976d692u);
 
     /* ARCH: the model's fields and its layer records. */
     const unsigned char *a = b + HDR + 12;
-    assert_int_equal(get32(a + PO_LIK), VAE_LIKELIHOOD_GAUSSIAN);
-    assert_int_equal(get32(a + PO_RES1), 0);
-    assert_true(getf32(a + PO_SIGMA) == 0.37f);
-    assert_int_equal(get32(a + PO_RES2), 0);
-    assert_int_equal(get64(a + PO_INPUT), GD);
-    assert_int_equal(get64(a + PO_LATENT), GL);
-    assert_int_equal(get32(a + PO_NLAYERS), G_LAYERS);
-    assert_int_equal(get32(a + PO_NENC), G_NENC);
+    assert_int_equal(tu_get_le32(a + PO_LIK), VAE_LIKELIHOOD_GAUSSIAN);
+    assert_int_equal(tu_get_le32(a + PO_RES1), 0);
+    assert_true(tu_get_le_f32(a + PO_SIGMA) == 0.37f);
+    assert_int_equal(tu_get_le32(a + PO_RES2), 0);
+    assert_int_equal(tu_get_le64(a + PO_INPUT), GD);
+    assert_int_equal(tu_get_le64(a + PO_LATENT), GL);
+    assert_int_equal(tu_get_le32(a + PO_NLAYERS), G_LAYERS);
+    assert_int_equal(tu_get_le32(a + PO_NENC), G_NENC);
     for (size_t i = 0; i < G_LAYERS; i++) {
         const unsigned char *r = a + rec(i);
-        assert_int_equal(get32(r), VAE_LAYER_DENSE);
-        assert_int_equal(get32(r + 4), g_act[i]);
-        assert_int_equal(get32(r + 8), 2);
-        assert_int_equal(get32(r + 12), 0);
-        assert_int_equal(get64(r + 16), g_in[i] * g_out[i] + g_out[i]);
-        assert_int_equal(get64(r + 24), g_in[i]);
-        assert_int_equal(get64(r + 32), g_out[i]);
+        assert_int_equal(tu_get_le32(r), VAE_LAYER_DENSE);
+        assert_int_equal(tu_get_le32(r + 4), g_act[i]);
+        assert_int_equal(tu_get_le32(r + 8), 2);
+        assert_int_equal(tu_get_le32(r + 12), 0);
+        assert_int_equal(tu_get_le64(r + 16), g_in[i] * g_out[i] + g_out[i]);
+        assert_int_equal(tu_get_le64(r + 24), g_in[i]);
+        assert_int_equal(tu_get_le64(r + 32), g_out[i]);
     }
 
     /* PARM: the count, then the slab bit for bit, as little-endian words
      * whatever the host's byte order. */
     const unsigned char *pm = b + at[1] + 12;
-    assert_int_equal(get64(pm), G_PARAMS);
+    assert_int_equal(tu_get_le64(pm), G_PARAMS);
     size_t n = 0;
     const float *p = vae_model_params(m, &n);
     assert_int_equal(n, G_PARAMS);
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &p[i], 4);
-        if (get32(pm + 8 + 4 * i) != u)
+        if (tu_get_le32(pm + 8 + 4 * i) != u)
             fail_msg("parameter %zu: %08x in the file, %08x in the model", i,
-                     (unsigned)get32(pm + 8 + 4 * i), (unsigned)u);
+                     (unsigned)tu_get_le32(pm + 8 + 4 * i), (unsigned)u);
     }
 
     /* The tests' own editing of the container gives the same bytes back
@@ -863,12 +710,12 @@ static void test_layout(void **state)
     size_t n1 = 0;
     unsigned char *v1 = to_v1(b, size, &n1);
     assert_int_equal(n1, V1_HDR + A + PL + 4);
-    assert_int_equal(get32(v1 + V1_VERSION), 1);
-    assert_int_equal(get32(v1 + V1_FLAGS), 0);
-    assert_int_equal(get64(v1 + V1_LEN), A + PL);
+    assert_int_equal(tu_get_le32(v1 + V1_VERSION), 1);
+    assert_int_equal(tu_get_le32(v1 + V1_FLAGS), 0);
+    assert_int_equal(tu_get_le64(v1 + V1_LEN), A + PL);
     assert_memory_equal(v1 + V1_HDR, a, A);
     assert_memory_equal(v1 + V1_HDR + A, pm, PL);
-    assert_int_equal(get32(v1 + n1 - 4), crc32_ref(v1, n1 - 4));
+    assert_int_equal(tu_get_le32(v1 + n1 - 4), tu_crc32(v1, n1 - 4));
     make_form(&f, v1, n1, 1);
     finalize(&f);
     assert_memory_equal(f.b, v1, n1);
@@ -878,7 +725,7 @@ static void test_layout(void **state)
     assert_same_model(m, old);
     /* ... and saves as version 2, the same bytes as the original. */
     size_t again = 0;
-    unsigned char *b2 = save_to_mem(old, &again);
+    unsigned char *b2 = tu_model_bytes(old, &again);
     assert_int_equal(again, size);
     assert_memory_equal(b2, b, size);
     free(b2);
@@ -913,8 +760,8 @@ static void round_trip(vae_model *m, const char *name)
 
     /* The memory path writes the same bytes as the file. */
     size_t size = 0, fsize = 0;
-    unsigned char *mem = save_to_mem(m, &size);
-    unsigned char *file = read_all(path, &fsize);
+    unsigned char *mem = tu_model_bytes(m, &size);
+    unsigned char *file = tu_read_file(path, &fsize);
     assert_int_equal(fsize, size);
     assert_memory_equal(file, mem, size);
     OK(vae_model_load_mem(&mm, mem, size));
@@ -1034,15 +881,15 @@ static void test_round_trip_conv(void **state)
     (void)state;
     vae_model *m = conv_model();
     size_t size = 0;
-    unsigned char *b = save_to_mem(m, &size);
+    unsigned char *b = tu_model_bytes(m, &size);
     size_t al = 0, pl = 0;
     const unsigned char *a = chunk_data(b, size, "ARCH", &al),
                         *pm = chunk_data(b, size, "PARM", &pl);
-    assert_int_equal(get32(a + PO_NLAYERS), C_LAYERS);
-    assert_int_equal(get32(a + PO_NENC), C_NENC);
-    assert_int_equal(get64(a + PO_INPUT), CD);
-    assert_int_equal(get64(a + PO_LATENT), CL);
-    assert_true(getf32(a + PO_SIGMA) == 1.5f);
+    assert_int_equal(tu_get_le32(a + PO_NLAYERS), C_LAYERS);
+    assert_int_equal(tu_get_le32(a + PO_NENC), C_NENC);
+    assert_int_equal(tu_get_le64(a + PO_INPUT), CD);
+    assert_int_equal(tu_get_le64(a + PO_LATENT), CL);
+    assert_true(tu_get_le_f32(a + PO_SIGMA) == 1.5f);
     static const uint32_t kind[C_LAYERS] = {VAE_LAYER_CONV2D, VAE_LAYER_DENSE, VAE_LAYER_DENSE,
                                             VAE_LAYER_DENSE, VAE_LAYER_CONV2D_TRANSPOSE};
     static const uint32_t act[C_LAYERS] = {VAE_ACT_ELU, VAE_ACT_TANH, VAE_ACT_IDENTITY,
@@ -1053,19 +900,19 @@ static void test_round_trip_conv(void **state)
     static const uint32_t nfields[C_LAYERS] = {8, 2, 2, 2, 9};
     size_t off = PO_LAYERS;
     for (size_t i = 0; i < C_LAYERS; i++) {
-        assert_int_equal(get32(a + off), kind[i]);
-        assert_int_equal(get32(a + off + 4), act[i]);
-        assert_int_equal(get32(a + off + 8), nfields[i]);
-        assert_int_equal(get32(a + off + 12), 0);
-        assert_int_equal(get64(a + off + 16), params[i]);
+        assert_int_equal(tu_get_le32(a + off), kind[i]);
+        assert_int_equal(tu_get_le32(a + off + 4), act[i]);
+        assert_int_equal(tu_get_le32(a + off + 8), nfields[i]);
+        assert_int_equal(tu_get_le32(a + off + 12), 0);
+        assert_int_equal(tu_get_le64(a + off + 16), params[i]);
         for (size_t k = 0; k < nfields[i]; k++)
-            assert_int_equal(get64(a + off + 24 + 8 * k), fields[i][k]);
+            assert_int_equal(tu_get_le64(a + off + 24 + 8 * k), fields[i][k]);
         off += 24 + 8 * (size_t)nfields[i];
     }
     /* ARCH ends with the last record; PARM holds the count and the slab. */
     assert_int_equal(al, off);
     assert_int_equal(pl, 8 + 4 * C_PARAMS);
-    assert_int_equal(get64(pm), C_PARAMS);
+    assert_int_equal(tu_get_le64(pm), C_PARAMS);
     assert_int_equal(size, HDR + CK + al + CK + pl + CK);
     free(b);
 
@@ -1252,7 +1099,7 @@ static void expect_loads(const unsigned char *buf, size_t n, vae_model *want, co
 /* The version-2 bytes of the model, and the version-1 file made of them. */
 static unsigned char *both_versions(vae_model *m, size_t *n2, unsigned char **v1, size_t *n1)
 {
-    unsigned char *v2 = save_to_mem(m, n2);
+    unsigned char *v2 = tu_model_bytes(m, n2);
     *v1 = to_v1(v2, *n2, n1);
     return v2;
 }
@@ -1340,7 +1187,7 @@ static void test_truncated_and_extended(void **state)
         /* The same through files. */
         const size_t cut[7] = {0, 7, 16, 24, 64, size / 2, size - 1};
         for (int k = 0; k < 7; k++) {
-            write_all(tpath("cut.vae"), b, cut[k]);
+            tu_write_file(tpath("cut.vae"), b, cut[k]);
             vae_model *f = (vae_model *)m;
             EXPECT_ERR(vae_model_load(&f, tpath("cut.vae")), VAE_ERR_FORMAT, "cut.vae",
                        cut[k] < short_below ? "too short" : "truncated");
@@ -1394,48 +1241,48 @@ static void expect_crafted(edit_fn edit, const char *needle, const char *what)
         body;                                                                               \
     }
 
-CRAFT(ed_likelihood, set32(P(PO_LIK), 2))
-CRAFT(ed_sigma0, setf32(P(PO_SIGMA), 0.0f))
-CRAFT(ed_sigma_neg, setf32(P(PO_SIGMA), -1.0f))
-CRAFT(ed_sigma_nan, setf32(P(PO_SIGMA), NAN))
-CRAFT(ed_sigma_inf, setf32(P(PO_SIGMA), INFINITY))
-CRAFT(ed_input0, set64(P(PO_INPUT), 0))
-CRAFT(ed_input_huge, set64(P(PO_INPUT), (uint64_t)1 << 40))
-CRAFT(ed_input7, set64(P(PO_INPUT), 7))
-CRAFT(ed_latent0, set64(P(PO_LATENT), 0))
-CRAFT(ed_latent2, set64(P(PO_LATENT), 2))
-CRAFT(ed_nlayers0, set32(P(PO_NLAYERS), 0))
-CRAFT(ed_nlayers_huge, set32(P(PO_NLAYERS), 100000))
-CRAFT(ed_nlayers5, set32(P(PO_NLAYERS), 5))
-CRAFT(ed_nlayers7, set32(P(PO_NLAYERS), 7))
-CRAFT(ed_nenc5, set32(P(PO_NENC), 5))
-CRAFT(ed_nenc6, set32(P(PO_NENC), 6))
-CRAFT(ed_nenc_wrap, set32(P(PO_NENC), 0xfffffffeu))
-CRAFT(ed_nenc_max, set32(P(PO_NENC), 0xffffffffu))
-CRAFT(ed_nenc1, set32(P(PO_NENC), 1))
-CRAFT(ed_kind77, set32(P(rec(1)), 77))
-CRAFT(ed_kind0, set32(P(rec(4)), 0))
-CRAFT(ed_act7, set32(P(rec(0) + 4), 7))
-CRAFT(ed_act_neg, set32(P(rec(3) + 4), 0xffffffffu))
-CRAFT(ed_nf3, set32(P(rec(0) + 8), 3))
-CRAFT(ed_nf1, set32(P(rec(5) + 8), 1))
-CRAFT(ed_nf_huge, set32(P(rec(0) + 8), 1000))
-CRAFT(ed_np_wrong, set64(P(rec(0) + 16), 36))
-CRAFT(ed_in0, set64(P(rec(3) + 24), 0); set64(P(rec(3) + 16), 4))
+CRAFT(ed_likelihood, tu_put_le32(P(PO_LIK), 2))
+CRAFT(ed_sigma0, tu_put_le_f32(P(PO_SIGMA), 0.0f))
+CRAFT(ed_sigma_neg, tu_put_le_f32(P(PO_SIGMA), -1.0f))
+CRAFT(ed_sigma_nan, tu_put_le_f32(P(PO_SIGMA), NAN))
+CRAFT(ed_sigma_inf, tu_put_le_f32(P(PO_SIGMA), INFINITY))
+CRAFT(ed_input0, tu_put_le64(P(PO_INPUT), 0))
+CRAFT(ed_input_huge, tu_put_le64(P(PO_INPUT), (uint64_t)1 << 40))
+CRAFT(ed_input7, tu_put_le64(P(PO_INPUT), 7))
+CRAFT(ed_latent0, tu_put_le64(P(PO_LATENT), 0))
+CRAFT(ed_latent2, tu_put_le64(P(PO_LATENT), 2))
+CRAFT(ed_nlayers0, tu_put_le32(P(PO_NLAYERS), 0))
+CRAFT(ed_nlayers_huge, tu_put_le32(P(PO_NLAYERS), 100000))
+CRAFT(ed_nlayers5, tu_put_le32(P(PO_NLAYERS), 5))
+CRAFT(ed_nlayers7, tu_put_le32(P(PO_NLAYERS), 7))
+CRAFT(ed_nenc5, tu_put_le32(P(PO_NENC), 5))
+CRAFT(ed_nenc6, tu_put_le32(P(PO_NENC), 6))
+CRAFT(ed_nenc_wrap, tu_put_le32(P(PO_NENC), 0xfffffffeu))
+CRAFT(ed_nenc_max, tu_put_le32(P(PO_NENC), 0xffffffffu))
+CRAFT(ed_nenc1, tu_put_le32(P(PO_NENC), 1))
+CRAFT(ed_kind77, tu_put_le32(P(rec(1)), 77))
+CRAFT(ed_kind0, tu_put_le32(P(rec(4)), 0))
+CRAFT(ed_act7, tu_put_le32(P(rec(0) + 4), 7))
+CRAFT(ed_act_neg, tu_put_le32(P(rec(3) + 4), 0xffffffffu))
+CRAFT(ed_nf3, tu_put_le32(P(rec(0) + 8), 3))
+CRAFT(ed_nf1, tu_put_le32(P(rec(5) + 8), 1))
+CRAFT(ed_nf_huge, tu_put_le32(P(rec(0) + 8), 1000))
+CRAFT(ed_np_wrong, tu_put_le64(P(rec(0) + 16), 36))
+CRAFT(ed_in0, tu_put_le64(P(rec(3) + 24), 0); tu_put_le64(P(rec(3) + 16), 4))
 /* Encoder layer 1 takes 3 inputs (5 expected); its own count is consistent. */
-CRAFT(ed_chain, set64(P(rec(1) + 24), 3); set64(P(rec(1) + 16), 3 * 4 + 4))
+CRAFT(ed_chain, tu_put_le64(P(rec(1) + 24), 3); tu_put_le64(P(rec(1) + 16), 3 * 4 + 4))
 /* The last decoder layer gives 5 outputs for a 6-dimensional input. */
-CRAFT(ed_last_out, set64(P(rec(5) + 32), 5); set64(P(rec(5) + 16), 5 * 5 + 5))
+CRAFT(ed_last_out, tu_put_le64(P(rec(5) + 32), 5); tu_put_le64(P(rec(5) + 16), 5 * 5 + 5))
 /* The same layer with 7 outputs: more parameters than the file holds. */
-CRAFT(ed_last_out7, set64(P(rec(5) + 32), 7); set64(P(rec(5) + 16), 5 * 7 + 7))
-CRAFT(ed_head_act, set32(P(rec(2) + 4), VAE_ACT_TANH))
-CRAFT(ed_head_in, set64(P(rec(2) + 24), 5); set64(P(rec(2) + 16), 5 * 6 + 6))
-CRAFT(ed_head_kind, set32(P(rec(2)), 9))
-CRAFT(ed_count_plus, set64(P(rec(G_LAYERS)), G_PARAMS + 1))
-CRAFT(ed_count_minus, set64(P(rec(G_LAYERS)), G_PARAMS - 1))
-CRAFT(ed_nan17, setf32(P(rec(G_LAYERS) + 8 + 4 * 17), NAN))
-CRAFT(ed_inf_last, setf32(P(rec(G_LAYERS) + 8 + 4 * (G_PARAMS - 1)), -INFINITY))
-CRAFT(ed_extra_param, parm_resize(f, 4); setf32(P(f->pl - 4), 0.5f))
+CRAFT(ed_last_out7, tu_put_le64(P(rec(5) + 32), 7); tu_put_le64(P(rec(5) + 16), 5 * 7 + 7))
+CRAFT(ed_head_act, tu_put_le32(P(rec(2) + 4), VAE_ACT_TANH))
+CRAFT(ed_head_in, tu_put_le64(P(rec(2) + 24), 5); tu_put_le64(P(rec(2) + 16), 5 * 6 + 6))
+CRAFT(ed_head_kind, tu_put_le32(P(rec(2)), 9))
+CRAFT(ed_count_plus, tu_put_le64(P(rec(G_LAYERS)), G_PARAMS + 1))
+CRAFT(ed_count_minus, tu_put_le64(P(rec(G_LAYERS)), G_PARAMS - 1))
+CRAFT(ed_nan17, tu_put_le_f32(P(rec(G_LAYERS) + 8 + 4 * 17), NAN))
+CRAFT(ed_inf_last, tu_put_le_f32(P(rec(G_LAYERS) + 8 + 4 * (G_PARAMS - 1)), -INFINITY))
+CRAFT(ed_extra_param, parm_resize(f, 4); tu_put_le_f32(P(f->pl - 4), 0.5f))
 CRAFT(ed_one_param_less, parm_resize(f, -4))
 CRAFT(ed_no_params, parm_resize(f, -(long)(4 * G_PARAMS)))
 
@@ -1502,16 +1349,16 @@ static void test_v1_header(void **state)
     const uint32_t flags[3] = {1, 0x100, 0x80000000u};
     for (int k = 0; k < 3; k++) {
         memcpy(c, v1, n);
-        set32(c + V1_FLAGS, flags[k]);
-        set32(c + n - 4, crc32_ref(c, n - 4));
+        tu_put_le32(c + V1_FLAGS, flags[k]);
+        tu_put_le32(c + n - 4, tu_crc32(c, n - 4));
         expect_format(c, n, "flags", "version 1 flags", flags[k]);
     }
     /* A payload length other than the bytes between header and CRC. */
     const uint64_t lens[5] = {n - 29, n - 27, 0, (uint64_t)1 << 40, UINT64_MAX};
     for (int k = 0; k < 5; k++) {
         memcpy(c, v1, n);
-        set64(c + V1_LEN, lens[k]);
-        set32(c + n - 4, crc32_ref(c, n - 4));
+        tu_put_le64(c + V1_LEN, lens[k]);
+        tu_put_le32(c + n - 4, tu_crc32(c, n - 4));
         expect_format(c, n, "payload bytes", "version 1 payload length", (size_t)k);
     }
     /* The CRC: wrong in itself, or right for other bytes. */
@@ -1521,24 +1368,24 @@ static void test_v1_header(void **state)
         expect_format(c, n, "checksum", "version 1 CRC byte", i);
     }
     memcpy(c, v1, n);
-    setf32(c + V1_HDR + rec(G_LAYERS) + 8, 0.25f); /* a parameter, CRC left */
+    tu_put_le_f32(c + V1_HDR + rec(G_LAYERS) + 8, 0.25f); /* a parameter, CRC left */
     expect_format(c, n, "checksum", "version 1 parameter changed", 0);
     /* Version words other than 1 on a version-1 file. */
     memcpy(c, v1, n);
-    set32(c + V1_VERSION, 0);
+    tu_put_le32(c + V1_VERSION, 0);
     expect_format(c, n, "version 0", "version 1 labelled 0", 0);
     memcpy(c, v1, n);
-    set32(c + V1_VERSION, 3);
+    tu_put_le32(c + V1_VERSION, 3);
     expect_format(c, n, "version 3", "version 1 labelled 3", 0);
     /* Labelled 2, it is read as chunks, and is none. */
     memcpy(c, v1, n);
-    set32(c + V1_VERSION, 2);
+    tu_put_le32(c + V1_VERSION, 2);
     expect_format(c, n, NULL, "version 1 labelled 2", 0);
     /* A version-1 header alone, or with a CRC and no payload. */
     expect_format(v1, V1_HDR, "too short", "version 1 header only", 0);
     memcpy(c, v1, V1_HDR);
-    set64(c + V1_LEN, 0);
-    set32(c + V1_HDR, crc32_ref(c, V1_HDR));
+    tu_put_le64(c + V1_LEN, 0);
+    tu_put_le32(c + V1_HDR, tu_crc32(c, V1_HDR));
     expect_format(c, V1_HDR + 4, "truncated", "version 1 without payload", 0);
     free(c);
     free(v1);
@@ -1554,25 +1401,25 @@ static void test_v2_header(void **state)
     (void)state;
     vae_model *m = gaussian_model();
     size_t n = 0;
-    unsigned char *b = save_to_mem(m, &n);
+    unsigned char *b = tu_model_bytes(m, &n);
     unsigned char *c = malloc(n);
     assert_non_null(c);
 
     memcpy(c, b, n);
-    set32(c + OFF_FORMAT, 3);
-    set32(c + OFF_WRITER, 20304);
+    tu_put_le32(c + OFF_FORMAT, 3);
+    tu_put_le32(c + OFF_WRITER, 20304);
     expect_format(c, n, "format version 3", "version 3", 0);
     expect_format(c, n, "2.3.4", "version 3, written by 2.3.4", 0);
     /* The header alone is enough to say so. */
     expect_format(c, HDR, "2.3.4", "version 3, header only", 0);
-    set32(c + OFF_FORMAT, 0);
+    tu_put_le32(c + OFF_FORMAT, 0);
     expect_format(c, n, "format version 0", "version 0", 0);
-    set32(c + OFF_FORMAT, 0xffffffffu);
+    tu_put_le32(c + OFF_FORMAT, 0xffffffffu);
     expect_format(c, n, "format version 4294967295", "version 2^32 - 1", 0);
     /* A version-2 file labelled version 1: its writer's version is then
      * the flags, and not zero. */
     memcpy(c, b, n);
-    set32(c + OFF_FORMAT, 1);
+    tu_put_le32(c + OFF_FORMAT, 1);
     expect_format(c, n, NULL, "version 2 labelled 1", 0);
 
     /* Any writer's version, older or newer, with chunks this library knows:
@@ -1580,7 +1427,7 @@ static void test_v2_header(void **state)
     const uint32_t writers[4] = {0, 10000, 20304, 0xffffffffu};
     for (int k = 0; k < 4; k++) {
         memcpy(c, b, n);
-        set32(c + OFF_WRITER, writers[k]);
+        tu_put_le32(c + OFF_WRITER, writers[k]);
         expect_loads(c, n, m, "writer's version changed");
     }
     /* The magic, byte by byte. */
@@ -1611,7 +1458,7 @@ typedef struct parts {
 static void get_parts(parts *s)
 {
     s->m = gaussian_model();
-    s->b = save_to_mem(s->m, &s->n);
+    s->b = tu_model_bytes(s->m, &s->n);
     s->arch = chunk_data(s->b, s->n, "ARCH", &s->al);
     s->parm = chunk_data(s->b, s->n, "PARM", &s->pl);
 }
@@ -1687,7 +1534,7 @@ static void test_chunks_ancillary(void **state)
     vae_model *m = NULL;
     OK(vae_model_load_mem(&m, b, n));
     size_t again = 0;
-    unsigned char *d = save_to_mem(m, &again);
+    unsigned char *d = tu_model_bytes(m, &again);
     assert_int_equal(again, s.n);
     assert_memory_equal(d, s.b, s.n);
     free(d);
@@ -1700,7 +1547,7 @@ static void test_chunks_ancillary(void **state)
     b[at + 12 + 10] ^= 0x08;
     expect_format(b, n, "checksum", "zzzz damaged", at);
     b[at + 12 + 10] ^= 0x08;
-    set64(b + at + 4, n); /* more than the file holds */
+    tu_put_le64(b + at + 4, n); /* more than the file holds */
     expect_format(b, n, "announces", "zzzz longer than the file", at);
     free(b);
     free_parts(&s);
@@ -1724,7 +1571,7 @@ static void test_chunks_refused(void **state)
     expect_pieces_fail(&s, crit, NPIECES(crit), mine, "ZZZZ, this writer");
     size_t n = 0;
     unsigned char *b = assemble(s.b, crit, NPIECES(crit), &n);
-    set32(b + OFF_WRITER, 20304);
+    tu_put_le32(b + OFF_WRITER, 20304);
     expect_format(b, n, "ZZZZ", "ZZZZ of 2.3.4", 0);
     expect_format(b, n, "2.3.4", "ZZZZ of 2.3.4", 0);
     free(b);
@@ -1817,7 +1664,7 @@ static void test_chunk_bits_flipped(void **state)
     vae_model *models[2] = {gaussian_model(), conv_model()};
     for (int k = 0; k < 2; k++) {
         size_t n = 0;
-        unsigned char *b = save_to_mem(models[k], &n);
+        unsigned char *b = tu_model_bytes(models[k], &n);
         chunk c[4];
         assert_int_equal(chunks_of(b, n, c, 4), 3);
         unsigned char *d = malloc(n);
@@ -1886,7 +1733,7 @@ static void test_checkpoint_as_model(void **state)
     const size_t k = chunks_of(ck, n, c, 16);
     assert_true(k > 3);
     size_t mn = 0;
-    unsigned char *mb = save_to_mem(m, &mn);
+    unsigned char *mb = tu_model_bytes(m, &mn);
     assert_true(n > mn);
     size_t al = 0, pl = 0, cal = 0, cpl = 0;
     const unsigned char *a = chunk_data(mb, mn, "ARCH", &al),
@@ -1897,7 +1744,7 @@ static void test_checkpoint_as_model(void **state)
     assert_int_equal(cpl, pl);
     assert_memory_equal(ca, a, al);
     assert_memory_equal(cp, p, pl);
-    assert_int_equal(get32(ck + OFF_FORMAT), 2);
+    assert_int_equal(tu_get_le32(ck + OFF_FORMAT), 2);
 
     vae_model *loaded = NULL;
     OK(vae_model_load_mem(&loaded, ck, n));
@@ -1990,16 +1837,16 @@ static void test_crafted_huge_layers(void **state)
         form f;
         char what[128];
         make_form(&f, files[version], sizes[version], version);
-        assert_int_equal(get32(at_po(&f, PO_NLAYERS)), 3);
+        assert_int_equal(tu_get_le32(at_po(&f, PO_NLAYERS)), 3);
         free(f.b);
 
         /* The encoder layer widened to 2^22 outputs (21 million
          * parameters, consistent with its sizes) and the head to match. */
         make_form(&f, files[version], sizes[version], version);
-        set64(at_po(&f, rec(0) + 32), wide);
-        set64(at_po(&f, rec(0) + 16), 4 * wide + wide);
-        set64(at_po(&f, rec(1) + 24), wide);
-        set64(at_po(&f, rec(1) + 16), wide * 2 + 2);
+        tu_put_le64(at_po(&f, rec(0) + 32), wide);
+        tu_put_le64(at_po(&f, rec(0) + 16), 4 * wide + wide);
+        tu_put_le64(at_po(&f, rec(1) + 24), wide);
+        tu_put_le64(at_po(&f, rec(1) + 16), wide * 2 + 2);
         finalize(&f);
         snprintf(what, sizeof what, "version %d: encoder layer of 2^22 outputs", version);
         expect_cheap_failure(f.b, f.n, "parameters", what);
@@ -2008,7 +1855,7 @@ static void test_crafted_huge_layers(void **state)
         /* The same layer with its record's own count left small: the sizes,
          * not the count, decide what constructing the layer allocates. */
         make_form(&f, files[version], sizes[version], version);
-        set64(at_po(&f, rec(0) + 32), wide);
+        tu_put_le64(at_po(&f, rec(0) + 32), wide);
         finalize(&f);
         snprintf(what, sizeof what, "version %d: 2^22 outputs, count unchanged", version);
         expect_cheap_failure(f.b, f.n, "claims 40 parameters", what);
@@ -2017,11 +1864,11 @@ static void test_crafted_huge_layers(void **state)
         /* A latent code of 2^19: the head the loader builds itself would
          * have 2^23 parameters, and the decoder's first layer 2^21. */
         make_form(&f, files[version], sizes[version], version);
-        set64(at_po(&f, PO_LATENT), lat);
-        set64(at_po(&f, rec(1) + 32), 2 * lat);
-        set64(at_po(&f, rec(1) + 16), 8 * 2 * lat + 2 * lat);
-        set64(at_po(&f, rec(2) + 24), lat);
-        set64(at_po(&f, rec(2) + 16), lat * 4 + 4);
+        tu_put_le64(at_po(&f, PO_LATENT), lat);
+        tu_put_le64(at_po(&f, rec(1) + 32), 2 * lat);
+        tu_put_le64(at_po(&f, rec(1) + 16), 8 * 2 * lat + 2 * lat);
+        tu_put_le64(at_po(&f, rec(2) + 24), lat);
+        tu_put_le64(at_po(&f, rec(2) + 16), lat * 4 + 4);
         finalize(&f);
         snprintf(what, sizeof what, "version %d: latent code of 2^19", version);
         expect_cheap_failure(f.b, f.n, "parameters", what);
@@ -2029,9 +1876,9 @@ static void test_crafted_huge_layers(void **state)
 
         /* The same, with a head record that lies about its own size. */
         make_form(&f, files[version], sizes[version], version);
-        set64(at_po(&f, PO_LATENT), lat);
-        set64(at_po(&f, rec(2) + 24), lat);
-        set64(at_po(&f, rec(2) + 16), lat * 4 + 4);
+        tu_put_le64(at_po(&f, PO_LATENT), lat);
+        tu_put_le64(at_po(&f, rec(2) + 24), lat);
+        tu_put_le64(at_po(&f, rec(2) + 16), lat * 4 + 4);
         finalize(&f);
         snprintf(what, sizeof what, "version %d: latent 2^19, head record unchanged", version);
         expect_cheap_failure(f.b, f.n, "head", what);
@@ -2089,8 +1936,8 @@ static void structure_fuzz(vae_model *model, int version)
     unsigned char *v1 = NULL, *v2 = both_versions(model, &n2, &v1, &n1);
     form base;
     make_form(&base, version == 1 ? v1 : v2, version == 1 ? n1 : n2, version);
-    const size_t n_layers = get32(at_po(&base, PO_NLAYERS)),
-                 n_enc = get32(at_po(&base, PO_NENC));
+    const size_t n_layers = tu_get_le32(at_po(&base, PO_NLAYERS)),
+                 n_enc = tu_get_le32(at_po(&base, PO_NENC));
     assert_int_equal(base.arch, rec(n_layers)); /* dense layers only */
     size_t loaded = 0, refused_types = 0;
     for (size_t i = 8; i < base.n; i++) {
@@ -2129,7 +1976,7 @@ static void structure_fuzz(vae_model *model, int version)
                          masks[j], rc, vae_strerror(rc), vae_last_error());
             loaded++;
             size_t nd = 0;
-            unsigned char *d = save_to_mem(m, &nd);
+            unsigned char *d = tu_model_bytes(m, &nd);
             if (version == 1) {
                 size_t nd1 = 0;
                 unsigned char *d1 = to_v1(d, nd, &nd1);
@@ -2153,7 +2000,7 @@ static void structure_fuzz(vae_model *model, int version)
             if (ignorable)
                 memcpy(c.b, base.b, base.n); /* as if nothing had changed */
             if (bern) {
-                setf32(at_po(&c, PO_SIGMA), 1.0f);
+                tu_put_le_f32(at_po(&c, PO_SIGMA), 1.0f);
                 fix_crcs(&c);
             }
             if (!ignorable) {
@@ -2214,13 +2061,13 @@ static void test_save_replaces_atomically(void **state)
     /* A longer file of something else at the target. */
     unsigned char junk[10000];
     memset(junk, 'x', sizeof junk);
-    write_all(tpath("atomic/model.vae"), junk, sizeof junk);
+    tu_write_file(tpath("atomic/model.vae"), junk, sizeof junk);
     ASSERT_DIR_HOLDS(tpath("atomic"), "model.vae");
 
     OK(vae_model_save(m, tpath("atomic/model.vae")));
     size_t size = 0, fsize = 0;
-    unsigned char *mem = save_to_mem(m, &size);
-    unsigned char *file = read_all(tpath("atomic/model.vae"), &fsize);
+    unsigned char *mem = tu_model_bytes(m, &size);
+    unsigned char *file = tu_read_file(tpath("atomic/model.vae"), &fsize);
     assert_int_equal(fsize, size);
     assert_memory_equal(file, mem, size);
     free(file);
@@ -2231,8 +2078,8 @@ static void test_save_replaces_atomically(void **state)
     vae_model *b = bernoulli_model();
     OK(vae_model_save(b, tpath("atomic/model.vae")));
     size_t bsize = 0;
-    unsigned char *bmem = save_to_mem(b, &bsize);
-    file = read_all(tpath("atomic/model.vae"), &fsize);
+    unsigned char *bmem = tu_model_bytes(b, &bsize);
+    file = tu_read_file(tpath("atomic/model.vae"), &fsize);
     assert_int_equal(fsize, bsize);
     assert_memory_equal(file, bmem, bsize);
     free(file);
@@ -2267,7 +2114,7 @@ static void test_save_replaces_atomically(void **state)
     signal(SIGXFSZ, old_handler);
     tu_check_error_msg(rc, VAE_ERR_IO, "vae_model_save", "model.vae", "save over a size limit",
                        __FILE__, __LINE__);
-    file = read_all(tpath("atomic/model.vae"), &fsize);
+    file = tu_read_file(tpath("atomic/model.vae"), &fsize);
     assert_int_equal(fsize, bsize);
     assert_memory_equal(file, bmem, bsize);
     free(file);
@@ -2296,7 +2143,7 @@ static void test_save_refuses_non_finite(void **state)
     snprintf(path, sizeof path, "%s", tpath("nonfinite/model.vae"));
     vae_model *m = gaussian_model();
     size_t good_size = 0;
-    unsigned char *good = save_to_mem(m, &good_size);
+    unsigned char *good = tu_model_bytes(m, &good_size);
     size_t n = 0;
     float *p = vae_model_params(m, &n);
     assert_int_equal(n, G_PARAMS);
@@ -2327,7 +2174,7 @@ static void test_save_refuses_non_finite(void **state)
     p[17] = keep17;
     OK(vae_model_save(m, path));
     size_t fsize = 0;
-    unsigned char *file = read_all(path, &fsize);
+    unsigned char *file = tu_read_file(path, &fsize);
     assert_int_equal(fsize, good_size);
     assert_memory_equal(file, good, good_size);
     free(file);
@@ -2345,7 +2192,7 @@ static void test_save_refuses_non_finite(void **state)
                    "vae_model_save_mem", needles[k]);
         OK(vae_model_save_mem(m, NULL, 0, &size));
         assert_int_equal(size, good_size);
-        file = read_all(path, &fsize);
+        file = tu_read_file(path, &fsize);
         assert_int_equal(fsize, good_size);
         assert_memory_equal(file, good, good_size);
         free(file);
@@ -2487,7 +2334,7 @@ static void test_limit_file_and_params(void **state)
     vae_model *m = gaussian_model();
     OK(vae_model_save(m, tpath("limit.vae")));
     size_t size = 0;
-    unsigned char *buf = save_to_mem(m, &size);
+    unsigned char *buf = tu_model_bytes(m, &size);
     const size_t live = vae_allocations();
 
     vae_model *out = m;
@@ -2548,7 +2395,7 @@ static void test_bad_arguments(void **state)
     assert_int_equal(mkdir(tpath("args"), 0755), 0);
     vae_model *m = gaussian_model();
     size_t size = 0;
-    unsigned char *buf = save_to_mem(m, &size);
+    unsigned char *buf = tu_model_bytes(m, &size);
 
     /* An unbuilt model has nothing to save. */
     vae_model *unbuilt = NULL;
@@ -2592,12 +2439,12 @@ static void test_bad_arguments(void **state)
     EXPECT_ERR(vae_model_load(&out, tmpdir), VAE_ERR_IO, "vae_model_load", tmpdir);
     assert_null(out);
     /* An empty file is a format error, not an I/O one. */
-    write_all(tpath("empty.vae"), "", 0);
+    tu_write_file(tpath("empty.vae"), "", 0);
     EXPECT_ERR(vae_model_load(&out, tpath("empty.vae")), VAE_ERR_FORMAT, "vae_model_load",
                "short");
     assert_int_equal(unlink(tpath("empty.vae")), 0);
     /* An IDX file, or text, is not a model. */
-    write_all(tpath("text.vae"), "hello, this is not a model file at all", 38);
+    tu_write_file(tpath("text.vae"), "hello, this is not a model file at all", 38);
     EXPECT_ERR(vae_model_load(&out, tpath("text.vae")), VAE_ERR_FORMAT, "vae_model_load",
                "magic");
     assert_int_equal(unlink(tpath("text.vae")), 0);

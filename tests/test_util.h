@@ -1,6 +1,7 @@
 /* Helpers shared by the cmocka tests: error-status assertions, a data
- * generator independent of the library's own RNG, and double-precision
- * vector arithmetic for references and finite differences. */
+ * generator independent of the library's own RNG, double-precision vector
+ * arithmetic for references and finite differences, the fields and CRC-32 of
+ * the file formats, whole-file reads and writes, and temporary directories. */
 #ifndef VAE_TEST_UTIL_H
 #define VAE_TEST_UTIL_H
 
@@ -226,5 +227,221 @@ static inline size_t tu_first_byte_not(const void *p, size_t n, unsigned char by
             return i;
     return n;
 }
+
+
+/* ---- bytes of files: fixed-width fields, CRC-32 ---- */
+
+/* Little-endian fields, as docs/format.md stores them. */
+static inline uint32_t tu_get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t tu_get_le64(const unsigned char *p)
+{
+    return (uint64_t)tu_get_le32(p) | (uint64_t)tu_get_le32(p + 4) << 32;
+}
+
+static inline void tu_put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline void tu_put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* IEEE 754 binary32 and binary64 values by their bits, little-endian. */
+static inline float tu_get_le_f32(const unsigned char *p)
+{
+    uint32_t u = tu_get_le32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline void tu_put_le_f32(unsigned char *p, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    tu_put_le32(p, u);
+}
+
+static inline double tu_get_le_f64(const unsigned char *p)
+{
+    uint64_t u = tu_get_le64(p);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+static inline void tu_put_le_f64(unsigned char *p, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    tu_put_le64(p, u);
+}
+
+/* Big-endian, as IDX headers store their dimensions. */
+static inline void tu_put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* CRC-32 (ISO-HDLC: the one zlib, gzip and the model and checkpoint files
+ * use), written out bit by bit so that checksums are checked against code
+ * that shares nothing with the library's. Check value: "123456789" gives
+ * 0xcbf43926. */
+static inline uint32_t tu_crc32(const void *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0xedb88320u : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+/* ---- whole files ---- */
+
+/* The bytes of the file at path, in a malloc'd buffer (free it) with one
+ * byte to spare; their count in *n. */
+static inline unsigned char *tu_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long len = ftell(f);
+    assert_true(len >= 0);
+    rewind(f);
+    unsigned char *p = (unsigned char *)malloc((size_t)len + 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+/* Creates or truncates the file at path and writes n bytes into it. */
+static inline void tu_write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* What vae_model_save_mem writes for m, in a malloc'd buffer (free it); the
+ * size query must agree with the bytes written. */
+static inline unsigned char *tu_model_bytes(const vae_model *m, size_t *size)
+{
+    TU_OK(vae_model_save_mem(m, NULL, 0, size));
+    unsigned char *buf = (unsigned char *)malloc(*size);
+    assert_non_null(buf);
+    size_t again = 0;
+    TU_OK(vae_model_save_mem(m, buf, *size, &again));
+    assert_int_equal(again, *size);
+    return buf;
+}
+
+/* ---- temporary directories (tests that define _POSIX_C_SOURCE 200809L) ---- */
+
+#if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200809L
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Creates a fresh directory /tmp/<name>_XXXXXX, its path into dir (capacity
+ * cap). Returns 0, or -1 when it could not (a cmocka setup's return). */
+static inline int tu_make_tmpdir(char *dir, size_t cap, const char *name)
+{
+    int len = snprintf(dir, cap, "/tmp/%s_XXXXXX", name);
+    if (len < 0 || (size_t)len >= cap)
+        return -1;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+/* Removes a directory and everything below it, even after a test failed
+ * half-way and left files or subdirectories behind; symbolic links are
+ * removed, not followed. Returns rmdir's result for dir itself. */
+static inline int tu_remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    struct dirent *e;
+    char path[1024];
+    /* Removing entries while reading the directory may skip some: rescan
+     * until a pass finds nothing left. */
+    for (int found = 1; found;) {
+        found = 0;
+        rewinddir(d);
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            int len = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (len < 0 || (size_t)len >= sizeof path)
+                continue; /* too long to name: left, and rmdir below fails */
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? tu_remove_tree(path) == 0
+                                                              : unlink(path) == 0)
+                found = 1;
+        }
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+/* "dir/name" in a static buffer; eight are used in rotation, so a call may
+ * take several paths at once. */
+static inline const char *tu_path_in(const char *dir, const char *name)
+{
+    static char buf[8][512];
+    static unsigned next;
+    char *p = buf[next++ & 7u];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* The names in dir (at most 32; "." and ".." left out), sorted, joined by
+ * single spaces, into out (capacity cap; the listing must fit). */
+static inline void tu_list_dir(const char *dir, char *out, size_t cap)
+{
+    char names[32][260];
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        assert_true(n < 32);
+        snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++) /* insertion sort */
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char t[260];
+            memcpy(t, names[j], sizeof t);
+            memcpy(names[j], names[j - 1], sizeof t);
+            memcpy(names[j - 1], t, sizeof t);
+        }
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(out + len, cap - len, "%s%s", i ? " " : "", names[i]);
+        assert_true(w >= 0 && (size_t)w < cap - len);
+        len += (size_t)w;
+    }
+}
+#endif
 
 #endif
