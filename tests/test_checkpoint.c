@@ -1252,12 +1252,13 @@ static void test_crafted_sigma(void **state)
 }
 
 /* TRNR: a generator that cannot be (all zero), a spare flag other than 0
- * or 1, a NaN spare, bytes too many or too few. */
+ * or 1, a NaN spare, bytes too many or too few, a step counter past 2^62
+ * (UINT64_MAX would wrap Adam's step number to 0). */
 static void test_crafted_trnr(void **state)
 {
     (void)state;
     crafted *c = crafted_new(BASE);
-    for (int variant = 0; variant < 5; variant++) {
+    for (int variant = 0; variant < 7; variant++) {
         blob b = blob_copy(&c->clean);
         size_t len = 0;
         unsigned char *d = chunk_data(&b, "TRNR", &len);
@@ -1270,8 +1271,11 @@ static void test_crafted_trnr(void **state)
         else if (variant == 2) {
             tu_put_le32(d + 32, 1);
             tu_put_le_f32(d + 36, NAN);
-        }
-        if (variant < 3)
+        } else if (variant == 5)
+            tu_put_le64(d + 40, UINT64_MAX);
+        else if (variant == 6)
+            tu_put_le64(d + 40, ((uint64_t)1 << 62) + 1);
+        if (variant < 3 || variant > 4)
             chunk_fix(&b, "TRNR");
         else
             chunk_resize(&b, "TRNR", variant == 3 ? 8 : -8);

@@ -318,7 +318,9 @@ static int read_state(const vae_chunks *c, const vae_trainer *t, restored *s, co
     int rng_ok = get_rng(&r, &s->rng);
     s->steps = vae_get_u64(&r);
     s->epochs = vae_get_u64(&r);
-    if (r.err || r.left || !rng_ok)
+    /* 2^62 steps are beyond any run (at a nanosecond each, 146 years); a
+     * counter near 2^64 would wrap Adam's step number t = steps + 1. */
+    if (r.err || r.left || !rng_ok || s->steps > ((uint64_t)1 << 62))
         return BAD("%s: %s: bad TRNR chunk (generator state or counters)", fn, what);
 
     memset(&s->ep, 0, sizeof s->ep);
