@@ -36,7 +36,7 @@ static void encode(const vae_trainer *t, vae_writer *w)
 {
     const size_t n = t->n;
     vae_put_header(w);
-    vae_arch_put(w, t->m);
+    vae_model_chunks_put(w, t->m);
 
     vae_chunk_begin(w, vae_chunk_types[VAE_CK_OBJV]);
     vae_put_u32(w, ELBO_KEYS);

@@ -1,17 +1,11 @@
 /* The model file: versioned, little-endian, CRC-32 checked, written
  * atomically. Version 2 (written) is chunked (chunk.h); version 1 (0.1 and
  * 1.0) is read. Byte-by-byte specification in docs/format.md. */
-#define _POSIX_C_SOURCE 200809L
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include "../core/core.h"
 #include "../core/numeric.h"
@@ -36,7 +30,7 @@ static int check_model(const vae_model *m, const char *fn)
 
 /* ---- saving ------------------------------------------------------------- */
 
-void vae_arch_put(vae_writer *w, const vae_model *m)
+void vae_model_chunks_put(vae_writer *w, const vae_model *m)
 {
     vae_chunk_begin(w, vae_chunk_types[VAE_CK_ARCH]);
     const size_t n_layers = vae_model_layer_count(m);
@@ -79,7 +73,7 @@ size_t vae_first_not_finite(const float *x, size_t n)
 static void encode(const vae_model *m, vae_writer *w)
 {
     vae_put_header(w);
-    vae_arch_put(w, m);
+    vae_model_chunks_put(w, m);
     vae_chunk_begin(w, "DONE");
     vae_chunk_end(w);
 }

@@ -6,7 +6,7 @@
 #include "chunk.h"
 
 /* The ARCH and PARM chunks of a built model. */
-void vae_arch_put(vae_writer *w, const vae_model *m);
+void vae_model_chunks_put(vae_writer *w, const vae_model *m);
 
 /* Index of the first NaN or infinity of x[0..n), or n. */
 size_t vae_first_not_finite(const float *x, size_t n);
