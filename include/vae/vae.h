@@ -1908,6 +1908,54 @@ VAE_API uint64_t vae_trainer_steps(const vae_trainer *t);
  */
 VAE_API uint64_t vae_trainer_epochs(const vae_trainer *t);
 /**
+ * @brief Exchange callback of a distributed trainer: an in-place all-gather over bytes.
+ *
+ * buf holds one part per rank, concatenated in rank order, part r of bytes[r] bytes (the
+ * same bytes array on every rank, some entries may be 0). On entry the caller's own part
+ * is filled; on return every part must hold what its rank had put there. With MPI this is
+ * MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_BYTE, comm)
+ * (libvae_mpi provides it). Called from the thread that called the trainer, between the
+ * forward and the backward pass and after the backward pass of every training pass.
+ * @param[in]     payload As given to vae_trainer_set_distributed().
+ * @param[in,out] buf     The parts.
+ * @param[in]     bytes   bytes[r]: size of rank r's part; world entries.
+ * @return 0 when every part arrived; nonzero fails the trainer's call with VAE_ERR_IO.
+ */
+typedef int (*vae_exchange_fn)(void *payload, void *buf, const size_t *bytes);
+/**
+ * @brief Makes the trainer one of `world` ranks of a data-parallel run, or (world 1) a
+ *        trainer of its own again. Since 1.1.
+ *
+ * Every rank holds the same state (the same seed, or one checkpoint restored everywhere)
+ * and makes the same calls with the same arguments: the same global batch x of n samples
+ * for vae_trainer_step() and vae_trainer_forward_backward(), the same dataset and options
+ * for vae_trainer_train_epoch(). The batch is cut into its blocks of at most 64 samples as
+ * in one process; rank r runs the forward and backward pass of blocks
+ * [r * nblk / world, (r + 1) * nblk / world) only (an uneven batch leaves some ranks fewer
+ * blocks, or none). The ranks then exchange their samples' loss terms and their blocks'
+ * gradients through fn, and every rank adds all blocks' gradients into its slab in block
+ * order. The slab holds the gradient of the mean loss over the n samples of the global
+ * batch, the reported losses are those means, and both are bit for bit what one process
+ * computes for the same batch with any number of workers; so every rank applies the same
+ * step and all ranks keep identical parameters (docs/distributed.md).
+ *
+ * Each pass makes two calls of fn; the second moves every block's gradient to every rank
+ * (ceil(n / 64) times the parameter count in floats). A rank whose call fails returns its
+ * status while the others may wait in fn: the program must end the run then (MPI_Abort()).
+ * Inference and vae_evaluate_dataset() are not distributed.
+ * @param[in,out] t       The trainer.
+ * @param[in]     rank    This rank, below world.
+ * @param[in]     world   Number of ranks, 1 to 65536; 1 turns distribution off.
+ * @param[in]     fn      The exchange; may be NULL only when world is 1.
+ * @param[in]     payload Passed to fn (an MPI communicator, for instance).
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID t is NULL, world is 0 or above 65536, rank >= world, or fn is
+ *                         NULL with world > 1.
+ * @retval VAE_ERR_STATE   the trainer's context is in use.
+ */
+VAE_API int vae_trainer_set_distributed(vae_trainer *t, size_t rank, size_t world,
+                                        vae_exchange_fn fn, void *payload);
+/**
  * @brief Where the open epoch stands: one that a call of vae_trainer_train_epoch() left
  *        part-way (its progress callback stopped it, or a step failed), or that
  *        vae_trainer_restore() brought back.

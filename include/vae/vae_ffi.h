@@ -262,6 +262,10 @@ float *vae_trainer_grads(vae_trainer *t, size_t *count);
 int vae_trainer_zero_grads(vae_trainer *t);
 uint64_t vae_trainer_steps(const vae_trainer *t);
 uint64_t vae_trainer_epochs(const vae_trainer *t);
+
+typedef int (*vae_exchange_fn)(void *payload, void *buf, const size_t *bytes);
+int vae_trainer_set_distributed(vae_trainer *t, size_t rank, size_t world, vae_exchange_fn fn,
+                                void *payload);
 int vae_trainer_epoch_position(const vae_trainer *t, size_t *done, size_t *total);
 int vae_trainer_discard_epoch(vae_trainer *t);
 int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e,

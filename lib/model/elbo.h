@@ -24,8 +24,25 @@ void vae_sigmoid(const float *in, size_t n, float *out);
  * rec + beta kl; sums[3] gets the means of loss, recon and kl. Nothing is
  * added to grad unless the loss is finite. */
 typedef struct vae_context vae_context;
+
+/* A training pass shared out between the ranks of a data-parallel run
+ * (vae_trainer_set_distributed): this rank computes its blocks only, and
+ * the exchange brings every rank's loss terms and block gradients to all.
+ * The buffers belong to the trainer and grow as needed. */
+typedef struct vae_dist {
+    size_t rank, world;
+    vae_exchange_fn fn;
+    void *payload;
+    float *grads;        /* every block's gradient, block by block */
+    size_t grads_cap;    /* floats */
+    double *terms;       /* every rank's part: status, then its samples' rec and kl */
+    size_t terms_cap;    /* doubles */
+    size_t *bytes;       /* [world] part sizes for the exchange */
+} vae_dist;
+
+/* dist: NULL for a pass of this process alone; with grad only. */
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
                   size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
-                  double sums[3], const char *fn);
+                  double sums[3], vae_dist *dist, const char *fn);
 
 #endif

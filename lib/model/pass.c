@@ -9,6 +9,7 @@
  * are added to the slab in block order. Either way the slab gets the
  * blocks' gradients one after another in block order, whatever T is. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "../core/core.h"
@@ -25,6 +26,11 @@ typedef struct pass_job {
     int sampled, train;
     float *grad;
     int overflow[VAE_MAX_THREADS];
+    /* This process's blocks: b0 .. b0 + nloc - 1 (all of them unless a
+     * distributed pass gives it a share), and where a distributed pass puts
+     * each block's gradient (block b at dgrads + b * n_params). */
+    size_t b0, nloc;
+    float *dgrads;
 } pass_job;
 
 /* The reparameterization of one block: z = mu + s eps, s = exp(logvar / 2)
@@ -87,9 +93,9 @@ static void forward_layer(const pass_job *j, const vae_ws *ws, size_t w, size_t 
     const vae_model *m = j->m;
     const vae_layer *l = m->layers[i];
     const size_t T = j->ctx->workers;
-    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
+    for (size_t k = w, slot = 0; k < j->nloc; k += T, slot++) {
         size_t start, b;
-        vae_block_range(j->n, j->nblk, blk, &start, &b);
+        vae_block_range(j->n, j->nblk, j->b0 + k, &start, &b);
         const float *in = i == 0 ? j->x + start * m->input_dim
                         : i == m->n_enc + 1 ? ws->z + slot * VAE_BLOCK * m->latent_dim
                                             : vae_ws_act(m, ws, i - 1, slot);
@@ -108,9 +114,9 @@ static void forward_part(void *arg, size_t w)
     const size_t T = j->ctx->workers;
     if (!j->train) {
         /* One slot serves every block in turn. */
-        for (size_t blk = w; blk < j->nblk; blk += T) {
+        for (size_t k = w; k < j->nloc; k += T) {
             size_t start, b;
-            vae_block_range(j->n, j->nblk, blk, &start, &b);
+            vae_block_range(j->n, j->nblk, j->b0 + k, &start, &b);
             vae_forward_encoder(m, ws, 0, j->x + start * m->input_dim, b);
             j->overflow[w] |= reparameterize(j, ws, 0, start, b);
             vae_forward_decoder(m, ws, 0, ws->z, b);
@@ -120,16 +126,16 @@ static void forward_part(void *arg, size_t w)
     }
     for (size_t i = 0; i <= m->n_enc; i++)
         forward_layer(j, ws, w, i);
-    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
+    for (size_t k = w, slot = 0; k < j->nloc; k += T, slot++) {
         size_t start, b;
-        vae_block_range(j->n, j->nblk, blk, &start, &b);
+        vae_block_range(j->n, j->nblk, j->b0 + k, &start, &b);
         j->overflow[w] |= reparameterize(j, ws, slot, start, b);
     }
     for (size_t i = m->n_enc + 1; i < m->n_layers; i++)
         forward_layer(j, ws, w, i);
-    for (size_t blk = w, slot = 0; blk < j->nblk; blk += T, slot++) {
+    for (size_t k = w, slot = 0; k < j->nloc; k += T, slot++) {
         size_t start, b;
-        vae_block_range(j->n, j->nblk, blk, &start, &b);
+        vae_block_range(j->n, j->nblk, j->b0 + k, &start, &b);
         block_terms(j, ws, slot, start, b);
     }
 }
@@ -164,7 +170,7 @@ static void backward_layers(const pass_job *j, const vae_ws *ws, size_t w, size_
         const vae_layer *l = m->layers[i];
         for (size_t slot = s0; slot < s1; slot++) {
             size_t start, b;
-            vae_block_range(j->n, j->nblk, w + slot * T, &start, &b);
+            vae_block_range(j->n, j->nblk, j->b0 + w + slot * T, &start, &b);
             const float *in = i > first ? vae_ws_act(m, ws, i - 1, slot)
                               : first == 0 ? j->x + start * m->input_dim
                                            : ws->z + slot * VAE_BLOCK * m->latent_dim;
@@ -186,7 +192,7 @@ static void head_gradient(const pass_job *j, const vae_ws *ws, size_t w, size_t 
     const vae_model *m = j->m;
     const size_t L = m->latent_dim;
     size_t start, b;
-    vae_block_range(j->n, j->nblk, w + slot * j->ctx->workers, &start, &b);
+    vae_block_range(j->n, j->nblk, j->b0 + w + slot * j->ctx->workers, &start, &b);
     const float *h = vae_ws_act(m, ws, m->n_enc, slot);
     const float *sd = ws->std + slot * VAE_BLOCK * L, *dz = slot_dz(j, ws, slot);
     const float *eps = j->sampled ? j->eps + start * L : NULL;
@@ -226,7 +232,7 @@ static void backward_part(void *arg, size_t w)
 {
     pass_job *j = arg;
     const size_t T = j->ctx->workers;
-    if (w >= T || j->round * T + w >= j->nblk)
+    if (w >= T || j->round * T + w >= j->nloc)
         return;
     backward_slots(j, w, j->round, j->round + 1, w == 0 ? j->grad : j->ctx->ws[w].grad, w == 0);
 }
@@ -239,7 +245,7 @@ static void fold_part(void *arg, size_t t)
     const size_t T = j->ctx->workers;
     if (t >= T)
         return;
-    size_t in_round = j->nblk - j->round * T;
+    size_t in_round = j->nloc - j->round * T;
     in_round = in_round < T ? in_round : T;
     const size_t n = j->m->n_params, lo = n * t / T, hi = n * (t + 1) / T;
     for (size_t u = 1; u < in_round; u++) {
@@ -249,9 +255,115 @@ static void fold_part(void *arg, size_t t)
     }
 }
 
+/* Distributed: worker w's local blocks, each block's gradient into its own
+ * place of dgrads (written, not added). */
+static void backward_dist_part(void *arg, size_t w)
+{
+    pass_job *j = arg;
+    const size_t T = j->ctx->workers, np = j->m->n_params;
+    if (w >= T)
+        return;
+    for (size_t k = w, slot = 0; k < j->nloc; k += T, slot++)
+        backward_slots(j, w, slot, slot + 1, j->dgrads + (j->b0 + k) * np, 0);
+}
+
+/* Distributed: grad += every block's gradient in block order; worker t sums
+ * one range of the slab. */
+static void fold_dist_part(void *arg, size_t t)
+{
+    pass_job *j = arg;
+    const size_t T = j->ctx->workers;
+    if (t >= T)
+        return;
+    const size_t np = j->m->n_params, lo = np * t / T, hi = np * (t + 1) / T;
+    for (size_t b = 0; b < j->nblk; b++) {
+        const float *g = j->dgrads + b * np;
+        for (size_t i = lo; i < hi; i++)
+            j->grad[i] += g[i];
+    }
+}
+
+/* The first block of rank r's share of nblk blocks. */
+static size_t dist_first(const vae_dist *d, size_t nblk, size_t r)
+{
+    return (size_t)((uint64_t)nblk * r / d->world);
+}
+
+/* Grows the distributed buffers for a pass of n samples in nblk blocks
+ * before anything runs, so that a rank short of memory fails before its
+ * first exchange. */
+static int dist_reserve(vae_dist *d, size_t n, size_t nblk, size_t np, const char *fn)
+{
+    size_t g = nblk * np, t = d->world + 2 * n;
+    if (nblk > SIZE_MAX / (np ? np : 1) / sizeof(float))
+        return vae_fail(VAE_ERR_NOMEM, "%s: %zu block gradients of %zu parameters do not fit "
+                                       "in memory",
+                        fn, nblk, np);
+    if (g > d->grads_cap) {
+        float *p = vae_malloc(g * sizeof *p);
+        if (!p)
+            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu block gradients", fn,
+                            nblk);
+        vae_free(d->grads);
+        d->grads = p;
+        d->grads_cap = g;
+    }
+    if (t > d->terms_cap) {
+        double *p = vae_malloc(t * sizeof *p);
+        if (!p)
+            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
+        vae_free(d->terms);
+        d->terms = p;
+        d->terms_cap = t;
+    }
+    return VAE_OK;
+}
+
+/* The first sample of block b of n samples in nblk blocks (n for b = nblk). */
+static size_t block_start(size_t n, size_t nblk, size_t b)
+{
+    size_t start = n, rows;
+    if (b < nblk)
+        vae_block_range(n, nblk, b, &start, &rows);
+    return start;
+}
+
+/* Every rank's loss terms to every rank: rank r's part is its overflow
+ * flag, then rec and kl of its samples. Sets *overflow when any rank's
+ * reparameterization overflowed. */
+static int dist_terms(vae_dist *d, vae_context *ctx, size_t n, size_t nblk, int *overflow,
+                      const char *fn)
+{
+    for (size_t r = 0, at = 0; r < d->world; r++) {
+        size_t s0 = block_start(n, nblk, dist_first(d, nblk, r));
+        size_t rows = block_start(n, nblk, dist_first(d, nblk, r + 1)) - s0;
+        d->bytes[r] = (1 + 2 * rows) * sizeof(double);
+        if (r == d->rank) {
+            d->terms[at] = *overflow ? 1.0 : 0.0;
+            memcpy(d->terms + at + 1, ctx->rec + s0, rows * sizeof(double));
+            memcpy(d->terms + at + 1 + rows, ctx->kl + s0, rows * sizeof(double));
+        }
+        at += 1 + 2 * rows;
+    }
+    int rc = d->fn(d->payload, d->terms, d->bytes);
+    if (rc)
+        return vae_fail(VAE_ERR_IO, "%s: the exchange of the loss terms failed (%d) on rank "
+                                    "%zu of %zu",
+                        fn, rc, d->rank, d->world);
+    for (size_t r = 0, at = 0; r < d->world; r++) {
+        size_t s0 = block_start(n, nblk, dist_first(d, nblk, r));
+        size_t rows = block_start(n, nblk, dist_first(d, nblk, r + 1)) - s0;
+        *overflow |= d->terms[at] != 0.0;
+        memcpy(ctx->rec + s0, d->terms + at + 1, rows * sizeof(double));
+        memcpy(ctx->kl + s0, d->terms + at + 1 + rows, rows * sizeof(double));
+        at += 1 + 2 * rows;
+    }
+    return VAE_OK;
+}
+
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
                   size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
-                  double sums[3], const char *fn)
+                  double sums[3], vae_dist *dist, const char *fn)
 {
     if (n == 0)
         return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
@@ -270,6 +382,10 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
     if (sampled && eps && !vae_all_finite(eps, n * L, &bad))
         return vae_fail(VAE_ERR_NUMERIC, "%s: eps[%zu][%zu] is not finite", fn, bad / L,
                         bad % L);
+    if (dist && !grad)
+        dist = NULL; /* only training passes are shared out */
+    if (dist && (rc = dist_reserve(dist, n, vae_blocks(n), m->n_params, fn)))
+        return rc;
     if ((rc = vae_ctx_layout(ctx, m, n, grad != NULL, n, fn)))
         return rc;
     if (sampled && !eps) {
@@ -278,14 +394,25 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
             ctx->eps[k] = vae_rng_gauss(rng);
         eps = ctx->eps;
     }
-    pass_job job = {ctx, m, e, x, eps, n, vae_blocks(n), 0, sampled, grad != NULL, grad, {0}};
+    pass_job job = {ctx, m, e, x, eps, n, vae_blocks(n), 0, sampled, grad != NULL, grad, {0},
+                    0, vae_blocks(n), NULL};
+    if (dist) {
+        job.b0 = dist_first(dist, job.nblk, dist->rank);
+        job.nloc = dist_first(dist, job.nblk, dist->rank + 1) - job.b0;
+        job.dgrads = dist->grads;
+        vae_ctx_use_workers(ctx, job.nloc ? job.nloc : 1);
+    }
     vae_ctx_run(ctx, forward_part, &job);
+    int overflow = 0;
     for (size_t t = 0; t < ctx->workers; t++)
-        if (job.overflow[t])
-            return vae_fail(VAE_ERR_NUMERIC,
-                            "%s: exp(logvar) overflows float; the encoder's logvar output is "
-                            "too large",
-                            fn);
+        overflow |= job.overflow[t];
+    if (dist && (rc = dist_terms(dist, ctx, n, job.nblk, &overflow, fn)))
+        return rc;
+    if (overflow)
+        return vae_fail(VAE_ERR_NUMERIC,
+                        "%s: exp(logvar) overflows float; the encoder's logvar output is too "
+                        "large%s",
+                        fn, dist ? " (on one of the ranks)" : "");
     const double beta = e->beta;
     double rsum = 0.0, ksum = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -301,7 +428,21 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
     if (per_sample)
         for (size_t i = 0; i < n; i++)
             per_sample[i] = ctx->rec[i] + beta * ctx->kl[i];
-    if (grad && ctx->workers == 1) {
+    if (dist) {
+        /* Every rank computes its blocks' gradients, gets everyone's, and
+         * adds them all in block order: the sums one process makes. */
+        vae_ctx_run(ctx, backward_dist_part, &job);
+        for (size_t q = 0; q < dist->world; q++)
+            dist->bytes[q] = (dist_first(dist, job.nblk, q + 1) - dist_first(dist, job.nblk, q)) *
+                             m->n_params * sizeof(float);
+        int xr = dist->fn(dist->payload, dist->grads, dist->bytes);
+        if (xr)
+            return vae_fail(VAE_ERR_IO, "%s: the exchange of the gradients failed (%d) on rank "
+                                        "%zu of %zu",
+                            fn, xr, dist->rank, dist->world);
+        vae_ctx_use_workers(ctx, job.nblk);
+        vae_ctx_run(ctx, fold_dist_part, &job);
+    } else if (grad && ctx->workers == 1) {
         /* One worker holds every block: all of them straight into the slab. */
         backward_slots(&job, 0, 0, job.nblk, grad, 1);
     } else if (grad) {

@@ -43,6 +43,7 @@ int vae_trainer_create(vae_trainer **out, vae_model *m, vae_elbo *objective, vae
     t->s1 = slab + n;
     t->s2 = states == 2 ? slab + 2 * n : NULL;
     vae_rng_seed(&t->rng, seed);
+    t->dist.world = 1;
     *out = t;
     return VAE_OK;
 }
@@ -53,7 +54,43 @@ void vae_trainer_free(vae_trainer *t)
         return;
     vae_free(t->grads);
     vae_meta_free(t->meta, t->n_meta);
+    vae_free(t->dist.grads);
+    vae_free(t->dist.terms);
+    vae_free(t->dist.bytes);
     vae_free(t);
+}
+
+int vae_trainer_set_distributed(vae_trainer *t, size_t rank, size_t world, vae_exchange_fn fn,
+                                void *payload)
+{
+    const char *fn_name = "vae_trainer_set_distributed";
+    if (!t)
+        return vae_fail(VAE_ERR_INVALID, "%s: trainer is NULL", fn_name);
+    if (world == 0 || world > 65536 || rank >= world || (world > 1 && !fn))
+        return vae_fail(VAE_ERR_INVALID, "%s: rank %zu of %zu ranks%s: needs 1 <= world <= "
+                                         "65536, rank < world and a function when world > 1",
+                        fn_name, rank, world, fn ? "" : " without a function");
+    int rc = vae_ctx_enter(t->ctx, fn_name);
+    if (rc)
+        return rc;
+    size_t *bytes = NULL;
+    if (world > 1 && world != t->dist.world) {
+        bytes = vae_malloc(world * sizeof *bytes);
+        if (!bytes) {
+            vae_ctx_leave(t->ctx);
+            return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn_name);
+        }
+    }
+    if (bytes || world == 1) {
+        vae_free(t->dist.bytes);
+        t->dist.bytes = bytes;
+    }
+    t->dist.rank = world > 1 ? rank : 0;
+    t->dist.world = world;
+    t->dist.fn = world > 1 ? fn : NULL;
+    t->dist.payload = world > 1 ? payload : NULL;
+    vae_ctx_leave(t->ctx);
+    return VAE_OK;
 }
 
 int vae_trainer_reserve(vae_trainer *t, size_t max_batch)
@@ -81,7 +118,8 @@ int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, co
         return vae_fail(VAE_ERR_INVALID, "%s: x is NULL", fn);
     /* A failed pass leaves the generator as it was, like everything else. */
     vae_rng saved = t->rng;
-    int rc = vae_elbo_pass(t->ctx, t->m, t->e, x, n, eps, &t->rng, t->grads, NULL, sums, fn);
+    int rc = vae_elbo_pass(t->ctx, t->m, t->e, x, n, eps, &t->rng, t->grads, NULL, sums,
+                           t->dist.world > 1 ? &t->dist : NULL, fn);
     if (rc)
         t->rng = saved;
     if (!rc && stats) {

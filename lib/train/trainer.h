@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "../core/rng.h"
+#include "../model/elbo.h"
 #include "../model/model.h"
 
 /* An epoch of vae_trainer_train_epoch that has begun and not finished. Its
@@ -46,6 +47,7 @@ struct vae_trainer {
     vae_rng rng;                 /* noise, shuffles, binarization */
     uint64_t steps, epochs;
     vae_open_epoch ep;
+    vae_dist dist;               /* world 1: not distributed */
     vae_meta_entry *meta;        /* [n_meta], in the order first set */
     size_t n_meta;
 };
