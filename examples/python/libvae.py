@@ -22,7 +22,8 @@ The objects mirror the C handles of vae/vae.h:
   Elbo       the objective (beta, objective)
   Optimizer  SGD or Adam/AdamW hyperparameters
   Trainer    gradients, optimizer state, generator and counters of training;
-             checkpoints (save(), restore(), with metadata) since libvae 1.1
+             checkpoints (save(), restore(), with metadata) and data-parallel
+             training over ranks (set_distributed()) since libvae 1.1
   Dataset    samples in memory (IDX files or floats)
   Rng        the seeded generator
 
@@ -387,6 +388,8 @@ lib = _lib
 
 #: int (*vae_progress_fn)(void *payload, size_t done, size_t total, double running_loss)
 ProgressFn = CFUNCTYPE(c_int, c_void_p, c_size_t, c_size_t, c_double)
+#: int (*vae_exchange_fn)(void *payload, void *buf, const size_t *bytes)
+ExchangeFn = CFUNCTYPE(c_int, c_void_p, c_void_p, POINTER(c_size_t))
 
 
 class TrainOptions(Structure):
@@ -573,6 +576,7 @@ _SIGNATURES = {
     "vae_trainer_get_meta": (_STATUS, [_H, c_char_p, POINTER(c_char_p)]),
     "vae_trainer_meta_count": (c_size_t, [_H]),
     "vae_trainer_meta_at": (_STATUS, [_H, c_size_t, POINTER(c_char_p), POINTER(c_char_p)]),
+    "vae_trainer_set_distributed": (_STATUS, [_H, c_size_t, c_size_t, ExchangeFn, c_void_p]),
 }
 
 #: The library version (MAJOR*10000 + MINOR*100) that added each function
@@ -582,7 +586,7 @@ _SINCE = {name: 10100 for name in (
     "vae_trainer_epoch_position", "vae_trainer_discard_epoch", "vae_trainer_save",
     "vae_trainer_save_mem", "vae_trainer_restore", "vae_trainer_restore_mem",
     "vae_trainer_set_meta", "vae_trainer_get_meta", "vae_trainer_meta_count",
-    "vae_trainer_meta_at")}
+    "vae_trainer_meta_at", "vae_trainer_set_distributed")}
 
 
 def _strerror(code):
@@ -2592,6 +2596,80 @@ class _CtrlC:
         return self.installed and _CtrlC.hit
 
 
+class _Exchange:
+    """The exchange of a distributed trainer: the C thunk over a Python callable.
+
+    .thunk is what the library calls; .pending collects what the callable
+    raised, for the trainer's call to raise once the library has returned.
+    The thunk holds no reference to the trainer.
+    """
+
+    __slots__ = ("exchange", "world", "pending", "thunk")
+
+    def __init__(self, exchange, world):
+        pending = []
+
+        def exchange_fn(_payload, buf, counts):
+            # Nothing may propagate into C: any exception fails the exchange.
+            view = None
+            try:
+                sizes = [counts[r] for r in range(world)]
+                total = sum(sizes)
+                if total and buf:
+                    view = memoryview((ctypes.c_ubyte * total).from_address(buf)).cast("B")
+                else:
+                    view = memoryview(bytearray())
+                exchange(view, sizes)
+                return 0
+            except BaseException as exc:  # noqa: B902 - raised after the call
+                pending.append(exc)
+                return 1
+            finally:
+                if view is not None:
+                    try:
+                        view.release()  # buf is the library's only during the call
+                    except BaseException:  # noqa: B902 - exported further: left to it
+                        pass
+
+        self.exchange = exchange
+        self.world = world
+        self.pending = pending
+        self.thunk = ExchangeFn(exchange_fn)
+
+
+class _ExchangeErrors:
+    """with _ExchangeErrors(trainer): a call failed by its exchange raises what it raised.
+
+    The library fails the call with VAE_ERR_IO; that VaeIOError is raised
+    with the callable's exception as its __cause__. KeyboardInterrupt,
+    SystemExit and other BaseExceptions that are not Exceptions are raised
+    themselves instead.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self, trainer):
+        exchange = trainer._exchange
+        self.pending = exchange.pending if exchange is not None else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.pending:
+            return False
+        errors = self.pending[:]
+        del self.pending[:]
+        if exc is None:
+            return False
+        first = errors[0]
+        if not isinstance(first, Exception):
+            raise first from None
+        if isinstance(exc, VaeError):
+            exc.__cause__ = first
+        return False
+
+
 class Trainer(_Handle):
     """Everything training mutates: gradient slab, optimizer state, generator, counters.
 
@@ -2626,12 +2704,14 @@ class Trainer(_Handle):
 
     def _setup(self):
         self._views = {}
+        self._exchange = None   # the _Exchange of set_distributed(), while world > 1
 
     def _release_views(self):
         _release_views(self._views)
 
     def _freed(self):
         borrowed, self._borrowed = self._borrowed, ()
+        self._exchange = None
         _unborrow(borrowed)
 
     def reserve(self, max_batch):
@@ -2649,7 +2729,7 @@ class Trainer(_Handle):
         """One training step on a batch (noise from the trainer's generator): EpochStats."""
         xb, n = self._input(x, n)
         st = _new_stats()
-        with _Use(self) as (t,):
+        with _Use(self) as (t,), _ExchangeErrors(self):
             _lib.vae_trainer_step(t, xb.ptr, n, byref(st))
         return _stats(st)
 
@@ -2665,7 +2745,7 @@ class Trainer(_Handle):
             eb = _as_input(eps, "eps")
             _batch(eb, self.model.latent_dim, n, "eps")
         st = _new_stats()
-        with _Use(self) as (t,):
+        with _Use(self) as (t,), _ExchangeErrors(self):
             _lib.vae_trainer_forward_backward(t, xb.ptr, n, eb.ptr if eb else None, byref(st))
         return _stats(st)
 
@@ -2750,7 +2830,7 @@ class Trainer(_Handle):
                 return 1
 
         st = _new_stats()
-        with _Use(self, dataset) as (t, d), _CtrlC() as ctrl_c:
+        with _Use(self, dataset) as (t, d), _CtrlC() as ctrl_c, _ExchangeErrors(self):
             if progress is not None or ctrl_c.installed:
                 opts.progress = ProgressFn(trampoline)
             try:
@@ -2871,6 +2951,50 @@ class Trainer(_Handle):
                 at_fn(t, i, byref(k), byref(v))
                 out[_untext(k.value)] = _untext(v.value)
         return out
+
+    # -- data-parallel training (libvae 1.1) -----------------------------------
+
+    def set_distributed(self, rank, world, exchange=None):
+        """Makes this trainer rank `rank` of `world` ranks of a data-parallel run.
+
+        world 1 (exchange not needed) makes it a trainer of its own again.
+        Every rank holds the same state (same seeds, or one checkpoint
+        restored everywhere) and makes the same calls with the same global
+        batches; each computes its share of the batch's blocks of 64 samples
+        and the ranks swap loss terms and block gradients through exchange,
+        so every rank applies the step one trainer alone would apply, bit for
+        bit. step(), forward_backward() and train_epoch() are distributed;
+        inference and evaluation are not.
+
+        exchange(buf, sizes) is an in-place all-gather: buf is a writable
+        memoryview of sum(sizes) bytes holding one part per rank in rank
+        order, part r of sizes[r] bytes (sizes: a list of world ints, the
+        same on every rank, some may be 0). On entry this rank's part is
+        filled; on return every part must hold what its rank put there. It
+        is called twice per training pass, from the thread that called the
+        trainer; buf is valid only during the call (do not keep it or views
+        of it). Its return value is ignored. An exception it raises fails
+        the call with VaeIOError, whose __cause__ is that exception
+        (KeyboardInterrupt and SystemExit are raised as they are), and
+        leaves this trainer as it was; the other ranks may then be waiting
+        inside their exchange: end the run, or make them fail too (e.g.
+        threading.Barrier.abort()).
+
+        The trainer keeps exchange alive while it is set. InvalidArgument
+        for world 0 or above 65536, rank >= world, or no exchange with
+        world > 1 (nothing changes then); StateError while the trainer's
+        context is in use (from a progress callback).
+        """
+        fn = _need("vae_trainer_set_distributed")
+        rank, world = _size(rank, "rank"), _size(world, "world")
+        if exchange is not None and not callable(exchange):
+            raise TypeError("exchange must be callable or None, not %s"
+                            % type(exchange).__name__)
+        new = _Exchange(exchange, world) if exchange is not None and world > 1 else None
+        with _Use(self) as (t,):
+            fn(t, rank, world, new.thunk if new is not None else ExchangeFn(), None)
+            # The library now calls the new thunk (or none): the old one may go.
+            self._exchange = new
 
     def __repr__(self):
         if not self._open:

@@ -265,6 +265,14 @@ def header_prototypes():
     return re.findall(r"VAE_API\s+([^;(]*?)\b(vae_\w+)\s*\(([^)]*)\)\s*;", text)
 
 
+def header_callback_types():
+    """(return type, name, parameters) of every function pointer typedef of vae.h."""
+    header = os.path.join(ROOT, "include", "vae", "vae.h")
+    with open(header) as f:
+        text = re.sub(r"/\*.*?\*/", " ", f.read(), flags=re.S)
+    return re.findall(r"typedef\s+([^;(]*?)\(\s*\*\s*(vae_\w+)\s*\)\s*\(([^)]*)\)\s*;", text)
+
+
 class BindingTest(unittest.TestCase):
     def test_every_exported_symbol_is_declared(self):
         mapfile = os.path.join(ROOT, "lib", "libvae.map")
@@ -292,6 +300,7 @@ class BindingTest(unittest.TestCase):
         structs = {"vae_train_options": vae.TrainOptions,
                    "vae_epoch_stats": vae.EpochStatsStruct,
                    "vae_allocator": vae.AllocatorStruct}
+        callbacks = {"vae_exchange_fn": vae.ExchangeFn}   # function pointer typedefs
 
         def ctype(decl, is_param):
             """The ctypes type a C declaration (return type, or parameter) maps to."""
@@ -311,6 +320,8 @@ class BindingTest(unittest.TestCase):
                 return ctypes.c_void_p
             if base in structs and stars == 1:
                 return P(structs[base])
+            if base in callbacks and stars == 0:
+                return callbacks[base]
             if base.startswith("vae_"):  # opaque handles
                 self.assertIn(stars, (1, 2), decl)
                 return ctypes.c_void_p if stars == 1 else P(ctypes.c_void_p)
@@ -328,6 +339,19 @@ class BindingTest(unittest.TestCase):
             params = [] if params.strip() == "void" else params.split(",")
             self.assertEqual(len(argtypes), len(params), name)
             for got, decl in zip(argtypes, params):
+                self.assertIs(got, ctype(decl, True), "%s: %s" % (name, decl))
+
+        # The callback types: every one is bound, with the header's prototype.
+        typedefs = header_callback_types()
+        self.assertEqual({name for _, name, _ in typedefs},
+                         {"vae_progress_fn", "vae_exchange_fn"})
+        callbacks["vae_progress_fn"] = vae.ProgressFn
+        for ret, name, params in typedefs:
+            cfunc = callbacks[name]
+            self.assertIs(cfunc._restype_, ctype(ret, False), name)
+            params = params.split(",")
+            self.assertEqual(len(cfunc._argtypes_), len(params), name)
+            for got, decl in zip(cfunc._argtypes_, params):
                 self.assertIs(got, ctype(decl, True), "%s: %s" % (name, decl))
 
     def test_constants_match_the_header(self):
@@ -1605,6 +1629,282 @@ class CheckpointTest(ErrorAssertions):
         finally:
             vae._MISSING.discard("vae_trainer_save_mem")
         self.assertEqual(self.trainer.save_mem()[:4], blob[:4])
+
+
+# ---------------------------------------------------------------------------
+# Data-parallel training (libvae 1.1)
+# ---------------------------------------------------------------------------
+
+#: Samples of the distributed runs and the global batch sizes of their steps:
+#: three blocks (44 + 43 + 43), one sample (rank 0 of 2 gets no block), one
+#: full block, two blocks of 33 + 32, four blocks, three samples.
+DIST_COUNT = 200
+DIST_SIZES = (130, 1, 64, 65, 200, 3)
+
+
+class ThreadRanks:
+    """An in-place all-gather for ranks that are threads of this process.
+
+    exchange(rank) is the callable of rank for Trainer.set_distributed(): each
+    rank copies its part into a shared bytearray, then every rank copies the
+    whole of it back, with a threading.Barrier between the phases. A rank
+    whose exchange fails aborts the barrier, so that the others fail too
+    instead of waiting; the timeout ends a run that would hang.
+    """
+
+    def __init__(self, world):
+        self.world = world
+        self.barrier = threading.Barrier(world, timeout=60)
+        self.stage = bytearray()
+        self.sizes = [[] for _ in range(world)]   # the sizes each rank's calls saw
+
+    def exchange(self, rank):
+        def exchange(buf, sizes):
+            try:
+                self.sizes[rank].append(list(sizes))
+                total, mine = sum(sizes), sum(sizes[:rank])
+                if len(buf) != total or len(sizes) != self.world:
+                    raise AssertionError("buf of %d bytes for sizes %s" % (len(buf), sizes))
+                if rank == 0 and len(self.stage) < total:
+                    self.stage = bytearray(total)
+                self.barrier.wait()
+                self.stage[mine:mine + sizes[rank]] = buf[mine:mine + sizes[rank]]
+                self.barrier.wait()
+                buf[:] = self.stage[:total]
+                self.barrier.wait()
+            except BaseException:
+                self.barrier.abort()
+                raise
+        return exchange
+
+
+def loopback(calls, fail_at=None, error=None):
+    """An exchange for rank 0 of 2 alone: zeros for the other rank's part.
+
+    Records the sizes of every call in calls; call number fail_at (from 1)
+    raises error.
+    """
+    def exchange(buf, sizes):
+        calls.append(list(sizes))
+        if len(calls) == fail_at:
+            raise error
+        buf[sizes[0]:] = bytes(sum(sizes[1:]))
+    return exchange
+
+
+class DistributedTest(ErrorAssertions):
+    """Trainer.set_distributed: ranks as Python threads against one trainer alone."""
+
+    def setUp(self):
+        single_threaded_blas()
+        with vae.Rng(23) as rng:
+            self.x = rng.uniform(DIST_COUNT * D)
+
+    @staticmethod
+    def trainer(stack, workers=1):
+        """A trainer of its own objects, the same on every call; closed with stack."""
+        ctx = stack.enter_context(vae.Context(threads=workers))
+        m = stack.enter_context(vae.Model.create_mlp(D, [12], L, seed=8))
+        e = stack.enter_context(vae.Elbo())
+        opt = stack.enter_context(vae.Optimizer.adam(lr=1e-2))
+        return stack.enter_context(vae.Trainer(m, e, opt, ctx, seed=9))
+
+    def batch(self, first, n):
+        return memoryview(self.x)[first * D:(first + n) * D]
+
+    def schedule(self, t, ds):
+        """Steps of uneven global batches, forward_backward + apply, an epoch.
+
+        Returns the losses reported, the parameters' bytes and the counters.
+        """
+        out = []
+        for k, n in enumerate(DIST_SIZES):
+            out.append(untimed(t.step(self.batch((k * 37) % (DIST_COUNT - n + 1), n))))
+        out.append(untimed(t.forward_backward(self.batch(5, 70))))
+        t.apply()
+        # 200 samples in batches of 72, 72 and 56, binarized from the generator.
+        out.append(untimed(t.train_epoch(ds, batch_size=72, binarize=True)))
+        return out, t.model.params().tobytes(), (t.steps, t.epochs)
+
+    def alone(self):
+        with contextlib.ExitStack() as stack:
+            ds = stack.enter_context(vae.Dataset.from_floats(self.x, dim=D))
+            return self.schedule(self.trainer(stack), ds)
+
+    def test_two_thread_ranks_equal_one_trainer_bit_for_bit(self):
+        want = self.alone()
+        ranks = ThreadRanks(2)
+        results, errors = [None, None], []
+
+        def rank_main(rank):
+            try:
+                with contextlib.ExitStack() as stack:
+                    # Each rank has its own objects, as a process of its own would.
+                    ds = stack.enter_context(vae.Dataset.from_floats(self.x, dim=D))
+                    t = self.trainer(stack)
+                    t.set_distributed(rank, 2, ranks.exchange(rank))
+                    results[rank] = self.schedule(t, ds)
+            except BaseException as exc:  # noqa: B902 - reported below
+                errors.append(exc)
+
+        # ctypes releases the GIL: both threads are inside trainer calls at once.
+        threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        self.assertFalse(any(th.is_alive() for th in threads))
+        self.assertEqual(errors, [])
+        for rank in range(2):
+            losses, params, counters = results[rank]
+            self.assertEqual(losses, want[0], "rank %d: the reported losses" % rank)
+            self.assertTrue(params == want[1], "rank %d: the parameters differ" % rank)
+            self.assertEqual(counters, want[2])
+            self.assertEqual(counters, (len(DIST_SIZES) + 1 + 3, 1))
+        # Two exchanges per training pass (6 steps, forward_backward, 3 batches),
+        # with the same sizes on both ranks.
+        self.assertEqual(len(ranks.sizes[0]), 2 * (len(DIST_SIZES) + 1 + 3))
+        self.assertEqual(ranks.sizes[0], ranks.sizes[1])
+        # The step on one sample: the loss terms (overflow flag, rec, kl in
+        # doubles) of no sample on rank 0 and one on rank 1, then the
+        # gradient of its one block from rank 1 only.
+        n_params = len(want[1]) // 4
+        self.assertEqual(ranks.sizes[0][2:4], [[8, 24], [0, 4 * n_params]])
+        # The first step: 130 samples in blocks of 44, 43 and 43; rank 0 has
+        # block 0, rank 1 blocks 1 and 2.
+        self.assertEqual(ranks.sizes[0][0:2], [[8 * (1 + 2 * 44), 8 * (1 + 2 * 86)],
+                                               [4 * n_params, 8 * n_params]])
+
+    def test_world_one_needs_no_function(self):
+        want = self.alone()
+        with contextlib.ExitStack() as stack:
+            ds = stack.enter_context(vae.Dataset.from_floats(self.x, dim=D))
+            t = self.trainer(stack)
+            calls = []
+            t.set_distributed(0, 1)
+            t.set_distributed(0, 2, loopback(calls))
+            t.set_distributed(0, 1)      # a trainer of its own again
+            t.set_distributed(0, 1, loopback(calls))   # world 1 never exchanges
+            self.assertEqual(self.schedule(t, ds), want)
+            self.assertEqual(calls, [])
+
+    def test_bad_arguments(self):
+        with contextlib.ExitStack() as stack:
+            t = self.trainer(stack)
+            calls = []
+            fn = "vae_trainer_set_distributed"
+            exc = self.assertCError(vae.InvalidArgument, fn, t.set_distributed, 0, 0,
+                                    loopback(calls))
+            self.assertIn("world", exc.message)
+            exc = self.assertCError(vae.InvalidArgument, fn, t.set_distributed, 2, 2,
+                                    loopback(calls))
+            self.assertIn("rank 2 of 2", exc.message)
+            exc = self.assertCError(vae.InvalidArgument, fn, t.set_distributed, 0, 65537,
+                                    loopback(calls))
+            self.assertIn("65536", exc.message)
+            exc = self.assertCError(vae.InvalidArgument, fn, t.set_distributed, 0, 2)
+            self.assertIn("without a function", exc.message)
+            exc = self.assertVaeError(vae.InvalidArgument, t.set_distributed, -1, 2,
+                                      loopback(calls))
+            self.assertIn("rank", exc.message)
+            with self.assertRaises(TypeError):
+                t.set_distributed(0, 2, 42)
+            with self.assertRaises(TypeError):
+                t.set_distributed("0", 2, loopback(calls))
+            self.assertEqual(calls, [])
+            # A refused call keeps the exchange set before it.
+            t.set_distributed(0, 2, loopback(calls))
+            self.assertCError(vae.InvalidArgument, fn, t.set_distributed, 0, 2)
+            t.step(self.batch(0, 10))    # one block, rank 1's
+            self.assertEqual(calls, [[8, 8 * (1 + 2 * 10)], [0, 4 * t.model.n_params]])
+            # Not while the trainer's context is in use.
+            with vae.Dataset.from_floats(self.x, dim=D) as ds:
+                seen = []
+
+                def progress(done, total, loss):
+                    seen.append(self.assertCError(vae.StateError, fn, t.set_distributed, 0, 1))
+
+                t.train_epoch(ds, batch_size=100, progress=progress)
+            self.assertEqual(len(seen), 2)
+            self.assertEqual(len(calls), 2 + 4)   # still distributed
+        self.assertVaeError(vae.InvalidArgument, t.set_distributed, 0, 1)   # closed
+
+    def test_the_trainer_keeps_the_exchange_alive(self):
+        with contextlib.ExitStack() as stack:
+            t = self.trainer(stack)
+            calls = []
+            exchange = loopback(calls)
+            ref = weakref.ref(exchange)
+            t.set_distributed(0, 2, exchange)
+            del exchange
+            gc.collect()
+            self.assertIsNotNone(ref())
+            t.step(self.batch(0, 3))
+            self.assertEqual(len(calls), 2)
+            t.set_distributed(0, 1)      # the library no longer calls it: let go
+            gc.collect()
+            self.assertIsNone(ref())
+            t.step(self.batch(0, 3))
+            self.assertEqual(len(calls), 2)
+
+    def test_a_raising_exchange_fails_the_call_and_changes_nothing(self):
+        class LinkDown(Exception):
+            pass
+
+        with contextlib.ExitStack() as stack:
+            t = self.trainer(stack)
+            ds = stack.enter_context(vae.Dataset.from_floats(self.x, dim=D))
+            t.step(self.batch(0, 64))    # Adam's moments are not zero any more
+            before, state = t.model.params().tobytes(), t.save_mem()
+            cases = (  # the call, the exchange that raises, what it exchanged
+                (lambda: t.step(self.batch(3, 128)), "vae_trainer_step", 2, "gradients"),
+                (lambda: t.step(self.batch(3, 128)), "vae_trainer_step", 1, "loss terms"),
+                (lambda: t.forward_backward(self.batch(0, 9)), "vae_trainer_forward_backward",
+                 2, "gradients"),
+            )
+            for call, fn, fail_at, what in cases:
+                calls, error = [], LinkDown("link down at %d" % fail_at)
+                t.set_distributed(0, 2, loopback(calls, fail_at, error))
+                exc = self.assertCError(vae.VaeIOError, fn, call)
+                self.assertIn("the exchange of the %s failed (1) on rank 0 of 2" % what,
+                              exc.message)
+                self.assertIs(exc.__cause__, error)
+                self.assertEqual(len(calls), fail_at)
+                self.assertEqual(t.model.params().tobytes(), before)
+                self.assertEqual(t.save_mem(), state)   # generator, counters, slab, moments
+            # KeyboardInterrupt (Ctrl-C in a barrier's wait) is raised as it is.
+            t.set_distributed(0, 2, loopback([], 1, KeyboardInterrupt()))
+            with self.assertRaises(KeyboardInterrupt):
+                t.step(self.batch(0, 5))
+            self.assertEqual(t.save_mem(), state)
+            # The same trainer trains on once the exchange works.
+            calls = []
+            t.set_distributed(0, 2, loopback(calls))
+            t.step(self.batch(0, 5))
+            self.assertEqual((len(calls), t.steps), (2, 2))
+            self.assertNotEqual(t.model.params().tobytes(), before)
+            # An epoch whose second step fails: the first step stays taken and
+            # the epoch open, as with any failing step (see train_epoch).
+            calls, error = [], LinkDown("link down in the epoch")
+            t.set_distributed(0, 2, loopback(calls, 4, error))
+            exc = self.assertCError(vae.VaeIOError, "vae_trainer_", t.train_epoch, ds,
+                                    batch_size=64)
+            self.assertIn("the exchange of the gradients failed", exc.message)
+            self.assertIs(exc.__cause__, error)
+            self.assertEqual((len(calls), t.steps, t.epochs), (4, 3, 0))
+            self.assertEqual(t.epoch_position, (64, DIST_COUNT))
+
+    def test_an_old_library(self):
+        with contextlib.ExitStack() as stack:
+            t = self.trainer(stack)
+            vae._MISSING.add("vae_trainer_set_distributed")
+            try:
+                with self.assertRaises(vae.VersionMismatchError) as cm:
+                    t.set_distributed(0, 1)
+                self.assertIn("libvae 1.1 or newer", str(cm.exception))
+            finally:
+                vae._MISSING.discard("vae_trainer_set_distributed")
+            t.set_distributed(0, 1)
 
 
 # ---------------------------------------------------------------------------
