@@ -64,16 +64,17 @@ def main():
         for link, bw in LINKS.items():
             print(f"\n{link}: communication ms per step at one block per rank (k = 1), "
                   f"against {t_blk:.2f} ms of computation")
-            print("| ranks | gather | ring | chain | per-rank batch where ring stops "
-                  "dominating | same for chain |")
-            print("|---|---|---|---|---|---|")
+            print("| ranks | gather | ring | chain | per-rank batch where communication stops "
+                  "dominating: gather | ring | chain |")
+            print("|---|---|---|---|---|---|---|")
             for p in RANKS:
                 ga, ri, ch = (1e3 * comm_s(kd, p, 1, g, bw) for kd in ("gather", "ring", "chain"))
                 # smallest k with k * t_block >= comm (ring/chain do not grow with k)
                 k_ring = max(1, -(-ri // t_blk))
                 k_chain = max(1, -(-ch // t_blk))
-                print(f"| {p} | {ga:.1f} | {ri:.2f} | {ch:.2f} | {int(k_ring) * 64} | "
-                      f"{int(k_chain) * 64} |")
+                k_gather = "64" if ga <= t_blk else "never"
+                print(f"| {p} | {ga:.1f} | {ri:.2f} | {ch:.2f} | {k_gather} | "
+                      f"{int(k_ring) * 64} | {int(k_chain) * 64} |")
 
 
 if __name__ == "__main__":
