@@ -16,11 +16,12 @@ root=$PWD
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # libgfortran-12-dev: `pkg-config --static vae` ends in OpenBLAS's -lgfortran,
-# which the installed-package test links.
+# which the installed-package test links. Open MPI: libvae_mpi and its tests
+# (label "mpi").
 need=()
 for pkg in pkg-config g++ libopenblas-dev libblis-dev libcmocka-dev zlib1g-dev libpng-dev \
            libgfortran-12-dev abigail-tools doxygen python3 python3-cffi luajit valgrind \
-           clang libclang-rt-14-dev; do
+           clang libclang-rt-14-dev libopenmpi-dev openmpi-bin; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
