@@ -378,7 +378,7 @@ static void test_create_bad_input(void **state)
     assert_null(m);
     TU_EXPECT_ERR(vae_model_create(&m, 4, 0, VAE_LIKELIHOOD_BERNOULLI), VAE_ERR_INVALID,
                   "vae_model_create");
-    TU_EXPECT_ERR(vae_model_create(&m, 4, 2, 2), VAE_ERR_INVALID, "vae_model_create");
+    TU_EXPECT_ERR(vae_model_create(&m, 4, 2, 3), VAE_ERR_INVALID, "vae_model_create");
     TU_EXPECT_ERR(vae_model_create(&m, 4, 2, -1), VAE_ERR_INVALID, "vae_model_create");
     TU_EXPECT_ERR(vae_model_create(&m, SIZE_MAX, 2, VAE_LIKELIHOOD_BERNOULLI), VAE_ERR_INVALID,
                   "vae_model_create");

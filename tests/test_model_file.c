@@ -1241,7 +1241,7 @@ static void expect_crafted(edit_fn edit, const char *needle, const char *what)
         body;                                                                               \
     }
 
-CRAFT(ed_likelihood, tu_put_le32(P(PO_LIK), 2))
+CRAFT(ed_likelihood, tu_put_le32(P(PO_LIK), 3))
 CRAFT(ed_sigma0, tu_put_le_f32(P(PO_SIGMA), 0.0f))
 CRAFT(ed_sigma_neg, tu_put_le_f32(P(PO_SIGMA), -1.0f))
 CRAFT(ed_sigma_nan, tu_put_le_f32(P(PO_SIGMA), NAN))
@@ -1290,7 +1290,7 @@ static void test_crafted_inconsistent(void **state)
 {
     (void)state;
     /* Each file has valid checksums and lengths: only the content is wrong. */
-    expect_crafted(ed_likelihood, "likelihood 2", "likelihood");
+    expect_crafted(ed_likelihood, "likelihood 3", "likelihood");
     expect_crafted(ed_sigma0, "sigma", "sigma 0");
     expect_crafted(ed_sigma_neg, "sigma", "sigma -1");
     expect_crafted(ed_sigma_nan, "sigma", "sigma NaN");

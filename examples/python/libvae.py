@@ -122,7 +122,8 @@ __all__ = [
     "LIMIT_FILE_BYTES", "LIMIT_MODEL_PARAMS", "LIMIT_WORKSPACE_BYTES",
     "ACT_IDENTITY", "ACT_RELU", "ACT_LEAKY_RELU", "ACT_TANH", "ACT_SIGMOID", "ACT_SOFTPLUS",
     "ACT_ELU", "LAYER_DENSE", "LAYER_CONV2D", "LAYER_CONV2D_TRANSPOSE",
-    "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
+    "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "LIKELIHOOD_CONTINUOUS_BERNOULLI",
+    "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
     "OPTIMIZER_SGD", "OPTIMIZER_ADAM",
 ]
 
@@ -182,6 +183,7 @@ LAYER_OUTPUT_PADDING = 14
 
 LIKELIHOOD_BERNOULLI = 0
 LIKELIHOOD_GAUSSIAN = 1
+LIKELIHOOD_CONTINUOUS_BERNOULLI = 2
 
 MODEL_GAUSSIAN_SIGMA = 1
 
@@ -223,7 +225,9 @@ _LAYER_PARAMS = collections.OrderedDict([
     ("kernel_height", LAYER_KERNEL_HEIGHT), ("kernel_width", LAYER_KERNEL_WIDTH),
     ("stride", LAYER_STRIDE), ("padding", LAYER_PADDING),
     ("output_padding", LAYER_OUTPUT_PADDING)])
-_LIKELIHOODS = {"bernoulli": LIKELIHOOD_BERNOULLI, "gaussian": LIKELIHOOD_GAUSSIAN}
+_LIKELIHOODS = {"bernoulli": LIKELIHOOD_BERNOULLI, "gaussian": LIKELIHOOD_GAUSSIAN,
+                "continuous_bernoulli": LIKELIHOOD_CONTINUOUS_BERNOULLI}
+_LIKELIHOOD_NAMES = {v: k for k, v in _LIKELIHOODS.items()}
 _MODEL_PARAMS = {"gaussian_sigma": MODEL_GAUSSIAN_SIGMA, "sigma": MODEL_GAUSSIAN_SIGMA}
 _OBJECTIVES = {"elbo": OBJECTIVE_ELBO, "autoencoder": OBJECTIVE_AUTOENCODER}
 _ELBO_PARAMS = {"beta": ELBO_BETA, "objective": ELBO_OBJECTIVE}
@@ -2059,7 +2063,7 @@ class Model(_Handle):
             return "<libvae.Model closed>"
         return "<libvae.Model %d -> %d, %s, %s>" % (
             self.input_dim, self.latent_dim,
-            "gaussian" if self.likelihood == LIKELIHOOD_GAUSSIAN else "bernoulli",
+            _LIKELIHOOD_NAMES.get(self.likelihood, "likelihood %d" % self.likelihood),
             "%d parameters" % self.n_params if self.built else "not built")
 
 
@@ -2158,7 +2162,8 @@ def encode(ctx, model, x, n=None, mu=None, logvar=None):
 
 
 def decode(ctx, model, z, n=None, out=None):
-    """Mean of p(x|z): probabilities (Bernoulli) or means (Gaussian), n * input_dim floats."""
+    """Mean of p(x|z), n * input_dim floats: probabilities sigmoid(l) (Bernoulli), means
+    (Gaussian) or 1/(1 - e^-l) - 1/l, in [0, 1] (continuous Bernoulli)."""
     _check(ctx, Context, "ctx")
     _check(model, Model, "model")
     input_dim, latent_dim = _model_dims(model)

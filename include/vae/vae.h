@@ -751,10 +751,19 @@ VAE_API int vae_layer_get_param(const vae_layer *layer, int param, size_t *value
  * @{
  */
 
-/** @brief Decoder likelihoods p(x|z). Values are part of the ABI and of the model file. */
+/**
+ * @brief Decoder likelihoods p(x|z). Values are part of the ABI and of the model file.
+ *
+ * The continuous Bernoulli (Loaiza-Ganem and Cunningham, 2019) is the Bernoulli's
+ * cross-entropy made a normalized density on [0, 1]: for grey-level data its losses and
+ * log-likelihoods are true negative log-densities (docs/math.md, 4.3). Model files that hold
+ * it load with libvae 1.1 and later only.
+ */
 enum {
-    VAE_LIKELIHOOD_BERNOULLI = 0, /**< decoder outputs logits; x in [0, 1] */
-    VAE_LIKELIHOOD_GAUSSIAN = 1   /**< decoder outputs means; fixed sigma */
+    VAE_LIKELIHOOD_BERNOULLI = 0,           /**< decoder outputs logits; x in [0, 1] */
+    VAE_LIKELIHOOD_GAUSSIAN = 1,            /**< decoder outputs means; fixed sigma */
+    VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI = 2 /**< decoder outputs logits l; x in [0, 1] with
+                                                 density l e^(l x) / (e^l - 1); since 1.1 */
 };
 
 /** @brief Settings of a model, for vae_model_set_param() and vae_model_get_param(). */
@@ -785,7 +794,8 @@ typedef struct vae_model vae_model;
  *                        vae_model_free()); set to NULL on failure.
  * @param[in]  input_dim  Values per sample, 1 to 2^24.
  * @param[in]  latent_dim Dimension of the latent code z, 1 to 2^20.
- * @param[in]  likelihood VAE_LIKELIHOOD_BERNOULLI or VAE_LIKELIHOOD_GAUSSIAN.
+ * @param[in]  likelihood VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN or
+ *                        VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID out is NULL, a dimension is zero or too large, or the likelihood
  *                         is unknown.
@@ -866,7 +876,8 @@ VAE_API int vae_model_build(vae_model *m, uint64_t seed);
  * @param[in]  n_hidden   Number of hidden layers on each side.
  * @param[in]  latent_dim Latent dimension.
  * @param[in]  activation VAE_ACT_* value of the hidden layers.
- * @param[in]  likelihood VAE_LIKELIHOOD_BERNOULLI or VAE_LIKELIHOOD_GAUSSIAN.
+ * @param[in]  likelihood VAE_LIKELIHOOD_BERNOULLI, VAE_LIKELIHOOD_GAUSSIAN or
+ *                        VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI.
  * @param[in]  seed       Seed of the weight initialization.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID out is NULL, hidden is NULL with n_hidden > 0, a width or
@@ -1256,8 +1267,8 @@ typedef struct vae_epoch_stats {
  * @param[out]    mu     Receives the posterior means, n * latent_dim floats.
  * @param[out]    logvar Receives the posterior log-variances, n * latent_dim floats.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID ctx, m, x, mu or logvar is NULL, n is 0, or a Bernoulli input
- *                         lies outside [0, 1].
+ * @retval VAE_ERR_INVALID ctx, m, x, mu or logvar is NULL, n is 0, or an input of a
+ *                         (continuous) Bernoulli model lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
  * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
@@ -1268,8 +1279,10 @@ VAE_API int vae_encode(vae_context *ctx, const vae_model *m, const float *x, siz
 /**
  * @brief Decodes latent codes: out[n][input_dim] holds the mean of p(x|z).
  *
- * That is the probabilities sigmoid(logits) for a Bernoulli model and the means for a
- * Gaussian one.
+ * That is the probabilities sigmoid(l) of the logits l for a Bernoulli model, the means
+ * for a Gaussian one, and for a continuous Bernoulli model its mean
+ * E[x] = 1/(1 - e^-l) - 1/l (1/2 at l = 0), in [0, 1] and not sigmoid(l) (docs/math.md,
+ * 4.3).
  * @param[in,out] ctx The context.
  * @param[in]     m   A built model.
  * @param[in]     z   Latent codes, n * latent_dim floats.
@@ -1294,8 +1307,8 @@ VAE_API int vae_decode(vae_context *ctx, const vae_model *m, const float *z, siz
  * @param[in]     n   Number of samples; at least 1.
  * @param[out]    out Receives n * input_dim floats.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID ctx, m, x or out is NULL, n is 0, or a Bernoulli input lies
- *                         outside [0, 1].
+ * @retval VAE_ERR_INVALID ctx, m, x or out is NULL, n is 0, or an input of a
+ *                         (continuous) Bernoulli model lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input is NaN or infinite, or an output overflowed.
  * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
@@ -1339,7 +1352,7 @@ VAE_API int vae_sample(vae_context *ctx, const vae_model *m, vae_rng *rng, size_
  * @param[out]    out Receives n log-likelihoods.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID ctx, m, x, rng or out is NULL, n or k is 0, k is too large, or a
- *                         Bernoulli input lies outside [0, 1].
+ *                         (continuous) Bernoulli input lies outside [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input or a result is not finite.
  * @retval VAE_ERR_NOMEM   an allocation failed, or the workspace would exceed
@@ -1368,8 +1381,9 @@ VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float
  *                           NULL; its size field must be set.
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0 or above 2^20, neither eps nor
- *                         rng gives the noise, stats->size is too small or has unknown nonzero bytes, or
- *                         a Bernoulli input lies outside [0, 1].
+ *                         rng gives the noise, stats->size is too small or has unknown
+ *                         nonzero bytes, or a (continuous) Bernoulli input lies outside
+ *                         [0, 1].
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.
  * @retval VAE_ERR_NOMEM   growing the workspace failed, or it would exceed
@@ -1826,8 +1840,8 @@ VAE_API int vae_trainer_apply(vae_trainer *t);
  *        then vae_trainer_apply().
  *
  * On failure the parameters, the optimizer state and the generator are unchanged and the
- * gradient slab is zero, except after VAE_ERR_STATE: the context is in use, perhaps by another call on this
- * very trainer, so nothing of the trainer is touched.
+ * gradient slab is zero, except after VAE_ERR_STATE: the context is in use, perhaps by
+ * another call on this very trainer, so nothing of the trainer is touched.
  * @param[in,out] t     The trainer.
  * @param[in]     x     Inputs, n * input_dim floats.
  * @param[in]     n     Number of samples, 1 to 2^20.
@@ -2003,7 +2017,7 @@ VAE_API int vae_trainer_discard_epoch(vae_trainer *t);
  * @retval VAE_OK          success.
  * @retval VAE_ERR_INVALID ctx, m, e or ds is NULL, rng is NULL with the ELBO objective,
  *                         stats->size is too small or has unknown nonzero bytes, or a
- *                         Bernoulli model meets a value outside [0, 1].
+ *                         (continuous) Bernoulli model meets a value outside [0, 1].
  * @retval VAE_ERR_SHAPE   the dataset's dim differs from the model's input_dim.
  * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
  * @retval VAE_ERR_NUMERIC a value or loss is not finite.

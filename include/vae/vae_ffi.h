@@ -114,7 +114,8 @@ int vae_layer_get_param(const vae_layer *layer, int param, size_t *value);
 
 enum {
     VAE_LIKELIHOOD_BERNOULLI = 0,
-    VAE_LIKELIHOOD_GAUSSIAN = 1
+    VAE_LIKELIHOOD_GAUSSIAN = 1,
+    VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI = 2
 };
 
 enum {

@@ -268,7 +268,7 @@ int vae_check_input(const vae_model *m, const float *x, size_t n, const char *fn
     if (!vae_all_finite(x, count, &bad))
         return vae_fail(VAE_ERR_NUMERIC, "%s: x[%zu][%zu] is not finite", fn,
                         bad / m->input_dim, bad % m->input_dim);
-    if (m->likelihood == VAE_LIKELIHOOD_BERNOULLI) {
+    if (m->likelihood != VAE_LIKELIHOOD_GAUSSIAN) { /* both Bernoulli densities live on [0, 1] */
         /* A branch-free pass (vectorized); the search runs only on failure. */
         int out = 0;
         for (size_t i = 0; i < count; i++)
@@ -276,8 +276,8 @@ int vae_check_input(const vae_model *m, const float *x, size_t n, const char *fn
         for (size_t i = 0; out && i < count; i++)
             if (x[i] < 0.0f || x[i] > 1.0f)
                 return vae_fail(VAE_ERR_INVALID,
-                                "%s: x[%zu][%zu] = %g is outside [0, 1], which a Bernoulli "
-                                "likelihood requires",
+                                "%s: x[%zu][%zu] = %g is outside [0, 1], which a Bernoulli or "
+                                "continuous Bernoulli likelihood requires",
                                 fn, i / m->input_dim, i % m->input_dim, (double)x[i]);
     }
     return VAE_OK;

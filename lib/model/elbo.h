@@ -16,6 +16,9 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
                       float *grad, float gscale, double *per_sample);
 /* out[k] = sigmoid(in[k]): a Bernoulli decoder's logits as probabilities. */
 void vae_sigmoid(const float *in, size_t n, float *out);
+/* out[k] = 1/(1 - e^-l) - 1/l with l = in[k]: the mean of a continuous
+ * Bernoulli with logit l, in [0, 1] (NaN stays NaN). */
+void vae_cb_mean(const float *in, size_t n, float *out);
 
 /* Loss and, when grad is not NULL, its gradient added into grad, of the n
  * samples x with noise eps (or drawn from rng into the context when eps is

@@ -65,6 +65,8 @@ static void run_block(infer_job *j, const vae_ws *ws, size_t blk)
     float *out = j->out + start * D;
     if (m->likelihood == VAE_LIKELIHOOD_BERNOULLI)
         vae_sigmoid(o, b * D, out);
+    else if (m->likelihood == VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI)
+        vae_cb_mean(o, b * D, out);
     else
         memcpy(out, o, b * D * sizeof *out);
     size_t at = first_bad(out, b * D);

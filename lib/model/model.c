@@ -9,6 +9,12 @@
 #include "../nn/activation.h"
 #include "model.h"
 
+static int likelihood_known(int likelihood)
+{
+    return likelihood == VAE_LIKELIHOOD_BERNOULLI || likelihood == VAE_LIKELIHOOD_GAUSSIAN ||
+           likelihood == VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI;
+}
+
 int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int likelihood)
 {
     if (!out)
@@ -20,7 +26,7 @@ int vae_model_create(vae_model **out, size_t input_dim, size_t latent_dim, int l
                         input_dim, latent_dim);
     if (input_dim > (1u << 24) || latent_dim > (1u << 20))
         return vae_fail(VAE_ERR_INVALID, "vae_model_create: dimensions too large");
-    if (likelihood != VAE_LIKELIHOOD_BERNOULLI && likelihood != VAE_LIKELIHOOD_GAUSSIAN)
+    if (!likelihood_known(likelihood))
         return vae_fail(VAE_ERR_INVALID, "vae_model_create: unknown likelihood %d", likelihood);
     vae_model *m = vae_calloc(1, sizeof *m);
     if (!m)
@@ -255,7 +261,7 @@ int vae_model_create_mlp(vae_model **out, size_t input_dim, const size_t *hidden
                         fn, input_dim, latent_dim);
     if (!vae_act_valid(activation))
         return vae_fail(VAE_ERR_INVALID, "%s: unknown activation %d", fn, activation);
-    if (likelihood != VAE_LIKELIHOOD_BERNOULLI && likelihood != VAE_LIKELIHOOD_GAUSSIAN)
+    if (!likelihood_known(likelihood))
         return vae_fail(VAE_ERR_INVALID, "%s: unknown likelihood %d", fn, likelihood);
     if (n_hidden > 0 && !hidden)
         return vae_fail(VAE_ERR_INVALID, "%s: hidden is NULL with n_hidden %zu", fn, n_hidden);

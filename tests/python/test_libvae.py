@@ -866,6 +866,31 @@ class ModelTest(ErrorAssertions):
                 self.assertEqual((again.likelihood, again.gaussian_sigma),
                                  (vae.LIKELIHOOD_GAUSSIAN, 0.75))
 
+    def test_continuous_bernoulli(self):
+        logits = [-30.0, -8.0, -1.0, -1e-3, 0.0, 1e-5, 0.3, 1.5, 5.0, 40.0] * 2
+        self.assertEqual(len(logits), D)
+        with vae.Model.create_mlp(D, [6], L, activation="tanh",
+                                  likelihood="continuous_bernoulli", seed=4) as m:
+            self.assertEqual(m.likelihood, vae.LIKELIHOOD_CONTINUOUS_BERNOULLI)
+            self.assertEqual(vae.LIKELIHOOD_CONTINUOUS_BERNOULLI, 2)
+            self.assertIn("continuous_bernoulli", repr(m))
+            # A decoder that ignores z: its output is the logits.
+            m.set_tensor("decoder.1.weight", [0.0] * (D * 6))
+            m.set_tensor("decoder.1.bias", logits)
+            out = vae.decode(self.ctx, m, [0.5] * L)
+            for l, mean in zip(logits, out):
+                want = 0.5 + l / 12 if abs(l) < 1e-6 else 1 / -math.expm1(-l) - 1 / l
+                self.assertTrue(0.0 <= mean <= 1.0, (l, mean))
+                self.assertAlmostEqual(mean, want, delta=3e-7 * want)
+            with vae.Model.load_mem(m.save_mem()) as again:
+                self.assertEqual(again.likelihood, vae.LIKELIHOOD_CONTINUOUS_BERNOULLI)
+                self.assertEqual(vae.decode(self.ctx, again, [0.5] * L), out)
+        with vae.Model(D, L, vae.LIKELIHOOD_CONTINUOUS_BERNOULLI) as u:
+            self.assertEqual(u.likelihood, 2)
+        self.assertCError(vae.InvalidArgument, "vae_model_create", vae.Model, D, L, 3)
+        with self.assertRaises(vae.InvalidArgument):
+            vae.Model(D, L, "poisson")
+
     def test_log_likelihood(self):
         ll = vae.log_likelihood(self.ctx, self.model, self.x, 8, self.rng)
         self.assertEqual((ll.typecode, len(ll)), ("d", 4))
