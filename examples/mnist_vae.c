@@ -1135,6 +1135,13 @@ static void make_run_id(char *buf, size_t cap)
     snprintf(buf, cap, "%s-%ld", stamp, (long)getpid());
 }
 
+static const char *likelihood_name(int likelihood)
+{
+    return likelihood == VAE_LIKELIHOOD_BERNOULLI              ? "Bernoulli"
+           : likelihood == VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI ? "continuous Bernoulli"
+                                                               : "Gaussian";
+}
+
 static int run_train(config *c)
 {
     int rc = VAE_OK, status = 0;
@@ -1302,7 +1309,7 @@ static int run_train(config *c)
            vae_version_string(), describe_model(s.m, arch, sizeof arch),
            c->ae ? "autoencoder" : "VAE", n_params,
            l0 ? activation_name(vae_layer_activation(l0)) : "?",
-           vae_model_likelihood(s.m) == VAE_LIKELIHOOD_BERNOULLI ? "Bernoulli" : "Gaussian",
+           likelihood_name(vae_model_likelihood(s.m)),
            c->lr, c->batch, c->epochs, plural(c->epochs), c->beta, (unsigned long long)c->seed,
            c->binarize ? ", dynamic binarization" : "", workers, plural(workers));
     printf("data: %zu training image%s, %zu test image%s from %s\n", vae_dataset_count(train),

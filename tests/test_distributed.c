@@ -252,16 +252,20 @@ static void test_adam_conv(void **state)
 
 /* ---- failures and arguments ------------------------------------------------------ */
 
+/* Rank 0 of 2 alone: the first call (the loss terms) makes the missing
+ * rank's part zeros (no overflow, zero terms), the second (the gradients)
+ * fails. */
 static int failing_exchange(void *payload, void *buf, const size_t *bytes)
 {
-    (void)buf, (void)bytes;
     int *calls = payload;
-    return ++*calls == 2 ? 7 : 0; /* the second call: the gradients */
+    if (++*calls == 2)
+        return 7;
+    memset((unsigned char *)buf + bytes[0], 0, bytes[1]);
+    return 0;
 }
 
-/* A world of 2 in which only this rank exists: the exchange leaves the other
- * part as it was (zero gradients, zero terms), so this checks only that a
- * failing exchange fails the call with VAE_ERR_IO and changes nothing. */
+/* A world of 2 in which only rank 0 exists: checks that a failing exchange
+ * fails the call with VAE_ERR_IO and changes nothing. */
 static void test_exchange_failure(void **state)
 {
     (void)state;
