@@ -1,12 +1,14 @@
 /*
- * mnist_anomaly: anomaly detection with a VAE. Trains on every MNIST
- * training digit except one held-out class, scores each test image by its
- * -ELBO, and measures how well that score flags the held-out digit (AUROC).
+ * mnist_anomaly: one-class anomaly detection on MNIST with a VAE (the
+ * protocol of Ruff et al. 2018 and Perera et al. 2019). For each digit k a
+ * VAE learns the training images of k only, then every one of the 10,000
+ * test images is scored with vae_anomaly_score(); the AUROC measures how
+ * well the score ranks the other digits ("not k", the anomalies) above k.
  * `mnist_anomaly --help` lists every option.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +19,27 @@
 #include "mnist_common.h"
 #include "mnist_pictures.h"
 
-enum { EXIT_USAGE = 2, SHOW = 32 };
+enum { EXIT_USAGE = 2, N_KINDS = 4, SHOW = 10 };
+
+/* The score kinds in table order, with their command-line names. */
+static const struct {
+    int kind;
+    const char *name, *title;
+} KINDS[N_KINDS] = {
+    {VAE_ANOMALY_NEG_ELBO, "elbo", "-ELBO"},
+    {VAE_ANOMALY_NEG_LOG_LIKELIHOOD, "nll", "-log p(x)"},
+    {VAE_ANOMALY_RECON_PROB, "recon", "recon prob"},
+    {VAE_ANOMALY_COMPLEXITY, "complexity", "complexity"},
+};
 
 typedef struct config {
-    size_t holdout, epochs, batch, latent, threads, train_limit;
+    int klass;              /* 0-9, or -1 for every digit */
+    int use[N_KINDS];       /* kinds to compute, by index in KINDS */
+    size_t picture_kind;    /* index in KINDS of the score the pictures rank by */
+    size_t epochs, batch, latent, threads, train_limit, k, draws;
     double lr;
     uint64_t seed;
-    const char *data, *out, *scores;
+    const char *data, *out;
 } config;
 
 static void usage(FILE *f)
@@ -31,48 +47,93 @@ static void usage(FILE *f)
     fprintf(f,
 "Usage: mnist_anomaly [OPTIONS]\n"
 "\n"
-"Trains a 784-400-20 VAE (ReLU, Bernoulli, Adam) on the MNIST training images\n"
-"of every digit except the held-out one, then scores each of the 10000 test\n"
-"images by its -ELBO (one draw of z per image; higher = less like the training\n"
-"data). Prints the mean score per digit and the AUROC of the score for\n"
-"telling the held-out digit from the others (0.5 = chance, 1 = perfect), and\n"
-"writes OUT/anomaly.png: the 32 highest-scoring test images above the 32\n"
-"lowest-scoring ones, held-out digits framed in red.\n"
+"One-class anomaly detection: for each digit k, trains a 784-400-20 VAE (ReLU,\n"
+"Bernoulli, Adam) on the MNIST training images of k only, scores all 10000\n"
+"test images and prints the AUROC of the score for telling the other digits\n"
+"(the anomalies) from k (0.5 = chance, 1 = perfect), per digit and the mean.\n"
+"Writes OUT/anomaly.png (for each digit, the most and the least anomalous\n"
+"test images) and OUT/roc.png (the ROC curve of each score, per digit).\n"
 "\n"
 "Options:\n"
-"  --holdout D       digit left out of training, 0-9 (default 9)\n"
-"  --epochs N        passes over the training set (default 5)\n"
+"  --class K         train on digit K only, 0-9 (default: each of the ten\n"
+"                    digits in turn)\n"
+"  --score KIND      elbo        mean -ELBO over --draws draws of z\n"
+"                    nll         -log p(x), importance-sampled with --k\n"
+"                                samples (default)\n"
+"                    recon       reconstruction probability: mean -log p(x|z)\n"
+"                                over --draws draws z ~ q(z|x)\n"
+"                    complexity  -log p(x) minus the zlib length of the image\n"
+"                                in nats (input complexity correction)\n"
+"                    all         the four, one column each; the pictures\n"
+"                                rank by recon\n"
+"  --k N             importance samples of nll and complexity (default 100)\n"
+"  --draws N         draws of z of elbo and recon (default 10)\n"
+"  --epochs N        passes over the training images of each digit (default 20)\n"
 "  --batch N         minibatch size (default 128)\n"
 "  --latent N        latent dimensions (default 20)\n"
 "  --lr X            Adam learning rate (default 1e-3)\n"
 "  --seed S          seed of weights, shuffling and noise (default 1)\n"
 "  --threads N       N workers share every batch, the BLAS set to one thread\n"
 "                    (as in mnist_vae --help; default 0: one worker)\n"
-"  --train-limit N   use only the first N training images, before removing\n"
-"                    the held-out digit (0 = all)\n"
+"  --train-limit N   use only the first N training images, before keeping the\n"
+"                    digit (0 = all)\n"
 "  --data DIR        the MNIST IDX files (default ./data);\n"
 "                    examples/fetch_mnist.sh DIR gets them\n"
 "  --out DIR         output directory, created when missing (default ./out)\n"
-"  --scores FILE     also write 'index,label,score' for every test image\n"
 "  -h, --help        this text\n"
 "\n"
 "Exit status: 0 on success, 1 when a library call or a file fails, 2 on a\n"
 "bad command line.\n");
 }
 
+static int parse_score(const char *v, config *c)
+{
+    memset(c->use, 0, sizeof c->use);
+    if (!strcmp(v, "all")) {
+        for (size_t q = 0; q < N_KINDS; q++)
+            c->use[q] = 1;
+        c->picture_kind = 2;
+        return 0;
+    }
+    for (size_t q = 0; q < N_KINDS; q++)
+        if (!strcmp(v, KINDS[q].name)) {
+            c->use[q] = 1;
+            c->picture_kind = q;
+            return 0;
+        }
+    fprintf(stderr, "error: --score must be elbo, nll, recon, complexity or all\n");
+    return EXIT_USAGE;
+}
+
 static int parse_args(int argc, char **argv, config *c)
 {
-    *c = (config){.holdout = 9, .epochs = 5, .batch = 128, .latent = 20, .lr = 1e-3,
-                  .seed = 1, .data = "./data", .out = "./out"};
+    *c = (config){.klass = -1, .use = {0, 1, 0, 0}, .picture_kind = 1, .epochs = 20,
+                  .batch = 128, .latent = 20, .k = 100, .draws = 10, .lr = 1e-3, .seed = 1,
+                  .data = "./data", .out = "./out"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int r;
+        size_t klass = 0;
 #define FLAG(name) ((r = flag_value(argc, argv, &i, name, &v)) != 0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
-        } else if (FLAG("--holdout")) {
-            if (r < 0 || parse_size(a, v, &c->holdout))
+        } else if (FLAG("--class")) {
+            if (r < 0 || parse_size(a, v, &klass))
+                return EXIT_USAGE;
+            if (klass > 9) {
+                fprintf(stderr, "error: --class must be a digit 0-9\n");
+                return EXIT_USAGE;
+            }
+            c->klass = (int)klass;
+        } else if (FLAG("--score")) {
+            if (r < 0 || parse_score(v, c))
+                return EXIT_USAGE;
+        } else if (FLAG("--k")) {
+            if (r < 0 || parse_size(a, v, &c->k))
+                return EXIT_USAGE;
+        } else if (FLAG("--draws")) {
+            if (r < 0 || parse_size(a, v, &c->draws))
                 return EXIT_USAGE;
         } else if (FLAG("--epochs")) {
             if (r < 0 || parse_size(a, v, &c->epochs))
@@ -103,22 +164,16 @@ static int parse_args(int argc, char **argv, config *c)
             if (r < 0)
                 return EXIT_USAGE;
             c->out = v;
-        } else if (FLAG("--scores")) {
-            if (r < 0)
-                return EXIT_USAGE;
-            c->scores = v;
         } else {
             fprintf(stderr, "error: unknown argument '%s' (see --help)\n", a);
             return EXIT_USAGE;
         }
 #undef FLAG
     }
-    if (c->holdout > 9) {
-        fprintf(stderr, "error: --holdout must be a digit 0-9\n");
-        return EXIT_USAGE;
-    }
-    if (c->batch == 0 || c->latent == 0 || !(c->lr > 0.0) || c->threads > 64) {
-        fprintf(stderr, "error: --batch, --latent, --lr must be positive, --threads sensible\n");
+    if (c->batch == 0 || c->latent == 0 || c->k == 0 || c->draws == 0 || !(c->lr > 0.0) ||
+        c->threads > 64) {
+        fprintf(stderr, "error: --batch, --latent, --k, --draws, --lr must be positive, "
+                        "--threads sensible\n");
         return EXIT_USAGE;
     }
     return 0;
@@ -168,97 +223,187 @@ static double auroc(const double *score, const int *positive, size_t n, scored *
     return (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg);
 }
 
-/* One labeled block: a title then `count` images in 2 rows of 16, the
- * held-out digit framed in red. Returns the block's height. */
-static int draw_block(image *im, int x, int y, const char *title, const vae_dataset *test,
-                      const scored *items, size_t count, int32_t holdout, float *buf,
-                      int *status)
+/* ---- pictures ------------------------------------------------------------ */
+
+enum { SCALE = 2, PAD = 6, MARGIN = 12, PANEL = 260, PANEL_PAD = 40, PANEL_COLS = 5 };
+
+static const rgb KIND_COLORS[N_KINDS] = {
+    {31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {148, 103, 189}};
+
+/* A line of dots of radius 1 from (x0, y0) to (x1, y1). */
+static void draw_line(image *im, double x0, double y0, double x1, double y1, rgb c)
 {
-    enum { COLS = 16, SCALE = 2, PAD = 6, FRAME = 2 };
-    const rgb red = {230, 40, 40};
-    size_t d = vae_dataset_dim(test);
-    int ph, pw;
-    picture_shape(d, &ph, &pw);
-    int h = picture_title(im, x, y, title) + 10;
-    for (size_t i = 0; i < count; i++) {
-        int rc = vae_dataset_range(test, items[i].index, 1, buf);
-        int32_t label = -1;
-        if (rc == VAE_OK)
-            rc = vae_dataset_label(test, items[i].index, &label);
-        if (rc != VAE_OK) {
-            *status = report(rc, "reading a test image");
-            return h;
+    double len = fmax(fabs(x1 - x0), fabs(y1 - y0));
+    int steps = (int)len + 1;
+    for (int s = 0; s <= steps; s++) {
+        double t = (double)s / steps;
+        image_disc(im, x0 + t * (x1 - x0), y0 + t * (y1 - y0), 1.0, c);
+    }
+}
+
+/*
+ * One ROC panel with its top-left corner at (x, y): false-positive rate to
+ * the right, true-positive rate up, the chance diagonal, and one curve per
+ * computed kind. order[q] holds the test images by ascending score of kind q.
+ */
+static void draw_roc_panel(image *im, int x, int y, const config *c, int klass,
+                           scored *const order[N_KINDS], const int *positive, size_t n,
+                           const double auc[N_KINDS])
+{
+    char title[64];
+    snprintf(title, sizeof title, "DIGIT %d", klass);
+    image_text(im, x, y, title, 2, PIC_TEXT);
+    int top = y + image_text_height(2) + 6, s = PANEL;
+    image_fill_rect(im, x, top, s, s, PIC_WHITE);
+    image_frame(im, x - 1, top - 1, s + 2, s + 2, 1, PIC_BLACK);
+    for (int i = 0; i <= s; i += 4)
+        image_set(im, x + i, top + s - i, (rgb){170, 170, 170});
+    double pos = 0.0;
+    for (size_t i = 0; i < n; i++)
+        pos += positive[i];
+    double neg = (double)n - pos;
+    int line = 0;
+    for (size_t q = 0; q < N_KINDS; q++) {
+        if (!c->use[q] || pos == 0.0 || neg == 0.0)
+            continue;
+        /* Threshold from the highest score down: one point per distinct score. */
+        double tp = 0, fp = 0, px = 0, py = 0;
+        for (size_t i = n; i > 0;) {
+            size_t j = i;
+            while (j > 0 && order[q][j - 1].score == order[q][i - 1].score) {
+                j--;
+                if (positive[order[q][j].index])
+                    tp += 1;
+                else
+                    fp += 1;
+            }
+            double fx = fp / neg, ty = tp / pos;
+            draw_line(im, x + px * s, top + s - py * s, x + fx * s, top + s - ty * s,
+                      KIND_COLORS[q]);
+            px = fx;
+            py = ty;
+            i = j;
         }
-        int px = x + FRAME + (int)(i % COLS) * (pw * SCALE + PAD);
-        int py = y + h + FRAME + (int)(i / COLS) * (ph * SCALE + PAD);
-        if (label == holdout)
-            image_frame(im, px - FRAME, py - FRAME, pw * SCALE + 2 * FRAME,
-                        ph * SCALE + 2 * FRAME, FRAME, red);
-        image_put_gray(im, px, py, buf, ph, pw, SCALE);
+        char label[64];
+        snprintf(label, sizeof label, "%s %.3f", KINDS[q].name, auc[q]);
+        image_text(im, x + s / 3, top + s - 14 - 12 * (int)(N_KINDS - 1) + 12 * line++, label, 1,
+                   KIND_COLORS[q]);
     }
-    int rows = (int)((count + COLS - 1) / COLS);
-    return h + rows * (ph * SCALE + PAD);
 }
 
-static int write_picture(const config *c, const vae_dataset *test, const scored *order, size_t n)
+/* One row of the anomaly picture: digit k's SHOW most anomalous test images
+ * (by the picture score) left, its SHOW least anomalous right; test images
+ * of digit k itself framed in red. Returns -1 on a failure (reported). */
+static int draw_anomaly_row(image *im, int y, int klass, const vae_dataset *test,
+                            const scored *order, size_t n, float *buf)
 {
-    enum { COLS = 16, SCALE = 2, PAD = 6, MARGIN = 12 };
-    int ph, pw, rc = VAE_OK;
-    size_t d = vae_dataset_dim(test);
-    picture_shape(d, &ph, &pw);
-    size_t k = n < SHOW ? n : SHOW;
-    scored top[SHOW], bottom[SHOW];
-    for (size_t i = 0; i < k; i++) {
-        top[i] = order[n - 1 - i]; /* highest score first */
-        bottom[i] = order[i];      /* lowest score first */
-    }
-    /* Matches draw_block(): title, 10 px, then the rows of images. */
-    int rows = (int)((k + COLS - 1) / COLS);
-    int block_h = image_text_height(2) + 10 + rows * (ph * SCALE + PAD);
-    int width = 2 * MARGIN + COLS * (pw * SCALE + PAD);
-    int height = MARGIN + block_h + MARGIN + block_h + 4 + image_text_height(2) + MARGIN;
-    image im;
-    float *buf = malloc(d * sizeof *buf); /* one image */
-    if (!buf || image_create(&im, width, height, PIC_BACKGROUND) != 0) {
-        free(buf);
-        fprintf(stderr, "error: out of memory while drawing\n");
-        return -1;
-    }
-    char title[96];
-    int y = MARGIN;
-    snprintf(title, sizeof title, "%zu most anomalous test images (highest -ELBO)", k);
-    y += draw_block(&im, MARGIN, y, title, test, top, k, (int32_t)c->holdout, buf, &rc) + MARGIN;
-    snprintf(title, sizeof title, "%zu least anomalous test images (lowest -ELBO)", k);
-    if (rc == VAE_OK)
-        y += draw_block(&im, MARGIN, y, title, test, bottom, k, (int32_t)c->holdout, buf, &rc);
-    snprintf(title, sizeof title, "red frame: held-out digit %zu", c->holdout);
-    image_text(&im, MARGIN, y + 4, title, 2, (rgb){230, 40, 40});
-    if (rc == VAE_OK)
-        rc = pictures_save(&im, c->out, "anomaly.png");
-    image_free(&im);
-    free(buf);
-    return rc;
-}
-
-static int write_scores(const char *path, const double *score, const vae_dataset *test)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "error: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    fprintf(f, "index,label,score\n");
-    for (size_t i = 0; i < vae_dataset_count(test); i++) {
+    const rgb red = {230, 40, 40};
+    enum { FRAME = 2 };
+    int ph, pw;
+    picture_shape(vae_dataset_dim(test), &ph, &pw);
+    int cell = pw * SCALE + PAD, x0 = MARGIN + 40, x1 = x0 + SHOW * cell + 3 * PAD;
+    char t[16];
+    snprintf(t, sizeof t, "%d", klass);
+    image_text(im, MARGIN, y + ph * SCALE / 2 - 8, t, 2, PIC_TEXT);
+    for (size_t i = 0; i < 2 * SHOW && i < 2 * n; i++) {
+        size_t idx = i < SHOW ? order[n - 1 - i].index : order[i - SHOW].index;
         int32_t label = -1;
-        vae_dataset_label(test, i, &label);
-        fprintf(f, "%zu,%d,%.6f\n", i, (int)label, score[i]);
+        int rc = vae_dataset_range(test, idx, 1, buf);
+        if (rc == VAE_OK)
+            rc = vae_dataset_label(test, idx, &label);
+        if (rc != VAE_OK) {
+            report(rc, "reading a test image");
+            return -1;
+        }
+        int px = (i < SHOW ? x0 : x1) + (int)(i % SHOW) * cell;
+        if (label == klass)
+            image_frame(im, px - FRAME, y - FRAME, pw * SCALE + 2 * FRAME,
+                        ph * SCALE + 2 * FRAME, FRAME, red);
+        image_put_gray(im, px, y, buf, ph, pw, SCALE);
     }
-    if (fclose(f) != 0) {
-        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    pictures_note_written(path);
     return 0;
+}
+
+/* ---- one digit ----------------------------------------------------------- */
+
+typedef struct run {
+    vae_context *ctx;
+    const vae_dataset *all, *test;
+    const float *x_test;    /* x_test[n][dim] */
+    const int32_t *labels;  /* labels[n] */
+    size_t n;
+} run;
+
+/* Trains on digit klass, writes scores[q][n] of every computed kind q and
+ * auc[q]. Returns VAE_OK, or a status already reported. */
+static int one_class(const config *c, const run *r, int klass, double *const scores[N_KINDS],
+                     double auc[N_KINDS], scored *const order[N_KINDS], int *positive,
+                     size_t *n_train, double *seconds)
+{
+    vae_dataset *train = NULL;
+    vae_model *m = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *opt = NULL;
+    vae_trainer *t = NULL;
+    vae_rng *rng = NULL;
+    int rc = VAE_OK;
+    double t0 = wall_seconds();
+    CHECK(vae_dataset_filter_label(&train, r->all, (int32_t)klass, 1));
+    size_t dim = vae_dataset_dim(train), hidden[1] = {400};
+    *n_train = vae_dataset_count(train);
+    CHECK(vae_model_create_mlp(&m, dim, hidden, 1, c->latent, VAE_ACT_RELU,
+                               VAE_LIKELIHOOD_BERNOULLI, c->seed));
+    CHECK(vae_elbo_create(&e));
+    CHECK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM));
+    CHECK(vae_optimizer_set_param(opt, VAE_OPT_LR, c->lr));
+    /* Shuffles and noise of training come from the trainer's own generator. */
+    CHECK(vae_trainer_create(&t, m, e, opt, r->ctx, c->seed));
+    CHECK(vae_trainer_reserve(t, c->batch));
+    CHECK(vae_rng_create(&rng, c->seed ^ 0x9E3779B97F4A7C15u));
+
+    vae_train_options opts;
+    CHECK(vae_train_options_init(&opts, sizeof opts));
+    opts.batch_size = c->batch;
+    progress bar;
+    opts.progress = progress_update;
+    opts.payload = &bar;
+    vae_epoch_stats st = {.size = sizeof st};
+    for (size_t ep = 1; ep <= c->epochs; ep++) {
+        char label[64];
+        snprintf(label, sizeof label, "digit %d, epoch %zu/%zu", klass, ep, c->epochs);
+        progress_begin(&bar, label);
+        rc = vae_trainer_train_epoch(t, train, &opts, &st);
+        progress_end(&bar);
+        if (rc != VAE_OK) {
+            rc = report(rc, "vae_trainer_train_epoch");
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < r->n; i++)
+        positive[i] = r->labels[i] != klass;
+    for (size_t q = 0; q < N_KINDS; q++) {
+        if (!c->use[q])
+            continue;
+        int kind = KINDS[q].kind;
+        size_t k = kind == VAE_ANOMALY_NEG_ELBO || kind == VAE_ANOMALY_RECON_PROB ? c->draws
+                                                                                   : c->k;
+        CHECK(vae_anomaly_score(r->ctx, m, r->x_test, r->n, kind, k, rng, scores[q]));
+        auc[q] = auroc(scores[q], positive, r->n, order[q]);
+    }
+    *seconds = wall_seconds() - t0;
+    if (c->epochs)
+        printf("digit %d: %zu training images, last epoch's loss %.2f nats per image, "
+               "%.1f s with the scoring\n",
+               klass, *n_train, st.loss, *seconds);
+    fflush(stdout);
+done:
+    vae_rng_free(rng);
+    vae_trainer_free(t);
+    vae_optimizer_free(opt);
+    vae_elbo_free(e);
+    vae_model_free(m);
+    vae_dataset_free(train);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -268,129 +413,136 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
 
-    vae_dataset *all = NULL, *train = NULL, *test = NULL;
-    vae_model *m = NULL;
+    vae_dataset *all = NULL, *test = NULL;
     vae_context *ctx = NULL;
-    vae_elbo *e = NULL;
-    vae_optimizer *opt = NULL;
-    vae_trainer *t = NULL;
-    vae_rng *eval_rng = NULL;
-    double *score = NULL;
+    float *x = NULL, *buf = NULL;
+    int32_t *labels = NULL;
     int *positive = NULL;
-    scored *order = NULL;
+    double *scores[N_KINDS] = {NULL};
+    scored *order[N_KINDS] = {NULL};
+    image roc = {0}, pics = {0};
 
     if ((rc = mnist_load(c.data, 1, &all)) || (rc = mnist_load(c.data, 0, &test)) ||
         (rc = dataset_take_first(&all, c.train_limit)))
         goto done;
-    CHECK(vae_dataset_filter_label(&train, all, (int32_t)c.holdout, 0));
-    vae_dataset_free(all);
-    all = NULL;
     if (make_dirs(c.out) != 0) {
         rc = -1;
         goto done;
     }
-    size_t dim = vae_dataset_dim(train), n = vae_dataset_count(test);
-    size_t hidden[1] = {400};
-    CHECK(vae_model_create_mlp(&m, dim, hidden, 1, c.latent, VAE_ACT_RELU,
-                               VAE_LIKELIHOOD_BERNOULLI, c.seed));
     CHECK(vae_context_create(&ctx));
     if ((rc = set_workers(ctx, c.threads)))
         goto done;
-    CHECK(vae_elbo_create(&e));
-    CHECK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM));
-    CHECK(vae_optimizer_set_param(opt, VAE_OPT_LR, c.lr));
-    /* Shuffles and noise of training come from the trainer's own generator. */
-    CHECK(vae_trainer_create(&t, m, e, opt, ctx, c.seed));
-    CHECK(vae_trainer_reserve(t, c.batch));
-    CHECK(vae_rng_create(&eval_rng, c.seed ^ 0x9E3779B97F4A7C15u));
-
-    printf("libvae %s: %zu-400-%zu VAE, trained on %zu images without digit %zu, "
-           "%zu epoch%s, seed %llu\n",
-           vae_version_string(), dim, c.latent, vae_dataset_count(train), c.holdout, c.epochs,
-           c.epochs == 1 ? "" : "s", (unsigned long long)c.seed);
-    fflush(stdout);
-
-    vae_train_options opts;
-    CHECK(vae_train_options_init(&opts, sizeof opts));
-    opts.batch_size = c.batch;
-    progress bar;
-    opts.progress = progress_update;
-    opts.payload = &bar;
-    for (size_t ep = 1; ep <= c.epochs; ep++) {
-        char label[64];
-        snprintf(label, sizeof label, "epoch %zu/%zu", ep, c.epochs);
-        progress_begin(&bar, label);
-        vae_epoch_stats st = {.size = sizeof st};
-        rc = vae_trainer_train_epoch(t, train, &opts, &st);
-        progress_end(&bar);
-        if (rc != VAE_OK) {
-            report(rc, "vae_trainer_train_epoch");
-            goto done;
-        }
-        printf("epoch %2zu/%zu  train loss %8.3f (recon %8.3f, KL %6.3f) nats per image  "
-               "%.2f s\n",
-               ep,
-               c.epochs, st.loss, st.recon, st.kl, st.seconds);
-        fflush(stdout);
-    }
-
-    score = malloc(n * sizeof *score);
+    size_t n = vae_dataset_count(test), dim = vae_dataset_dim(test);
+    x = malloc(n * dim * sizeof *x);
+    buf = malloc(dim * sizeof *buf);
+    labels = malloc(n * sizeof *labels);
     positive = malloc(n * sizeof *positive);
-    order = malloc(n * sizeof *order);
-    if (!score || !positive || !order) {
+    int oom = !x || !buf || !labels || !positive;
+    for (size_t q = 0; q < N_KINDS; q++) {
+        scores[q] = malloc(n * sizeof *scores[q]);
+        order[q] = malloc(n * sizeof *order[q]);
+        oom |= !scores[q] || !order[q];
+    }
+    if (oom) {
         fprintf(stderr, "error: out of memory\n");
         rc = -1;
         goto done;
     }
-    vae_epoch_stats ev = {.size = sizeof ev};
-    CHECK(vae_evaluate_dataset(ctx, m, e, test, eval_rng, score, &ev));
-    double test_loss = ev.loss;
-    double sum[10] = {0}, cnt[10] = {0};
-    for (size_t i = 0; i < n; i++) {
-        int32_t label = -1;
-        CHECK(vae_dataset_label(test, i, &label));
-        positive[i] = label == (int32_t)c.holdout;
-        if (label >= 0 && label < 10) {
-            sum[label] += score[i];
-            cnt[label] += 1.0;
-        }
-    }
-    printf("test -ELBO over all %zu images: %.3f nats per image\n"
-           "mean -ELBO per test digit (nats):\n",
-           n, test_loss);
-    for (int k = 0; k < 10; k++)
-        if (cnt[k] > 0)
-            printf("  %d: %8.3f  (%4.0f images)%s\n", k, sum[k] / cnt[k], cnt[k],
-                   k == (int)c.holdout ? "  <- held out" : "");
-    double auc = auroc(score, positive, n, order);
-    if (auc < 0.0)
-        printf("AUROC: undefined (the test set lacks the held-out digit or the others)\n");
-    else
-        printf("AUROC of -ELBO for flagging digit %zu among all %zu test images: %.4f\n",
-               c.holdout, n, auc);
-    size_t flagged = 0;
-    for (size_t i = 0; i < SHOW && i < n; i++)
-        flagged += (size_t)positive[order[n - 1 - i].index];
-    printf("held-out digits among the %d highest scores: %zu\n", SHOW, flagged);
+    CHECK(vae_dataset_range(test, 0, n, x));
+    for (size_t i = 0; i < n; i++)
+        CHECK(vae_dataset_label(test, i, &labels[i]));
 
-    if (c.scores && write_scores(c.scores, score, test) != 0) {
+    int first = c.klass < 0 ? 0 : c.klass, last = c.klass < 0 ? 9 : c.klass;
+    int runs = last - first + 1, cols = runs < PANEL_COLS ? runs : PANEL_COLS;
+    int rows = (runs + cols - 1) / cols, ph, pw;
+    picture_shape(dim, &ph, &pw);
+    int panel_h = image_text_height(2) + 6 + PANEL + PANEL_PAD;
+    int pic_row = ph * SCALE + PAD + 4;
+    if (image_create(&roc, 2 * MARGIN + cols * (PANEL + PANEL_PAD),
+                     2 * MARGIN + image_text_height(2) + 10 + rows * panel_h,
+                     PIC_BACKGROUND) != 0 ||
+        image_create(&pics, 2 * MARGIN + 40 + 2 * SHOW * (pw * SCALE + PAD) + 3 * PAD,
+                     2 * MARGIN + 2 * (image_text_height(2) + 6) + runs * pic_row,
+                     PIC_BACKGROUND) != 0) {
+        fprintf(stderr, "error: out of memory while drawing\n");
         rc = -1;
         goto done;
     }
-    rc = write_picture(&c, test, order, n);
+    image_text(&roc, MARGIN, MARGIN, "ROC (FPR RIGHT, TPR UP)", 2,
+               PIC_TEXT);
+    char head[160];
+    snprintf(head, sizeof head, "%d MOST ANOMALOUS | %d LEAST (BY %s), RED: THE TRAINING DIGIT",
+             SHOW, SHOW, KINDS[c.picture_kind].name);
+    image_text(&pics, MARGIN, MARGIN, head, 2, PIC_TEXT);
+
+    printf("libvae %s: one-class MNIST, %zu-400-%zu VAE per digit, %zu epoch%s, seed %llu, "
+           "k = %zu, draws = %zu\n",
+           vae_version_string(), dim, c.latent, c.epochs, c.epochs == 1 ? "" : "s",
+           (unsigned long long)c.seed, c.k, c.draws);
+    fflush(stdout);
+    double sum[N_KINDS] = {0}, auc_of[10][N_KINDS], secs[10] = {0}, total = 0.0;
+    size_t ntrain[10] = {0};
+    for (int klass = first; klass <= last; klass++) {
+        double auc[N_KINDS] = {0};
+        if ((rc = one_class(&c, &(run){ctx, all, test, x, labels, n}, klass, scores, auc, order,
+                            positive, &ntrain[klass], &secs[klass])))
+            goto done;
+        total += secs[klass];
+        for (size_t q = 0; q < N_KINDS; q++) {
+            auc_of[klass][q] = auc[q];
+            sum[q] += auc[q];
+        }
+        int slot = klass - first;
+        draw_roc_panel(&roc, MARGIN + (slot % cols) * (PANEL + PANEL_PAD),
+                       MARGIN + image_text_height(2) + 10 + (slot / cols) * panel_h, &c, klass,
+                       order, positive, n, auc);
+        if (draw_anomaly_row(&pics, MARGIN + 2 * (image_text_height(2) + 6) + slot * pic_row,
+                             klass, test, order[c.picture_kind], n, buf) != 0) {
+            rc = -1;
+            goto done;
+        }
+    }
+
+    printf("\nAUROC of \"not k\" against k over all %zu test images (higher = better):\n\n", n);
+    printf("| digit | train images |");
+    for (size_t q = 0; q < N_KINDS; q++)
+        if (c.use[q])
+            printf(" %10s |", KINDS[q].title);
+    printf(" seconds |\n|------:|-------------:|");
+    for (size_t q = 0; q < N_KINDS; q++)
+        if (c.use[q])
+            printf("-----------:|");
+    printf("--------:|\n");
+    for (int klass = first; klass <= last; klass++) {
+        printf("| %5d | %12zu |", klass, ntrain[klass]);
+        for (size_t q = 0; q < N_KINDS; q++)
+            if (c.use[q])
+                printf(" %10.4f |", auc_of[klass][q]);
+        printf(" %7.1f |\n", secs[klass]);
+    }
+    printf("| %5s | %12s |", "mean", "");
+    for (size_t q = 0; q < N_KINDS; q++)
+        if (c.use[q])
+            printf(" %10.4f |", sum[q] / runs);
+    printf(" %7.1f |\n", total);
+
+    if (pictures_save(&roc, c.out, "roc.png") != 0 ||
+        pictures_save(&pics, c.out, "anomaly.png") != 0)
+        rc = -1;
 done:
     pictures_print_written();
-    free(order);
+    image_free(&roc);
+    image_free(&pics);
+    for (size_t q = 0; q < N_KINDS; q++) {
+        free(scores[q]);
+        free(order[q]);
+    }
     free(positive);
-    free(score);
-    vae_trainer_free(t);
-    vae_rng_free(eval_rng);
-    vae_optimizer_free(opt);
-    vae_elbo_free(e);
+    free(labels);
+    free(buf);
+    free(x);
     vae_context_free(ctx);
-    vae_model_free(m);
     vae_dataset_free(test);
-    vae_dataset_free(train);
     vae_dataset_free(all);
     return rc == VAE_OK ? 0 : 1;
 }

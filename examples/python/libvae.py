@@ -116,7 +116,7 @@ __all__ = [
     "Rng", "Layer", "ModelLayer", "Model", "TensorInfo", "Context", "Elbo", "Optimizer",
     "Trainer", "Dataset", "EpochStats",
     "encode", "decode", "reconstruct", "sample", "log_likelihood", "elbo_evaluate",
-    "evaluate_dataset", "blas_threads", "blas_set_threads",
+    "evaluate_dataset", "anomaly_score", "blas_threads", "blas_set_threads",
     "allocations", "set_limit", "get_limit", "limits", "set_allocator", "current_allocator",
     "CountingAllocator",
     "LIMIT_FILE_BYTES", "LIMIT_MODEL_PARAMS", "LIMIT_WORKSPACE_BYTES",
@@ -125,6 +125,8 @@ __all__ = [
     "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "LIKELIHOOD_CONTINUOUS_BERNOULLI",
     "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
     "OPTIMIZER_SGD", "OPTIMIZER_ADAM",
+    "ANOMALY_NEG_ELBO", "ANOMALY_NEG_LOG_LIKELIHOOD", "ANOMALY_RECON_PROB",
+    "ANOMALY_COMPLEXITY",
 ]
 
 # ---------------------------------------------------------------------------
@@ -206,6 +208,12 @@ OPT_MOMENTUM = 7
 OPT_NESTEROV = 8
 OPT_DAMPENING = 9
 
+# vae_anomaly_score() (since 1.1)
+ANOMALY_NEG_ELBO = 0
+ANOMALY_NEG_LOG_LIKELIHOOD = 1
+ANOMALY_RECON_PROB = 2
+ANOMALY_COMPLEXITY = 3
+
 _LIMITS = collections.OrderedDict([
     ("file_bytes", LIMIT_FILE_BYTES), ("model_params", LIMIT_MODEL_PARAMS),
     ("workspace_bytes", LIMIT_WORKSPACE_BYTES)])
@@ -233,6 +241,10 @@ _OBJECTIVES = {"elbo": OBJECTIVE_ELBO, "autoencoder": OBJECTIVE_AUTOENCODER}
 _ELBO_PARAMS = {"beta": ELBO_BETA, "objective": ELBO_OBJECTIVE}
 _OPTIMIZERS = {"sgd": OPTIMIZER_SGD, "adam": OPTIMIZER_ADAM, "adamw": OPTIMIZER_ADAM}
 _OPTIMIZER_NAMES = {OPTIMIZER_SGD: "sgd", OPTIMIZER_ADAM: "adam"}
+_ANOMALY_KINDS = {"neg_elbo": ANOMALY_NEG_ELBO, "elbo": ANOMALY_NEG_ELBO,
+                  "neg_log_likelihood": ANOMALY_NEG_LOG_LIKELIHOOD,
+                  "nll": ANOMALY_NEG_LOG_LIKELIHOOD, "recon_prob": ANOMALY_RECON_PROB,
+                  "recon": ANOMALY_RECON_PROB, "complexity": ANOMALY_COMPLEXITY}
 _OPT_PARAMS = collections.OrderedDict([
     ("lr", OPT_LR), ("weight_decay", OPT_WEIGHT_DECAY), ("clip_norm", OPT_CLIP_NORM),
     ("beta1", OPT_BETA1), ("beta2", OPT_BETA2), ("eps", OPT_EPS), ("momentum", OPT_MOMENTUM),
@@ -581,6 +593,8 @@ _SIGNATURES = {
     "vae_trainer_meta_count": (c_size_t, [_H]),
     "vae_trainer_meta_at": (_STATUS, [_H, c_size_t, POINTER(c_char_p), POINTER(c_char_p)]),
     "vae_trainer_set_distributed": (_STATUS, [_H, c_size_t, c_size_t, ExchangeFn, c_void_p]),
+    "vae_anomaly_score": (_STATUS, [_H, _H, _FloatP, c_size_t, c_int, c_size_t, _H,
+                                    _DoubleP]),
 }
 
 #: The library version (MAJOR*10000 + MINOR*100) that added each function
@@ -590,7 +604,7 @@ _SINCE = {name: 10100 for name in (
     "vae_trainer_epoch_position", "vae_trainer_discard_epoch", "vae_trainer_save",
     "vae_trainer_save_mem", "vae_trainer_restore", "vae_trainer_restore_mem",
     "vae_trainer_set_meta", "vae_trainer_get_meta", "vae_trainer_meta_count",
-    "vae_trainer_meta_at", "vae_trainer_set_distributed")}
+    "vae_trainer_meta_at", "vae_trainer_set_distributed", "vae_anomaly_score")}
 
 
 def _strerror(code):
@@ -2136,8 +2150,11 @@ class Context(_Handle):
     def evaluate_dataset(self, model, elbo, dataset, rng=None, per_sample=False):
         return evaluate_dataset(self, model, elbo, dataset, rng, per_sample)
 
+    def anomaly_score(self, model, x, kind, k, rng, n=None):
+        return anomaly_score(self, model, x, kind, k, rng, n)
+
     for _f in (encode, decode, reconstruct, sample, log_likelihood, elbo_evaluate,
-               evaluate_dataset):
+               evaluate_dataset, anomaly_score):
         _f.__doc__ = "The module function %s() with this context." % _f.__name__
     del _f
 
@@ -2213,6 +2230,30 @@ def log_likelihood(ctx, model, x, k, rng, n=None):
     out, ptr, _keep = _doubles(n)
     with _Use(ctx, model, rng) as (c, m, r):
         _lib.vae_log_likelihood(c, m, xb.ptr, n, k, r, ptr)
+    return out
+
+
+def anomaly_score(ctx, model, x, kind, k, rng, n=None):
+    """Anomaly score of each input (higher = less like the training data): array('d') of n
+    values, in nats. Since libvae 1.1.
+
+    kind is ANOMALY_NEG_ELBO ("neg_elbo" or "elbo"), ANOMALY_NEG_LOG_LIKELIHOOD
+    ("neg_log_likelihood" or "nll"), ANOMALY_RECON_PROB ("recon_prob" or "recon") or
+    ANOMALY_COMPLEXITY ("complexity"); k is the number of draws of z (importance samples for
+    the likelihood kinds). See vae_anomaly_score() in vae/vae.h for each definition.
+    """
+    fn = _need("vae_anomaly_score")
+    _check(ctx, Context, "ctx")
+    _check(model, Model, "model")
+    _check(rng, Rng, "rng")
+    kind = _int_enum(kind, _ANOMALY_KINDS, "kind")
+    input_dim, _ = _model_dims(model)
+    xb = _as_input(x, "x")
+    n = _batch(xb, input_dim, n, "x")
+    k = _size(k, "k")
+    out, ptr, _keep = _doubles(n)
+    with _Use(ctx, model, rng) as (c, m, r):
+        fn(c, m, xb.ptr, n, kind, k, r, ptr)
     return out
 
 

@@ -1393,6 +1393,66 @@ VAE_API int vae_elbo_evaluate(vae_context *ctx, const vae_model *m, const vae_el
                               const float *x, size_t n, const float *eps, vae_rng *rng,
                               double *per_sample, vae_epoch_stats *stats);
 
+/** @brief Anomaly scores of vae_anomaly_score(). Values are part of the ABI. Since 1.1. */
+enum {
+    /** Mean over k draws of the per-sample -ELBO, recon_i + kl_i (beta 1). */
+    VAE_ANOMALY_NEG_ELBO = 0,
+    /** -log p(x), the importance-sampled estimate of vae_log_likelihood() with k samples. */
+    VAE_ANOMALY_NEG_LOG_LIKELIHOOD = 1,
+    /** Reconstruction probability (An and Cho, 2015): mean over k draws z ~ q(z|x) of
+     *  -log p(x|z). */
+    VAE_ANOMALY_RECON_PROB = 2,
+    /** Input complexity correction (Serra et al., 2020): -log p(x) as for
+     *  VAE_ANOMALY_NEG_LOG_LIKELIHOOD minus the input's compressed length in nats. */
+    VAE_ANOMALY_COMPLEXITY = 3
+};
+
+/**
+ * @brief Anomaly score of each input, in nats: higher means less like the training data.
+ *        Since 1.1.
+ *
+ * The kinds, with draws and seeds defined by the existing calls, so that each one can be
+ * reproduced from them:
+ * - VAE_ANOMALY_NEG_ELBO: k passes of vae_elbo_evaluate() with beta 1 and the ELBO
+ *   objective, noise drawn from rng (each pass draws n * latent_dim values in sample
+ *   order); out[i] is the sum of sample i's k losses in pass order, divided by k. With
+ *   k = 1 it equals the per_sample output of vae_elbo_evaluate() given the same rng.
+ * - VAE_ANOMALY_RECON_PROB: the same k passes with beta 0, so out[i] is the mean of
+ *   -log p(x_i|z) over k draws of z = mu + exp(logvar/2) eps.
+ * - VAE_ANOMALY_NEG_LOG_LIKELIHOOD: out[i] = -l_i, with l the output of
+ *   vae_log_likelihood() with k importance samples and the same rng.
+ * - VAE_ANOMALY_COMPLEXITY: out[i] = -l_i - 8 ln(2) c_i, with l as above and c_i the size
+ *   in bytes of the zlib stream that compress2() at level 9 (Z_BEST_COMPRESSION) makes of
+ *   input i quantized to 8 bits: byte j is (uint8_t)(255 v + 0.5f) computed in float, with
+ *   v = x[i][j] clamped to [0, 1]. Inputs that compress well are simple, and a simple input
+ *   gets a high likelihood whatever the training data; subtracting the length removes that
+ *   part of the score.
+ *
+ * The results do not depend on the context's workers. On failure out holds no meaningful
+ * values. Allocates n doubles when the kind takes several passes, and the buffers of
+ * vae_log_likelihood() or of one compression.
+ * @param[in,out] ctx  The context.
+ * @param[in]     m    A built model.
+ * @param[in]     x    Inputs, n * input_dim floats.
+ * @param[in]     n    Number of samples, 1 to 2^20.
+ * @param[in]     kind A VAE_ANOMALY_* score.
+ * @param[in]     k    Draws of z (importance samples for the likelihood kinds) per input,
+ *                     1 to 2^30.
+ * @param[in,out] rng  Generator of the noise or of the per-sample seeds; its state
+ *                     advances.
+ * @param[out]    out  Receives n scores.
+ * @retval VAE_OK          success.
+ * @retval VAE_ERR_INVALID ctx, m, x, rng or out is NULL, n is 0 or above 2^20, kind is
+ *                         unknown, k is 0 or above 2^30, or a (continuous) Bernoulli input
+ *                         lies outside [0, 1].
+ * @retval VAE_ERR_STATE   the model is not built, or the context is in use.
+ * @retval VAE_ERR_NUMERIC an input or a score is not finite.
+ * @retval VAE_ERR_NOMEM   an allocation failed, or the workspace would exceed
+ *                         VAE_LIMIT_WORKSPACE_BYTES (the message names the limit).
+ */
+VAE_API int vae_anomaly_score(vae_context *ctx, const vae_model *m, const float *x, size_t n,
+                              int kind, size_t k, vae_rng *rng, double *out);
+
 /** @} */
 
 /* ------------------------------------------------------------------------ */

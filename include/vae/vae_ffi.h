@@ -196,6 +196,16 @@ int vae_elbo_evaluate(vae_context *ctx, const vae_model *m, const vae_elbo *e, c
                       vae_epoch_stats *stats);
 
 enum {
+    VAE_ANOMALY_NEG_ELBO = 0,
+    VAE_ANOMALY_NEG_LOG_LIKELIHOOD = 1,
+    VAE_ANOMALY_RECON_PROB = 2,
+    VAE_ANOMALY_COMPLEXITY = 3
+};
+
+int vae_anomaly_score(vae_context *ctx, const vae_model *m, const float *x, size_t n, int kind,
+                      size_t k, vae_rng *rng, double *out);
+
+enum {
     VAE_OPTIMIZER_SGD = 1,
     VAE_OPTIMIZER_ADAM = 2
 };

@@ -896,6 +896,32 @@ class ModelTest(ErrorAssertions):
         self.assertEqual((ll.typecode, len(ll)), ("d", 4))
         self.assertTrue(all(v < 0 and math.isfinite(v) for v in ll))
 
+    def test_anomaly_score(self):
+        # -log p(x) is the negated log_likelihood with the same seed, bit for bit.
+        with vae.Rng(5) as r1, vae.Rng(5) as r2:
+            got = vae.anomaly_score(self.ctx, self.model, self.x, "nll", 8, r1)
+            ll = vae.log_likelihood(self.ctx, self.model, self.x, 8, r2)
+        self.assertEqual((got.typecode, len(got)), ("d", 4))
+        self.assertEqual(list(got), [-v for v in ll])
+        # The -ELBO with one draw is elbo_evaluate's per-sample loss with the same noise.
+        with vae.Rng(6) as r1, vae.Rng(6) as r2, vae.Elbo() as e:
+            got = self.ctx.anomaly_score(self.model, self.x, vae.ANOMALY_NEG_ELBO, 1, r1)
+            st = vae.elbo_evaluate(self.ctx, self.model, e, self.x, rng=r2, per_sample=True)
+        self.assertEqual(list(got), list(st.per_sample))
+        # Every kind gives n finite scores; the complexity term lowers -log p(x).
+        with vae.Rng(9) as r1, vae.Rng(9) as r2:
+            nll = vae.anomaly_score(self.ctx, self.model, self.x, "nll", 4, r1)
+            cx = vae.anomaly_score(self.ctx, self.model, self.x, "complexity", 4, r2)
+        self.assertTrue(all(c < v for c, v in zip(cx, nll)))
+        rp = vae.anomaly_score(self.ctx, self.model, self.x, "recon_prob", 3, self.rng)
+        self.assertTrue(all(v > 0 and math.isfinite(v) for v in rp))
+        self.assertCError(vae.InvalidArgument, "vae_anomaly_score", vae.anomaly_score,
+                          self.ctx, self.model, self.x, 7, 1, self.rng)
+        self.assertCError(vae.InvalidArgument, "vae_anomaly_score", vae.anomaly_score,
+                          self.ctx, self.model, self.x, "nll", 0, self.rng)
+        with self.assertRaises(vae.InvalidArgument):
+            vae.anomaly_score(self.ctx, self.model, self.x, "poisson", 1, self.rng)
+
 
 # ---------------------------------------------------------------------------
 # Contexts
