@@ -1,6 +1,18 @@
-# The dynamic symbols libvae.so exports must be exactly the functions the
-# public header declares with VAE_API, and exactly those lib/libvae.map names.
-#   -DLIB=<libvae.so> -DHEADER=<vae.h> -DMAP=<libvae.map> -DNM=<nm>
+# The dynamic symbols a library exports must be exactly the functions its
+# public header declares with its export macro, and exactly those its
+# version script names; with SONAME, its soname must be that.
+#   -DLIB=<lib.so> -DHEADER=<header.h> -DMAP=<lib.map> -DNM=<nm>
+#   [-DMACRO=VAE_API] [-DPREFIX=vae_] [-DMIN=50] [-DREADELF=<readelf> -DSONAME=<lib.so.N>]
+# libvae: the defaults; libvae_mpi: MACRO=VAE_MPI_API PREFIX=vae_mpi_ MIN=10.
+if(NOT MACRO)
+  set(MACRO VAE_API)
+endif()
+if(NOT PREFIX)
+  set(PREFIX vae_)
+endif()
+if(NOT MIN)
+  set(MIN 50)
+endif()
 execute_process(COMMAND ${NM} -D --defined-only "${LIB}" OUTPUT_VARIABLE nm_out
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
@@ -12,29 +24,29 @@ foreach(l IN LISTS lines)
   string(REGEX REPLACE "^[0-9a-f]+ ([A-Za-z]) ([A-Za-z_0-9]+).*$" "\\1;\\2" parts "${l}")
   list(GET parts 0 type)
   list(GET parts 1 name)
-  if(type STREQUAL "A") # the version node itself, e.g. VAE_0.1
+  if(type STREQUAL "A") # the version node itself, e.g. VAE_1.0
     continue()
   endif()
   list(APPEND exported ${name})
 endforeach()
 
 file(READ "${HEADER}" h)
-string(REGEX MATCHALL "VAE_API[^;(]*[ *](vae_[a-z0-9_]+)[ ]*\\(" decls "${h}")
+string(REGEX MATCHALL "${MACRO}[^;(]*[ *](${PREFIX}[a-z0-9_]+)[ ]*\\(" decls "${h}")
 set(declared "")
 foreach(d IN LISTS decls)
-  string(REGEX REPLACE ".*[ *](vae_[a-z0-9_]+)[ ]*\\($" "\\1" name "${d}")
+  string(REGEX REPLACE ".*[ *](${PREFIX}[a-z0-9_]+)[ ]*\\($" "\\1" name "${d}")
   list(APPEND declared ${name})
 endforeach()
 
 file(READ "${MAP}" mp)
-string(REGEX MATCHALL "vae_[a-z0-9_]+" mapped "${mp}")
+string(REGEX MATCHALL "${PREFIX}[a-z0-9_]+" mapped "${mp}")
 
 foreach(list_name exported declared mapped)
   list(REMOVE_DUPLICATES ${list_name})
   list(SORT ${list_name})
 endforeach()
 list(LENGTH declared n)
-if(n LESS 50)
+if(n LESS MIN)
   message(FATAL_ERROR "parsed only ${n} declarations from ${HEADER}")
 endif()
 foreach(pair "exported;declared" "mapped;declared")
@@ -49,8 +61,14 @@ foreach(pair "exported;declared" "mapped;declared")
   endif()
 endforeach()
 foreach(s IN LISTS exported)
-  if(NOT s MATCHES "^vae_")
-    message(FATAL_ERROR "exported symbol without the vae_ prefix: ${s}")
+  if(NOT s MATCHES "^${PREFIX}")
+    message(FATAL_ERROR "exported symbol without the ${PREFIX} prefix: ${s}")
   endif()
 endforeach()
+if(SONAME)
+  execute_process(COMMAND ${READELF} -d "${LIB}" OUTPUT_VARIABLE dyn RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0 OR NOT dyn MATCHES "Library soname: \\[${SONAME}\\]")
+    message(FATAL_ERROR "${LIB} has no soname ${SONAME}:\n${dyn}")
+  endif()
+endif()
 message(STATUS "${n} functions: header, version script and exports agree")
