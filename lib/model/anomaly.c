@@ -5,7 +5,6 @@
  * public calls it is made of, so that a caller can reproduce it exactly. */
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -96,14 +95,11 @@ int vae_anomaly_score(vae_context *ctx, const vae_model *m, const float *x, size
                          fn);
     rc = vae_log_likelihood(ctx, m, x, n, k, rng, out);
     if (rc) {
-        /* The message names the call it comes from; it is reported as ours.
-         * Copied out first: vae_fail formats into the buffer vae_last_error
-         * returns. */
-        char msg[512];
-        const char *inner = "vae_log_likelihood: ", *last = vae_last_error();
-        if (!strncmp(last, inner, strlen(inner)))
-            last += strlen(inner);
-        snprintf(msg, sizeof msg, "%s", last);
+        /* The message names the call it comes from; it is reported as ours
+         * (vae_fail formats aside, so its argument may be that message). */
+        const char *msg = vae_last_error(), *inner = "vae_log_likelihood: ";
+        if (!strncmp(msg, inner, strlen(inner)))
+            msg += strlen(inner);
         return vae_fail(rc, "%s: %s", fn, msg);
     }
     for (size_t i = 0; i < n; i++)
