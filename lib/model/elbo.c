@@ -91,12 +91,9 @@ int vae_elbo_get_param(const vae_elbo *e, int param, double *value)
  * are. */
 static inline float log_pos(float x)
 {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
+    uint32_t u = vae_abs_bits(x); /* x > 0: its bits */
     int e = (int)(u >> 23) - 127;
-    uint32_t mb = (u & 0x7fffffu) | 0x3f800000u;
-    float mf;
-    memcpy(&mf, &mb, sizeof mf);
+    float mf = vae_float_of_bits((u & 0x7fffffu) | 0x3f800000u);
     int big = mf > 1.41421356f;
     mf = big ? 0.5f * mf : mf;
     float ef = (float)(e + big);
