@@ -389,6 +389,21 @@ static void print_resume_command(const char *ckpt, size_t epochs)
            epochs);
 }
 
+/* Frees the handles of run (any may be NULL) and returns status. */
+static int release(int status, vae_trainer *t, vae_optimizer *opt, vae_elbo *e, vae_model *m,
+                  vae_dataset *train, vae_dataset *test, vae_context *ctx, vae_mpi *h)
+{
+    vae_trainer_free(t);
+    vae_optimizer_free(opt);
+    vae_elbo_free(e);
+    vae_model_free(m);
+    vae_dataset_free(train);
+    vae_dataset_free(test);
+    vae_context_free(ctx);
+    vae_mpi_free(h);
+    return status;
+}
+
 static int run(config *c)
 {
     vae_mpi *h = NULL;
@@ -413,11 +428,7 @@ static int run(config *c)
     int worst = 0;
     MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (worst != VAE_OK) {
-        vae_dataset_free(train);
-        vae_dataset_free(test);
-        vae_context_free(ctx);
-        vae_mpi_free(h);
-        return EXIT_FAIL;
+        return release(EXIT_FAIL, t, opt, e, m, train, test, ctx, h);
     }
 
     /* The model and trainer: a new run, or the checkpoint's, read by rank 0
@@ -473,15 +484,7 @@ static int run(config *c)
         }
         c->conv = model_is_conv(m);
         if (status) {
-            vae_trainer_free(t);
-            vae_optimizer_free(opt);
-            vae_elbo_free(e);
-            vae_model_free(m);
-            vae_dataset_free(train);
-            vae_dataset_free(test);
-            vae_context_free(ctx);
-            vae_mpi_free(h);
-            return status;
+            return release(status, t, opt, e, m, train, test, ctx, h);
         }
         meta_set(t, "epochs", "%zu", c->epochs);
     } else {
@@ -499,15 +502,7 @@ static int run(config *c)
 
     int status = pick_run_dir(c, dir, sizeof dir);
     if (status) {
-        vae_trainer_free(t);
-        vae_optimizer_free(opt);
-        vae_elbo_free(e);
-        vae_model_free(m);
-        vae_dataset_free(train);
-        vae_dataset_free(test);
-        vae_context_free(ctx);
-        vae_mpi_free(h);
-        return status;
+        return release(status, t, opt, e, m, train, test, ctx, h);
     }
     snprintf(ckpt, sizeof ckpt, "%s", join_path(dir, "checkpoint.vae"));
     snprintf(model_path, sizeof model_path, "%s", join_path(dir, "model.vae"));
@@ -585,15 +580,7 @@ static int run(config *c)
         printf("wrote %s and %s\n", model_path, ckpt);
         print_resume_command(ckpt, c->epochs);
     }
-    vae_trainer_free(t);
-    vae_optimizer_free(opt);
-    vae_elbo_free(e);
-    vae_model_free(m);
-    vae_dataset_free(train);
-    vae_dataset_free(test);
-    vae_context_free(ctx);
-    vae_mpi_free(h);
-    return 0;
+    return release(0, t, opt, e, m, train, test, ctx, h);
 }
 
 int main(int argc, char **argv)
