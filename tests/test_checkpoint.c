@@ -60,7 +60,7 @@ static run make_run(int kind, int conv, size_t workers, const char *from)
     OK(vae_dataset_from_floats(&s.ds, s.x, COUNT, DIM, NULL));
     if (from) {
         OK(vae_model_load(&s.m, from));
-    } else if (conv) {
+    } else if (conv == 1) {
         vae_layer *l = NULL;
         OK(vae_model_create(&s.m, DIM, 3, VAE_LIKELIHOOD_BERNOULLI));
         OK(vae_layer_conv2d_create(&l, 1, 4, 4, 3, 3, 3, 1, 1, VAE_ACT_RELU));
@@ -77,6 +77,11 @@ static run make_run(int kind, int conv, size_t workers, const char *from)
     }
     OK(vae_elbo_create(&s.e));
     OK(vae_elbo_set_param(s.e, VAE_ELBO_BETA, 0.75));
+    if (conv == 2) { /* the MLP with IWAE of 3 draws, warmed up over 13 of its 16 steps */
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_IWAE));
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_SAMPLES, 3));
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_WARMUP, 13));
+    }
     OK(vae_optimizer_create(&s.opt, kind));
     if (kind == VAE_OPTIMIZER_SGD) {
         OK(vae_optimizer_set_param(s.opt, VAE_OPT_LR, 0.05));
@@ -642,7 +647,7 @@ typedef struct snap {
     float *params, *grads; /* [n] */
     int opt_rc[VAE_OPT_DAMPENING + 1];
     double opt[VAE_OPT_DAMPENING + 1];
-    double elbo[3], sigma;
+    double elbo[VAE_ELBO_FREE_BITS + 1], sigma;
     uint64_t steps, epochs;
     size_t done, total;
     size_t n_meta;
@@ -662,8 +667,8 @@ static snap take_snap(run *s)
     a.grads = tu_copy_floats(g, ng);
     for (int k = 1; k <= VAE_OPT_DAMPENING; k++)
         a.opt_rc[k] = vae_optimizer_get_param(s->opt, k, &a.opt[k]);
-    OK(vae_elbo_get_param(s->e, VAE_ELBO_BETA, &a.elbo[1]));
-    OK(vae_elbo_get_param(s->e, VAE_ELBO_OBJECTIVE, &a.elbo[2]));
+    for (int k = VAE_ELBO_BETA; k <= VAE_ELBO_FREE_BITS; k++)
+        OK(vae_elbo_get_param(s->e, k, &a.elbo[k]));
     OK(vae_model_get_param(s->m, VAE_MODEL_GAUSSIAN_SIGMA, &a.sigma));
     a.steps = vae_trainer_steps(s->t);
     a.epochs = vae_trainer_epochs(s->t);
@@ -901,6 +906,14 @@ static void test_resume_conv_2_workers(void **state)
 {
     (void)state;
     resume_all_stops(VAE_OPTIMIZER_ADAM, 1, 2);
+}
+
+/* IWAE with k = 3 under a KL warm-up that ends mid-run: the schedule
+ * follows the restored step counter. */
+static void test_resume_iwae_warmup(void **state)
+{
+    (void)state;
+    resume_all_stops(VAE_OPTIMIZER_ADAM, 2, 2);
 }
 
 /* ---- refusals of another architecture or kind -------------------------------- */
@@ -1180,15 +1193,38 @@ static void test_crafted_objv_parm(void **state)
         blob_free(&b);
     }
     blob b = blob_copy(&c->clean);
-    tu_put_le32(setting(&b, "OBJV", VAE_ELBO_OBJECTIVE), 3);
+    tu_put_le32(setting(&b, "OBJV", VAE_ELBO_OBJECTIVE), 6);
     chunk_fix(&b, "OBJV");
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "OBJV chunk: vae_elbo_set_param: unknown parameter 3",
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "OBJV chunk: vae_elbo_set_param: unknown parameter 6",
             NULL);
     blob_free(&b);
+    /* A setting of 1.2 in the place of the objective: valid alone, but the
+     * objective is missing. */
+    b = blob_copy(&c->clean);
+    tu_put_le32(setting(&b, "OBJV", VAE_ELBO_OBJECTIVE), VAE_ELBO_WARMUP);
+    chunk_fix(&b, "OBJV");
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "the OBJV chunk lacks the objective", NULL);
+    blob_free(&b);
+    b = blob_copy(&c->clean);
+    tu_put_le32(setting(&b, "OBJV", VAE_ELBO_BETA), VAE_ELBO_FREE_BITS); /* 0.75 nats */
+    chunk_fix(&b, "OBJV");
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "the OBJV chunk lacks beta", NULL);
+    blob_free(&b);
+    for (uint32_t count = 1; count <= 6; count += 5) {
+        b = blob_copy(&c->clean);
+        tu_put_le32(chunk_data(&b, "OBJV", NULL), count);
+        chunk_fix(&b, "OBJV");
+        REFUSED(&c->tgt, &b, VAE_ERR_FORMAT,
+                count == 1 ? "the OBJV chunk holds 1 settings, this library reads 2 to 5"
+                           : "the OBJV chunk holds 6 settings, this library reads 2 to 5",
+                NULL);
+        blob_free(&b);
+    }
+    /* Three settings where two are written: the third is past the chunk. */
     b = blob_copy(&c->clean);
     tu_put_le32(chunk_data(&b, "OBJV", NULL), 3);
     chunk_fix(&b, "OBJV");
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "the OBJV chunk holds 3 settings", NULL);
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "OBJV chunk: bad or repeated setting", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
     chunk_resize(&b, "OBJV", 8);
@@ -1475,7 +1511,7 @@ static void test_crafted_chunks(void **state)
     /* An unknown critical chunk, from a writer that says it is 1.2.3. */
     blob b = blob_copy(&c->clean);
     chunk_insert(&b, "TRNR", "ZKIP", "x", 1);
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.1.0");
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.0");
     tu_put_le32(b.p + 12, 10203);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.3");
     blob_free(&b);
@@ -1532,7 +1568,7 @@ static void test_crafted_chunks(void **state)
     /* Format version 3; a bad magic. */
     b = blob_copy(&c->clean);
     tu_put_le32(b.p + 8, 3);
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "format version 3 (written by libvae 1.1.0)", NULL);
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "format version 3 (written by libvae 1.2.0)", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
     b.p[1] = 'W';
@@ -1858,7 +1894,7 @@ static void expect_settings_restored(run *src, run *tgt)
             fail_msg("optimizer setting %d: %.17g after the restore, %.17g in the file", k, got,
                      want);
     }
-    for (int k = VAE_ELBO_BETA; k <= VAE_ELBO_OBJECTIVE; k++) {
+    for (int k = VAE_ELBO_BETA; k <= VAE_ELBO_FREE_BITS; k++) {
         double want = -7, got = -8;
         OK(vae_elbo_get_param(src->e, k, &want));
         OK(vae_elbo_get_param(tgt->e, k, &got));
@@ -1887,6 +1923,27 @@ static void test_restore_sets_settings(void **state)
     assert_true(v == (double)0.95f); /* not the default */
     OK(vae_elbo_get_param(b.e, VAE_ELBO_OBJECTIVE, &v));
     assert_true(v == VAE_OBJECTIVE_AUTOENCODER);
+    /* The settings of 1.2 are written when they are not the defaults, and
+     * a checkpoint without them restores the defaults. */
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_IWAE));
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_SAMPLES, 5));
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_WARMUP, 1000));
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_FREE_BITS, 0.25));
+    blob ck = blob_of(a.t);
+    assert_int_equal(tu_get_le32(chunk_data(&ck, "OBJV", NULL)), 5);
+    blob_free(&ck);
+    expect_settings_restored(&a, &b);
+    OK(vae_elbo_get_param(b.e, VAE_ELBO_SAMPLES, &v));
+    assert_true(v == 5.0);
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_SAMPLES, 1));
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_WARMUP, 0));
+    OK(vae_elbo_set_param(a.e, VAE_ELBO_FREE_BITS, 0));
+    ck = blob_of(a.t);
+    assert_int_equal(tu_get_le32(chunk_data(&ck, "OBJV", NULL)), 2);
+    blob_free(&ck);
+    expect_settings_restored(&a, &b);
+    OK(vae_elbo_get_param(b.e, VAE_ELBO_WARMUP, &v));
+    assert_true(v == 0.0);
     free_run(&a);
     free_run(&b);
 
@@ -2553,6 +2610,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_sgd_1_worker),
         cmocka_unit_test(test_resume_sgd_2_workers),
         cmocka_unit_test(test_resume_conv_2_workers),
+        cmocka_unit_test(test_resume_iwae_warmup),
         cmocka_unit_test(test_refuse_other_architecture),
         cmocka_unit_test(test_refuse_model_files),
         cmocka_unit_test(test_crafted_optm),

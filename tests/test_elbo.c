@@ -336,6 +336,7 @@ typedef struct grad_case {
     int objective;
     size_t n_hidden; /* SIZE_MAX: the conv VAE */
     size_t batch;
+    size_t samples;  /* VAE_ELBO_SAMPLES; 0 stands for the default 1 */
 } grad_case;
 
 /* (d) The gradient of vae_trainer_forward_backward against central
@@ -353,6 +354,8 @@ static void check_elbo_gradient(const grad_case *c, uint64_t seed)
     if (c->lik == VAE_LIKELIHOOD_GAUSSIAN)
         TU_OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, c->sigma));
     vae_elbo *e = objective(c->beta, c->objective);
+    const size_t K = c->samples ? c->samples : 1;
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_SAMPLES, (double)K));
     vae_trainer *t = trainer(m, e, seed);
     size_t n = 0, ng = 0;
     float *p = vae_model_params(m, &n), *g = vae_trainer_grads(t, &ng);
@@ -362,13 +365,13 @@ static void check_elbo_gradient(const grad_case *c, uint64_t seed)
      * decoder output move well away from 0 and every term matters. */
     for (size_t i = 0; i < n; i++)
         p[i] *= 2.0f;
-    float *x = tu_alloc(B * D, sizeof *x), *eps = tu_alloc(B * L, sizeof *eps);
+    float *x = tu_alloc(B * D, sizeof *x), *eps = tu_alloc(B * K * L, sizeof *eps);
     if (c->lik != VAE_LIKELIHOOD_GAUSSIAN)
         tu_fill_range(&r, x, B * D, 0.0, 1.0);
     else
         for (size_t i = 0; i < B * D; i++)
             x[i] = (float)tu_gauss(&r);
-    for (size_t i = 0; i < B * L; i++)
+    for (size_t i = 0; i < B * K * L; i++)
         eps[i] = (float)tu_gauss(&r);
 
     TU_OK(vae_trainer_zero_grads(t));
@@ -467,6 +470,22 @@ static void test_gradient_finite_differences(void **state)
          1.0, 0.3, VAE_ACT_SOFTPLUS, VAE_OBJECTIVE_ELBO, 2, 65},
         {"conv continuous bernoulli tanh beta 1", VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI, 1.0, 1.0,
          VAE_ACT_TANH, VAE_OBJECTIVE_ELBO, CONV, 3},
+        /* Several draws per input: the ELBO's mean over them, and IWAE's
+         * normalised importance weights (k = 1 is the one-draw KL
+         * estimate). Batch 30 with k = 5 is 150 rows in three blocks,
+         * inputs' draws straddling blocks. */
+        {"elbo k 3 bernoulli tanh beta 1", VAE_LIKELIHOOD_BERNOULLI, 1.0, 1.0, VAE_ACT_TANH,
+         VAE_OBJECTIVE_ELBO, 1, 3, 3},
+        {"iwae k 1 bernoulli tanh beta 1", VAE_LIKELIHOOD_BERNOULLI, 1.0, 1.0, VAE_ACT_TANH,
+         VAE_OBJECTIVE_IWAE, 1, 3, 1},
+        {"iwae k 4 bernoulli tanh beta 1", VAE_LIKELIHOOD_BERNOULLI, 1.0, 1.0, VAE_ACT_TANH,
+         VAE_OBJECTIVE_IWAE, 1, 3, 4},
+        {"iwae k 5 gaussian sigma 0.5 softplus beta 0.3, batch 30", VAE_LIKELIHOOD_GAUSSIAN,
+         0.5, 0.3, VAE_ACT_SOFTPLUS, VAE_OBJECTIVE_IWAE, 2, 30, 5},
+        {"iwae k 3 continuous bernoulli sigmoid beta 1", VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI,
+         1.0, 1.0, VAE_ACT_SIGMOID, VAE_OBJECTIVE_IWAE, 1, 4, 3},
+        {"conv iwae k 2 bernoulli tanh beta 1", VAE_LIKELIHOOD_BERNOULLI, 1.0, 1.0,
+         VAE_ACT_TANH, VAE_OBJECTIVE_IWAE, CONV, 3, 2},
     };
     /* ReLU and leaky ReLU are left out here: their kinks make a finite
      * difference through a whole network unreliable, and their backward is
@@ -830,11 +849,11 @@ static void test_elbo_params(void **state)
 
     TU_EXPECT_ERR(vae_elbo_set_param(NULL, VAE_ELBO_BETA, 1.0), VAE_ERR_INVALID, fs);
     TU_EXPECT_ERR(vae_elbo_set_param(e, 0, 1.0), VAE_ERR_INVALID, fs);
-    TU_EXPECT_ERR(vae_elbo_set_param(e, 3, 1.0), VAE_ERR_INVALID, fs);
+    TU_EXPECT_ERR(vae_elbo_set_param(e, 6, 1.0), VAE_ERR_INVALID, fs);
     TU_EXPECT_ERR(vae_elbo_get_param(NULL, VAE_ELBO_BETA, &v), VAE_ERR_INVALID, fg);
     TU_EXPECT_ERR(vae_elbo_get_param(e, VAE_ELBO_BETA, NULL), VAE_ERR_INVALID, fg);
     TU_EXPECT_ERR(vae_elbo_get_param(e, 0, &v), VAE_ERR_INVALID, fg);
-    TU_EXPECT_ERR(vae_elbo_get_param(e, 3, &v), VAE_ERR_INVALID, fg);
+    TU_EXPECT_ERR(vae_elbo_get_param(e, 6, &v), VAE_ERR_INVALID, fg);
 
     /* beta: finite and >= 0. */
     TU_OK(vae_elbo_set_param(e, VAE_ELBO_BETA, 0.0));
@@ -851,17 +870,50 @@ static void test_elbo_params(void **state)
     TU_OK(vae_elbo_get_param(e, VAE_ELBO_BETA, &v));
     assert_true(v == 0.25);
 
-    /* objective: exactly one of the two values. */
-    const double bad_obj[] = {2.0, -1.0, 0.5, NAN, INFINITY};
+    /* objective: exactly one of the three values. */
+    const double bad_obj[] = {3.0, -1.0, 0.5, NAN, INFINITY};
     for (size_t i = 0; i < sizeof bad_obj / sizeof bad_obj[0]; i++) {
         TU_EXPECT_ERR(vae_elbo_set_param(e, VAE_ELBO_OBJECTIVE, bad_obj[i]), VAE_ERR_INVALID,
                       fs);
         TU_OK(vae_elbo_get_param(e, VAE_ELBO_OBJECTIVE, &v));
         assert_true(v == VAE_OBJECTIVE_ELBO);
     }
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_IWAE));
+    TU_OK(vae_elbo_get_param(e, VAE_ELBO_OBJECTIVE, &v));
+    assert_true(v == VAE_OBJECTIVE_IWAE);
     TU_OK(vae_elbo_set_param(e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_AUTOENCODER));
     TU_OK(vae_elbo_get_param(e, VAE_ELBO_OBJECTIVE, &v));
     assert_true(v == VAE_OBJECTIVE_AUTOENCODER);
+
+    /* The settings of 1.2: defaults, bounds, and a refused value changes
+     * nothing. */
+    static const struct {
+        int param;
+        double def, good, bad[6];
+        const char *needle;
+    } p12[] = {
+        {VAE_ELBO_SAMPLES, 1.0, 4096.0, {0.0, 4097.0, 1.5, NAN, INFINITY, -1.0},
+         "samples must be a whole number from 1 to 4096"},
+        {VAE_ELBO_WARMUP, 0.0, 9007199254740992.0, {-1.0, 0.5, 9007199254740994.0, NAN,
+                                                    INFINITY, -INFINITY},
+         "warm-up must be a whole number of steps"},
+        {VAE_ELBO_FREE_BITS, 0.0, 1e6, {-1e-30, 1.000001e6, NAN, INFINITY, -INFINITY, -1.0},
+         "free bits must be from 0 to 1e6"},
+    };
+    for (size_t q = 0; q < sizeof p12 / sizeof p12[0]; q++) {
+        vae_elbo *f = NULL;
+        TU_OK(vae_elbo_create(&f));
+        TU_OK(vae_elbo_get_param(f, p12[q].param, &v));
+        assert_true(v == p12[q].def);
+        TU_OK(vae_elbo_set_param(f, p12[q].param, p12[q].good));
+        for (size_t i = 0; i < 6; i++) {
+            TU_EXPECT_ERR_MSG(vae_elbo_set_param(f, p12[q].param, p12[q].bad[i]),
+                              VAE_ERR_INVALID, "vae_elbo_set_param", p12[q].needle);
+            TU_OK(vae_elbo_get_param(f, p12[q].param, &v));
+            assert_true(v == p12[q].good);
+        }
+        vae_elbo_free(f);
+    }
     /* Setting the objective leaves beta alone. */
     TU_OK(vae_elbo_get_param(e, VAE_ELBO_BETA, &v));
     assert_true(v == 0.25);
@@ -1508,6 +1560,343 @@ static void test_cb_train_and_round_trip(void **state)
     vae_model_free(bad);
 }
 
+/* ---- several draws, IWAE, free bits and warm-up (1.2) ------------------ */
+
+static vae_elbo *objective_k(double beta, int obj, size_t k)
+{
+    vae_elbo *e = objective(beta, obj);
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_SAMPLES, (double)k));
+    return e;
+}
+
+/* The IWAE loss and the k-draw ELBO recomputed from pieces the API gives
+ * one by one: the reconstruction term of every draw (a one-draw pass with
+ * beta 0 over the inputs repeated k times, with the same noise rows), and
+ * mu and logvar from vae_encode; log q - log p = 1/2 sum (z^2 - eps^2 -
+ * logvar) with z = mu + exp(logvar/2) eps. */
+static void test_iwae_value(void **state)
+{
+    (void)state;
+    enum { D = 7, H = 6, L = 3, B = 5, K = 4 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 21);
+    size_t np = 0;
+    float *p = vae_model_params(m, &np);
+    for (size_t i = 0; i < np; i++)
+        p[i] *= 2.0f;
+    tu_rng r = {77};
+    float x[B * D], xr[B * K * D], eps[B * K * L], mu[B * L], lv[B * L];
+    tu_fill_range(&r, x, B * D, 0.0, 1.0);
+    for (size_t i = 0; i < B * K * L; i++)
+        eps[i] = (float)tu_gauss(&r);
+    for (size_t i = 0; i < B; i++)
+        for (size_t q = 0; q < K; q++)
+            memcpy(xr + (i * K + q) * D, x + i * D, sizeof(float) * D);
+    TU_OK(vae_encode(g_ctx, m, x, B, mu, lv));
+    vae_elbo *rec_only = objective(0.0, VAE_OBJECTIVE_ELBO);
+    double rec[B * K];
+    evaluate(m, rec_only, xr, B * K, eps, NULL, rec);
+    vae_elbo *iw = objective_k(0.7, VAE_OBJECTIVE_IWAE, K);
+    vae_elbo *el = objective_k(0.7, VAE_OBJECTIVE_ELBO, K);
+    const double beta = beta_of(iw); /* 0.7 rounded to float */
+    double per_iw[B], per_el[B];
+    vae_epoch_stats si = evaluate(m, iw, x, B, eps, NULL, per_iw);
+    vae_epoch_stats se = evaluate(m, el, x, B, eps, NULL, per_el);
+    double sum_iw = 0.0, sum_rec = 0.0, sum_kl = 0.0;
+    for (size_t i = 0; i < B; i++) {
+        double lw[K], mx = -INFINITY, rmean = 0.0, kl = 0.0;
+        for (size_t c = 0; c < L; c++) {
+            double a = mu[i * L + c], v = lv[i * L + c];
+            kl += 0.5 * (a * a + exp(v) - 1.0 - v);
+        }
+        for (size_t q = 0; q < K; q++) {
+            double mc = 0.0;
+            for (size_t c = 0; c < L; c++) {
+                double e = eps[(i * K + q) * L + c], s = exp(0.5 * lv[i * L + c]);
+                double z = mu[i * L + c] + s * e;
+                mc += 0.5 * (z * z - e * e - lv[i * L + c]);
+            }
+            lw[q] = -(rec[i * K + q] + beta * mc);
+            mx = lw[q] > mx ? lw[q] : mx;
+            rmean += rec[i * K + q] / K;
+        }
+        double se_ = 0.0;
+        for (size_t q = 0; q < K; q++)
+            se_ += exp(lw[q] - mx);
+        double ref = -(mx + log(se_ / K));
+        /* float z and s in the library against double here: 1e-6 relative */
+        TU_CLOSE(per_iw[i], ref, 1e-6, 1e-6);
+        TU_CLOSE(per_el[i], rmean + beta * kl, 1e-6, 1e-6);
+        sum_iw += per_iw[i];
+        sum_rec += rmean;
+        sum_kl += kl;
+    }
+    TU_CLOSE(si.loss, sum_iw / B, 1e-12, 0.0);
+    TU_CLOSE(si.recon, sum_rec / B, 1e-6, 0.0);
+    TU_CLOSE(si.kl, sum_kl / B, 1e-6, 0.0);
+    /* Both report the same recon and KL; only the loss differs. */
+    assert_true(si.recon == se.recon && si.kl == se.kl);
+    TU_CLOSE(se.loss, se.recon + beta * se.kl, 1e-12, 0.0);
+    /* The trainer's pass reports the same loss as the evaluation. */
+    vae_trainer *t = trainer(m, iw, 3);
+    vae_epoch_stats st = forward_backward(t, x, B, eps);
+    assert_true(st.loss == si.loss && st.recon == si.recon && st.kl == si.kl);
+    vae_trainer_free(t);
+    vae_elbo_free(rec_only);
+    vae_elbo_free(iw);
+    vae_elbo_free(el);
+    vae_model_free(m);
+}
+
+/* One trainer pass with the given context's workers; returns the loss and
+ * copies the gradient. */
+static double pass_on(vae_context *ctx, vae_model *m, vae_elbo *e, const float *x, size_t n,
+                      uint64_t seed, float *grad)
+{
+    vae_trainer *t = NULL;
+    TU_OK(vae_trainer_create(&t, m, e, g_opt, ctx, seed));
+    vae_epoch_stats st = forward_backward(t, x, n, NULL);
+    size_t ng = 0;
+    const float *g = vae_trainer_grads(t, &ng);
+    memcpy(grad, g, ng * sizeof *grad);
+    vae_trainer_free(t);
+    return st.loss;
+}
+
+/* Several draws, IWAE and free bits give the same bits with 1, 2 and 3
+ * workers (batches of 3 to 5 blocks of rows). */
+static void test_draws_worker_invariant(void **state)
+{
+    (void)state;
+    enum { D = 12, H = 9, L = 4, B = 45 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_SOFTPLUS, VAE_LIKELIHOOD_BERNOULLI, 5);
+    size_t np = 0;
+    vae_model_params(m, &np);
+    tu_rng r = {9};
+    float x[B * D];
+    tu_fill_range(&r, x, B * D, 0.0, 1.0);
+    TU_OK(vae_blas_set_threads(1));
+    vae_elbo *es[3] = {objective_k(1.0, VAE_OBJECTIVE_IWAE, 5),
+                       objective_k(0.5, VAE_OBJECTIVE_ELBO, 7),
+                       objective_k(1.0, VAE_OBJECTIVE_ELBO, 3)};
+    TU_OK(vae_elbo_set_param(es[2], VAE_ELBO_FREE_BITS, 0.05));
+    float *g1 = tu_alloc(np, sizeof *g1), *g2 = tu_alloc(np, sizeof *g2);
+    for (size_t q = 0; q < 3; q++) {
+        double l1 = pass_on(g_ctx, m, es[q], x, B, 11, g1);
+        for (size_t T = 2; T <= 3; T++) {
+            vae_context *c = NULL;
+            TU_OK(vae_context_create(&c));
+            TU_OK(vae_context_set_threads(c, T));
+            double l2 = pass_on(c, m, es[q], x, B, 11, g2);
+            assert_true(l1 == l2);
+            assert_memory_equal(g1, g2, np * sizeof *g1);
+            vae_context_free(c);
+        }
+        assert_true(tu_first_nonzero(g1, np) < np);
+    }
+    for (size_t q = 0; q < 3; q++)
+        vae_elbo_free(es[q]);
+    free(g1);
+    free(g2);
+    vae_model_free(m);
+}
+
+/* The free-bits objective recomputed: recon from a beta-0 evaluation, and
+ * beta sum_d max(lambda, KL_d) with KL_d (written to kls) from vae_encode. */
+static double fb_objective(const vae_model *m, const vae_elbo *rec_only, const float *x,
+                           size_t n, const float *eps, double beta, double lambda, double *kls)
+{
+    const size_t L = vae_model_latent_dim(m);
+    float *mu = tu_alloc(n * L, sizeof *mu), *lv = tu_alloc(n * L, sizeof *lv);
+    double rec = evaluate(m, rec_only, x, n, eps, NULL, NULL).recon, t = 0.0;
+    TU_OK(vae_encode(g_ctx, m, x, n, mu, lv));
+    for (size_t d = 0; d < L; d++) {
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double a = mu[i * L + d], v = lv[i * L + d];
+            s += 0.5 * (a * a + exp(v) - 1.0 - v);
+        }
+        kls[d] = s / (double)n;
+        t += kls[d] > lambda ? kls[d] : lambda;
+    }
+    free(mu);
+    free(lv);
+    return rec + beta * t;
+}
+
+/* Free bits: the trainer's loss is recon + beta sum_d max(lambda, KL_d),
+ * KL_d the batch mean of dimension d (recomputed from vae_encode), and its
+ * gradient matches central differences of that objective, with lambda
+ * between the dimensions' KLs so that some are floored and some not. */
+static void test_free_bits(void **state)
+{
+    (void)state;
+    enum { D = 6, H = 5, L = 3, B = 9 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 31);
+    size_t n = 0;
+    float *p = vae_model_params(m, &n);
+    for (size_t i = 0; i < n; i++)
+        p[i] *= 2.0f;
+    tu_rng r = {5};
+    float x[B * D], eps[B * L];
+    tu_fill_range(&r, x, B * D, 0.0, 1.0);
+    for (size_t i = 0; i < B * L; i++)
+        eps[i] = (float)tu_gauss(&r);
+    const double beta = (float)0.8;
+    double kls[L];
+    vae_elbo *rec_only = objective(0.0, VAE_OBJECTIVE_ELBO);
+#define FB_OBJ(lambda) fb_objective(m, rec_only, x, B, eps, beta, (lambda), kls)
+    (void)FB_OBJ(0.0);
+    double lo = kls[0], hi = kls[0];
+    for (size_t d = 1; d < L; d++) {
+        lo = kls[d] < lo ? kls[d] : lo;
+        hi = kls[d] > hi ? kls[d] : hi;
+    }
+    assert_true(hi - lo > 0.05); /* else no lambda separates them */
+    const double lambda = (float)(0.5 * (lo + hi));
+    vae_elbo *e = objective(beta, VAE_OBJECTIVE_ELBO);
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_FREE_BITS, lambda));
+    vae_trainer *t = trainer(m, e, 1);
+    vae_epoch_stats st = forward_backward(t, x, B, eps);
+    const double ref = FB_OBJ(lambda);
+    TU_CLOSE(st.loss, ref, 1e-6, 0.0);
+    /* recon and kl stay the plain terms; the floor shows in the loss only. */
+    vae_epoch_stats plain = evaluate(m, e, x, B, eps, NULL, NULL);
+    assert_true(st.recon == plain.recon && st.kl == plain.kl);
+    assert_true(plain.loss == plain.recon + beta * plain.kl);
+    assert_true(st.loss > plain.loss); /* a floored dimension adds lambda - KL_d > 0 */
+    size_t ng = 0;
+    float *g = vae_trainer_grads(t, &ng), *grad = tu_copy_floats(g, n), *p0 = tu_copy_floats(p, n);
+    double *v = tu_alloc(n, sizeof *v), gnorm = 0.0;
+    for (size_t i = 0; i < n; i++)
+        gnorm += (double)grad[i] * grad[i];
+    gnorm = sqrt(gnorm);
+    const double h = 1e-2;
+    for (int trial = 0; trial < 6; trial++) {
+        tu_unit_direction(&r, v, n);
+        double lp[2];
+        for (int side = 0; side < 2; side++) {
+            for (size_t i = 0; i < n; i++)
+                p[i] = (float)(p0[i] + (side ? -h : h) * v[i]);
+            lp[side] = FB_OBJ(lambda);
+            /* the step must not cross a floor, or the difference is not a
+             * derivative */
+            for (size_t d = 0; d < L; d++)
+                assert_true(fabs(kls[d] - lambda) > 1e-3);
+        }
+        memcpy(p, p0, n * sizeof *p);
+        double fd = (lp[0] - lp[1]) / (2.0 * h), an = tu_dot_fd(grad, v, n);
+        double tol = 2e-3 * fabs(an) + 1e-4 * gnorm;
+        if (!(fabs(fd - an) <= tol))
+            fail_msg("free bits trial %d: finite difference %.9g, gradient %.9g (tol %.3g)",
+                     trial, fd, an, tol);
+    }
+#undef FB_OBJ
+    /* Lambda 0 is the plain ELBO's gradient, which differs. */
+    TU_OK(vae_trainer_zero_grads(t));
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_FREE_BITS, 0.0));
+    forward_backward(t, x, B, eps);
+    assert_true(memcmp(vae_trainer_grads(t, &ng), grad, n * sizeof *grad) != 0);
+    /* Above every dimension's KL, every dimension is floored: the loss is
+     * recon + beta L lambda. */
+    TU_OK(vae_trainer_zero_grads(t));
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_FREE_BITS, hi + 1.0));
+    st = forward_backward(t, x, B, eps);
+    TU_CLOSE(st.loss, st.recon + beta * L * (double)(float)(hi + 1.0), 1e-12, 0.0);
+    vae_trainer_free(t);
+    vae_elbo_free(e);
+    vae_elbo_free(rec_only);
+    free(grad);
+    free(p0);
+    free(v);
+    vae_model_free(m);
+}
+
+/* Warm-up: pass s of a trainer weighs the KL with beta min(1, (s+1)/W);
+ * evaluations use beta; the schedule follows vae_trainer_steps(), so
+ * passes without a step keep their weight. */
+static void test_warmup(void **state)
+{
+    (void)state;
+    enum { D = 6, H = 5, L = 2, B = 4, W = 4 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 41);
+    vae_elbo *e = objective(2.0, VAE_OBJECTIVE_ELBO);
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_WARMUP, W));
+    vae_optimizer *o = NULL;
+    TU_OK(vae_optimizer_create(&o, VAE_OPTIMIZER_SGD));
+    TU_OK(vae_optimizer_set_param(o, VAE_OPT_LR, 1e-9)); /* the model nearly stays put */
+    vae_trainer *t = NULL;
+    TU_OK(vae_trainer_create(&t, m, e, o, g_ctx, 1));
+    tu_rng r = {6};
+    float x[B * D], eps[B * L];
+    tu_fill_range(&r, x, B * D, 0.0, 1.0);
+    for (size_t i = 0; i < B * L; i++)
+        eps[i] = (float)tu_gauss(&r);
+    for (uint64_t s = 0; s < 7; s++) {
+        assert_int_equal(vae_trainer_steps(t), s);
+        for (int again = 0; again < 2; again++) {
+            vae_epoch_stats st = forward_backward(t, x, B, eps);
+            double want = (float)(2.0 * (s + 1 < W ? (double)(s + 1) / W : 1.0));
+            TU_CLOSE(st.loss, st.recon + want * st.kl, 1e-12, 0.0);
+            assert_true(st.kl > 0.0);
+        }
+        vae_epoch_stats ev = evaluate(m, e, x, B, eps, NULL, NULL);
+        TU_CLOSE(ev.loss, ev.recon + 2.0 * ev.kl, 1e-12, 0.0);
+        TU_OK(vae_trainer_apply(t));
+    }
+    vae_trainer_free(t);
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+    vae_model_free(m);
+}
+
+/* Bad input of the 1.2 settings at pass time. */
+static void test_draws_bad_input(void **state)
+{
+    (void)state;
+    enum { D = 4, H = 3, L = 2, B = 3, K = 4 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 51);
+    vae_elbo *e = objective_k(1.0, VAE_OBJECTIVE_IWAE, K);
+    float x[B * D], eps[B * K * L];
+    tu_rng r = {8};
+    tu_fill_range(&r, x, B * D, 0.0, 1.0);
+    for (size_t i = 0; i < B * K * L; i++)
+        eps[i] = (float)tu_gauss(&r);
+    /* A NaN in a draw past the first n: all n k rows are checked. */
+    eps[(B * K - 1) * L + 1] = NAN;
+    vae_epoch_stats st = {sizeof st};
+    TU_EXPECT_ERR_MSG(vae_elbo_evaluate(g_ctx, m, e, x, B, eps, NULL, NULL, &st),
+                      VAE_ERR_NUMERIC, "vae_elbo_evaluate", "eps[11][1] is not finite");
+    eps[(B * K - 1) * L + 1] = 0.0f;
+    /* n k rows above 2^20. */
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_SAMPLES, 4096));
+    TU_EXPECT_ERR_MSG(vae_elbo_evaluate(g_ctx, m, e, x, 257, eps, NULL, NULL, &st),
+                      VAE_ERR_INVALID, "vae_elbo_evaluate",
+                      "n = 257 times the objective's samples is above 1048576");
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_SAMPLES, K));
+    /* IWAE with free bits trains nowhere; evaluating is fine. */
+    TU_OK(vae_elbo_set_param(e, VAE_ELBO_FREE_BITS, 0.5));
+    vae_trainer *t = trainer(m, e, 2);
+    size_t np = 0;
+    float *p = vae_model_params(m, &np), *p0 = tu_copy_floats(p, np);
+    TU_EXPECT_ERR_MSG(vae_trainer_forward_backward(t, x, B, eps, &st), VAE_ERR_INVALID,
+                      "vae_trainer_forward_backward",
+                      "free bits apply to the ELBO objective, not to IWAE");
+    TU_EXPECT_ERR_MSG(vae_trainer_step(t, x, B, &st), VAE_ERR_INVALID, "vae_trainer_step",
+                      "free bits apply");
+    TU_EXPECT_ERR_MSG(vae_trainer_reserve(t, 64), VAE_ERR_INVALID, "vae_trainer_reserve",
+                      "free bits apply");
+    size_t ng = 0;
+    float *g = vae_trainer_grads(t, &ng);
+    assert_int_equal(tu_first_nonzero(g, ng), ng);
+    assert_memory_equal(p, p0, np * sizeof *p);
+    assert_int_equal(vae_trainer_steps(t), 0);
+    TU_OK(vae_elbo_evaluate(g_ctx, m, e, x, B, eps, NULL, NULL, &st));
+    vae_trainer_free(t);
+    free(p0);
+    vae_elbo_free(e);
+    vae_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1530,6 +1919,11 @@ int main(void)
         cmocka_unit_test(test_cb_accuracy_sweep),
         cmocka_unit_test(test_cb_log_likelihood),
         cmocka_unit_test(test_cb_train_and_round_trip),
+        cmocka_unit_test(test_iwae_value),
+        cmocka_unit_test(test_draws_worker_invariant),
+        cmocka_unit_test(test_free_bits),
+        cmocka_unit_test(test_warmup),
+        cmocka_unit_test(test_draws_bad_input),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

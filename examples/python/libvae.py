@@ -123,7 +123,8 @@ __all__ = [
     "ACT_IDENTITY", "ACT_RELU", "ACT_LEAKY_RELU", "ACT_TANH", "ACT_SIGMOID", "ACT_SOFTPLUS",
     "ACT_ELU", "LAYER_DENSE", "LAYER_CONV2D", "LAYER_CONV2D_TRANSPOSE",
     "LIKELIHOOD_BERNOULLI", "LIKELIHOOD_GAUSSIAN", "LIKELIHOOD_CONTINUOUS_BERNOULLI",
-    "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER",
+    "OBJECTIVE_ELBO", "OBJECTIVE_AUTOENCODER", "OBJECTIVE_IWAE",
+    "ELBO_BETA", "ELBO_OBJECTIVE", "ELBO_SAMPLES", "ELBO_WARMUP", "ELBO_FREE_BITS",
     "OPTIMIZER_SGD", "OPTIMIZER_ADAM",
     "ANOMALY_NEG_ELBO", "ANOMALY_NEG_LOG_LIKELIHOOD", "ANOMALY_RECON_PROB",
     "ANOMALY_COMPLEXITY",
@@ -134,7 +135,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 HEADER_VERSION_MAJOR = 1
-HEADER_VERSION_MINOR = 1
+HEADER_VERSION_MINOR = 2
 HEADER_VERSION_PATCH = 0
 HEADER_VERSION_NUMBER = (HEADER_VERSION_MAJOR * 10000 + HEADER_VERSION_MINOR * 100
                          + HEADER_VERSION_PATCH)
@@ -191,9 +192,13 @@ MODEL_GAUSSIAN_SIGMA = 1
 
 OBJECTIVE_ELBO = 0
 OBJECTIVE_AUTOENCODER = 1
+OBJECTIVE_IWAE = 2  # since 1.2
 
 ELBO_BETA = 1
 ELBO_OBJECTIVE = 2
+ELBO_SAMPLES = 3  # since 1.2
+ELBO_WARMUP = 4  # since 1.2
+ELBO_FREE_BITS = 5  # since 1.2
 
 OPTIMIZER_SGD = 1
 OPTIMIZER_ADAM = 2
@@ -237,8 +242,10 @@ _LIKELIHOODS = {"bernoulli": LIKELIHOOD_BERNOULLI, "gaussian": LIKELIHOOD_GAUSSI
                 "continuous_bernoulli": LIKELIHOOD_CONTINUOUS_BERNOULLI}
 _LIKELIHOOD_NAMES = {v: k for k, v in _LIKELIHOODS.items()}
 _MODEL_PARAMS = {"gaussian_sigma": MODEL_GAUSSIAN_SIGMA, "sigma": MODEL_GAUSSIAN_SIGMA}
-_OBJECTIVES = {"elbo": OBJECTIVE_ELBO, "autoencoder": OBJECTIVE_AUTOENCODER}
-_ELBO_PARAMS = {"beta": ELBO_BETA, "objective": ELBO_OBJECTIVE}
+_OBJECTIVES = {"elbo": OBJECTIVE_ELBO, "autoencoder": OBJECTIVE_AUTOENCODER,
+               "iwae": OBJECTIVE_IWAE}
+_ELBO_PARAMS = {"beta": ELBO_BETA, "objective": ELBO_OBJECTIVE, "samples": ELBO_SAMPLES,
+                "warmup": ELBO_WARMUP, "free_bits": ELBO_FREE_BITS}
 _OPTIMIZERS = {"sgd": OPTIMIZER_SGD, "adam": OPTIMIZER_ADAM, "adamw": OPTIMIZER_ADAM}
 _OPTIMIZER_NAMES = {OPTIMIZER_SGD: "sgd", OPTIMIZER_ADAM: "adam"}
 _ANOMALY_KINDS = {"neg_elbo": ANOMALY_NEG_ELBO, "elbo": ANOMALY_NEG_ELBO,
@@ -2257,10 +2264,18 @@ def anomaly_score(ctx, model, x, kind, k, rng, n=None):
     return out
 
 
+def _draws(elbo):
+    """Rows of noise per input that a pass of the objective takes."""
+    if elbo.objective == OBJECTIVE_AUTOENCODER or _lib.vae_version_number() < 10200:
+        return 1
+    return elbo.samples
+
+
 def elbo_evaluate(ctx, model, elbo, x, n=None, eps=None, rng=None, per_sample=False):
     """The loss without gradients: EpochStats (per_sample=True adds each sample's loss).
 
-    The noise comes from eps (n * latent_dim floats) when given, else from rng.
+    The noise comes from eps (n * samples * latent_dim floats, draw j of input i in row
+    i * samples + j) when given, else from rng.
     """
     _check(ctx, Context, "ctx")
     _check(model, Model, "model")
@@ -2272,7 +2287,7 @@ def elbo_evaluate(ctx, model, elbo, x, n=None, eps=None, rng=None, per_sample=Fa
     eb = None
     if eps is not None:
         eb = _as_input(eps, "eps")
-        _batch(eb, latent_dim, n, "eps")
+        _batch(eb, latent_dim * _draws(elbo), n, "eps")
     ps, ps_ptr, _keep = _doubles(n) if per_sample else (None, None, None)
     st = _new_stats()
     with _Use(ctx, model, elbo, rng) as (c, m, e, r):
@@ -2303,23 +2318,26 @@ def evaluate_dataset(ctx, model, elbo, dataset, rng=None, per_sample=False):
 
 
 class Elbo(_Handle):
-    """The objective: negative ELBO with a KL weight beta, or a plain autoencoder."""
+    """The objective: negative ELBO with a KL weight beta, the importance-weighted bound
+    (IWAE), or a plain autoencoder; with draws per input, KL warm-up and free bits."""
 
     _free = "vae_elbo_free"
 
-    def __init__(self, beta=None, objective=None):
+    def __init__(self, beta=None, objective=None, samples=None, warmup=None, free_bits=None):
         self._adopt(_create(_lib.vae_elbo_create))
         try:
-            if beta is not None:
-                self.beta = beta
-            if objective is not None:
-                self.objective = objective
+            for name, value in (("beta", beta), ("objective", objective),
+                                ("samples", samples), ("warmup", warmup),
+                                ("free_bits", free_bits)):
+                if value is not None:
+                    setattr(self, name, value)
         except BaseException:
             self.close()
             raise
 
     def set_param(self, param, value):
-        """Sets ELBO_BETA or ELBO_OBJECTIVE (or "beta", "objective"); the next call uses it."""
+        """Sets an ELBO_* setting (or its name: "beta", "objective", "samples", "warmup",
+        "free_bits"); the next call uses it."""
         param = _int_enum(param, _ELBO_PARAMS, "objective parameter")
         value = _number(value, "value")
         with _Use(self) as (e,):
@@ -2343,12 +2361,41 @@ class Elbo(_Handle):
 
     @property
     def objective(self):
-        """OBJECTIVE_ELBO (default) or OBJECTIVE_AUTOENCODER; a name is accepted when set."""
+        """OBJECTIVE_ELBO (default), OBJECTIVE_AUTOENCODER or OBJECTIVE_IWAE; a name
+        ("elbo", "autoencoder", "iwae") is accepted when set."""
         return int(self.get_param(ELBO_OBJECTIVE))
 
     @objective.setter
     def objective(self, objective):
         self.set_param(ELBO_OBJECTIVE, _int_enum(objective, _OBJECTIVES, "objective"))
+
+    @property
+    def samples(self):
+        """Draws of z per input, 1 to 4096 (default 1); IWAE's k. Since 1.2."""
+        return int(self.get_param(ELBO_SAMPLES))
+
+    @samples.setter
+    def samples(self, k):
+        self.set_param(ELBO_SAMPLES, k)
+
+    @property
+    def warmup(self):
+        """KL warm-up over this many trainer steps; 0 (default) is off. Since 1.2."""
+        return int(self.get_param(ELBO_WARMUP))
+
+    @warmup.setter
+    def warmup(self, steps):
+        self.set_param(ELBO_WARMUP, steps)
+
+    @property
+    def free_bits(self):
+        """Free bits in nats per latent dimension for training; 0 (default) is off.
+        Since 1.2."""
+        return self.get_param(ELBO_FREE_BITS)
+
+    @free_bits.setter
+    def free_bits(self, nats):
+        self.set_param(ELBO_FREE_BITS, nats)
 
     def evaluate(self, ctx, model, x, n=None, eps=None, rng=None, per_sample=False):
         """elbo_evaluate(ctx, model, self, ...)."""
@@ -2782,14 +2829,14 @@ class Trainer(_Handle):
     def forward_backward(self, x, n=None, eps=None):
         """Adds the gradient of the batch's mean loss into grads(), without stepping.
 
-        The noise is eps (n * latent_dim floats) when given, else drawn from
+        The noise is eps (n * samples * latent_dim floats) when given, else drawn from
         the trainer's generator. Returns EpochStats.
         """
         xb, n = self._input(x, n)
         eb = None
         if eps is not None:
             eb = _as_input(eps, "eps")
-            _batch(eb, self.model.latent_dim, n, "eps")
+            _batch(eb, self.model.latent_dim * _draws(self.elbo), n, "eps")
         st = _new_stats()
         with _Use(self) as (t,), _ExchangeErrors(self):
             _lib.vae_trainer_forward_backward(t, xb.ptr, n, eb.ptr if eb else None, byref(st))

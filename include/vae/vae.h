@@ -230,7 +230,7 @@ extern "C" {
 /** Major version of this header. */
 #define VAE_VERSION_MAJOR 1
 /** Minor version of this header. */
-#define VAE_VERSION_MINOR 1
+#define VAE_VERSION_MINOR 2
 /** Patch version of this header. */
 #define VAE_VERSION_PATCH 0
 /** MAJOR*10000 + MINOR*100 + PATCH, so 1.0.0 is 10000. */
@@ -1176,14 +1176,36 @@ VAE_API int vae_blas_set_threads(size_t n);
 
 /** @brief Objectives. Values are part of the ABI. */
 enum {
-    VAE_OBJECTIVE_ELBO = 0,       /**< -ELBO with reparameterized z */
-    VAE_OBJECTIVE_AUTOENCODER = 1 /**< z = mu, no KL: a plain autoencoder */
+    VAE_OBJECTIVE_ELBO = 0,        /**< -ELBO with reparameterized z */
+    VAE_OBJECTIVE_AUTOENCODER = 1, /**< z = mu, no KL: a plain autoencoder */
+    /** The importance-weighted bound (Burda et al., 2016) of VAE_ELBO_SAMPLES draws:
+     *  loss_i = -log (1/k) sum_j exp(-(recon_ij + beta kl_ij)), with kl_ij =
+     *  log q(z_ij|x_i) - log p(z_ij) at the draw. Since 1.2. */
+    VAE_OBJECTIVE_IWAE = 2
 };
 
 /** @brief Settings of an objective, for vae_elbo_set_param(). Values are part of the ABI. */
 enum {
-    VAE_ELBO_BETA = 1,     /**< weight of the KL term, as a float finite and >= 0; default 1 */
-    VAE_ELBO_OBJECTIVE = 2 /**< VAE_OBJECTIVE_ELBO (default) or VAE_OBJECTIVE_AUTOENCODER */
+    VAE_ELBO_BETA = 1,      /**< weight of the KL term, as a float finite and >= 0; default 1 */
+    /** VAE_OBJECTIVE_ELBO (default), VAE_OBJECTIVE_AUTOENCODER or VAE_OBJECTIVE_IWAE */
+    VAE_ELBO_OBJECTIVE = 2,
+    /** Draws of z per input, 1 to 4096; default 1. With the ELBO the loss of an input is
+     *  the mean of its k draws' reconstruction terms plus beta times its KL; with IWAE, k
+     *  is the number of importance samples; the autoencoder ignores it. A pass over n
+     *  inputs then runs the model on n k rows (at most 2^20). Since 1.2. */
+    VAE_ELBO_SAMPLES = 3,
+    /** KL warm-up: a trainer's pass before its step s (vae_trainer_steps(), from 0) weighs
+     *  the KL term with beta min(1, (s + 1) / W), rounded to float, for W > 0 steps; 0
+     *  (default) turns it off. 0 to 2^53, a whole number. Evaluations use beta itself.
+     *  Since 1.2. */
+    VAE_ELBO_WARMUP = 4,
+    /** Free bits (Kingma et al., 2016), lambda in nats per latent dimension, a float
+     *  finite, 0 to 10^6; default 0 (off). In a trainer's pass with the ELBO objective the
+     *  KL term becomes sum_d max(lambda, KL_d), KL_d the batch mean of dimension d's KL,
+     *  so a dimension whose mean is at most lambda gets no KL gradient. Evaluations use
+     *  the plain KL; a trainer's pass with VAE_OBJECTIVE_IWAE and free bits fails with
+     *  VAE_ERR_INVALID. Since 1.2. */
+    VAE_ELBO_FREE_BITS = 5
 };
 
 /**
@@ -1368,19 +1390,28 @@ VAE_API int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float
  * kl_i = KL(q(z|x_i) || N(0, I)). z = mu + exp(logvar/2) eps, with eps[n][latent] taken
  * from `eps` when it is not NULL, else drawn from `rng` in sample order. With
  * VAE_OBJECTIVE_AUTOENCODER z = mu, the KL term is 0 and neither eps nor rng is used.
+ *
+ * With k = VAE_ELBO_SAMPLES draws per sample, eps holds n * k * latent values, draw j of
+ * sample i in row i * k + j (drawn from rng in that order). recon_i is then the mean of
+ * the k draws' terms; with VAE_OBJECTIVE_IWAE the loss is the importance-weighted bound
+ * (see VAE_OBJECTIVE_IWAE), and stats->loss is the mean of the per-sample losses while
+ * stats->recon and stats->kl stay the mean reconstruction term and the analytic KL, so
+ * stats->recon + beta stats->kl - stats->loss is how much tighter the bound is. Warm-up
+ * and free bits apply to training passes only.
  * @param[in,out] ctx        The context.
  * @param[in]     m          A built model.
  * @param[in]     e          The objective.
  * @param[in]     x          Inputs, n * input_dim floats.
  * @param[in]     n          Number of samples, 1 to 2^20.
- * @param[in]     eps        Noise, n * latent_dim finite floats, or NULL.
+ * @param[in]     eps        Noise, n * k * latent_dim finite floats (k draws per sample,
+ *                           1 unless VAE_ELBO_SAMPLES is set), or NULL.
  * @param[in,out] rng        Generator of the noise when eps is NULL; may be NULL when eps
  *                           is given or with VAE_OBJECTIVE_AUTOENCODER.
  * @param[out]    per_sample Receives n losses; may be NULL.
  * @param[out]    stats      Receives the means (loss, recon, kl, samples, seconds); may be
  *                           NULL; its size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0 or above 2^20, neither eps nor
+ * @retval VAE_ERR_INVALID ctx, m, e or x is NULL, n is 0 or n k above 2^20, neither eps nor
  *                         rng gives the noise, stats->size is too small or has unknown
  *                         nonzero bytes, or a (continuous) Bernoulli input lies outside
  *                         [0, 1].

@@ -1,5 +1,5 @@
 /*
- * The declarations of vae.h (libvae 1.1.0) as plain C for FFI parsers: LuaJIT's
+ * The declarations of vae.h (libvae 1.2.0) as plain C for FFI parsers: LuaJIT's
  * ffi.cdef, Python cffi's cdef, koffi. No preprocessor directives, no attributes;
  * the consumer provides size_t and the fixed-width integer types of <stdint.h>.
  *
@@ -9,9 +9,9 @@
 
 enum {
     VAE_VERSION_MAJOR = 1,
-    VAE_VERSION_MINOR = 1,
+    VAE_VERSION_MINOR = 2,
     VAE_VERSION_PATCH = 0,
-    VAE_VERSION_NUMBER = 10100
+    VAE_VERSION_NUMBER = 10200
 };
 
 unsigned vae_version_number(void);
@@ -160,12 +160,16 @@ int vae_blas_set_threads(size_t n);
 
 enum {
     VAE_OBJECTIVE_ELBO = 0,
-    VAE_OBJECTIVE_AUTOENCODER = 1
+    VAE_OBJECTIVE_AUTOENCODER = 1,
+    VAE_OBJECTIVE_IWAE = 2
 };
 
 enum {
     VAE_ELBO_BETA = 1,
-    VAE_ELBO_OBJECTIVE = 2
+    VAE_ELBO_OBJECTIVE = 2,
+    VAE_ELBO_SAMPLES = 3,
+    VAE_ELBO_WARMUP = 4,
+    VAE_ELBO_FREE_BITS = 5
 };
 
 typedef struct vae_elbo vae_elbo;

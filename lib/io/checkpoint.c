@@ -14,7 +14,8 @@
 
 /* Settings are stored as (key, 0, value) triples, keys as in vae.h. */
 #define OPT_KEYS VAE_OPT_DAMPENING
-#define ELBO_KEYS 2
+#define ELBO_KEYS VAE_ELBO_FREE_BITS
+#define ELBO_KEYS_1_1 VAE_ELBO_OBJECTIVE /* the settings every checkpoint holds */
 
 static void put_rng(vae_writer *w, const vae_rng *g)
 {
@@ -38,14 +39,26 @@ static void encode(const vae_trainer *t, vae_writer *w)
     vae_put_header(w);
     vae_model_chunks_put(w, t->m);
 
+    /* Beta and the objective always; the settings of 1.2 when they are not
+     * the defaults, so that a checkpoint without them stays readable by
+     * 1.1. */
     vae_chunk_begin(w, vae_chunk_types[VAE_CK_OBJV]);
-    vae_put_u32(w, ELBO_KEYS);
+    double ev[ELBO_KEYS + 1], dv;
+    const vae_elbo defaults = vae_elbo_defaults();
+    uint32_t ecount = 0;
     for (int key = 1; key <= ELBO_KEYS; key++) {
-        double v = 0.0;
-        vae_elbo_get_param(t->e, key, &v);
+        vae_elbo_get_param(t->e, key, &ev[key]);
+        vae_elbo_get_param(&defaults, key, &dv);
+        ecount += key <= ELBO_KEYS_1_1 || ev[key] != dv;
+    }
+    vae_put_u32(w, ecount);
+    for (int key = 1; key <= ELBO_KEYS; key++) {
+        vae_elbo_get_param(&defaults, key, &dv);
+        if (key > ELBO_KEYS_1_1 && ev[key] == dv)
+            continue;
         vae_put_u32(w, (uint32_t)key);
         vae_put_u32(w, 0);
-        vae_put_f64(w, v);
+        vae_put_f64(w, ev[key]);
     }
     vae_chunk_end(w);
 
@@ -233,11 +246,17 @@ static int read_settings(vae_reader *r, int objective, restored *s, const char *
     uint32_t count = vae_get_u32(r);
     int expected = 0;
     double v;
-    for (int key = 1; key <= (objective ? ELBO_KEYS : OPT_KEYS); key++)
+    for (int key = 1; key <= (objective ? ELBO_KEYS_1_1 : OPT_KEYS); key++)
         expected += objective ? 1 : vae_optimizer_get_param(&s->opt, key, &v) == VAE_OK;
-    if (r->err || count != (uint32_t)expected)
-        return BAD("%s: %s: the %s chunk holds %u settings, this library writes and needs %d",
-                   fn, what, chunk, (unsigned)count, expected);
+    /* The objective's settings after ELBO_KEYS_1_1 may be left out. */
+    if (r->err || count < (uint32_t)expected ||
+        count > (uint32_t)(objective ? ELBO_KEYS : expected))
+        return objective ? BAD("%s: %s: the OBJV chunk holds %u settings, this library reads "
+                               "%d to %d",
+                               fn, what, (unsigned)count, expected, ELBO_KEYS)
+                         : BAD("%s: %s: the OPTM chunk holds %u settings, this library writes "
+                               "and needs %d",
+                               fn, what, (unsigned)count, expected);
     uint32_t seen = 0;
     for (uint32_t i = 0; i < count; i++) {
         uint32_t key = vae_get_u32(r), zero = vae_get_u32(r);
@@ -254,6 +273,10 @@ static int read_settings(vae_reader *r, int objective, restored *s, const char *
             return BAD("%s: %s: %s chunk: %s", fn, what, chunk, inner);
         }
     }
+    const uint32_t needed = (1u << VAE_ELBO_BETA) | (1u << VAE_ELBO_OBJECTIVE);
+    if (objective && (seen & needed) != needed)
+        return BAD("%s: %s: the OBJV chunk lacks %s", fn, what,
+                   seen & (1u << VAE_ELBO_BETA) ? "the objective" : "beta");
     return VAE_OK;
 }
 
@@ -280,7 +303,7 @@ static int read_state(const vae_chunks *c, const vae_trainer *t, restored *s, co
         return BAD("%s: %s: parameter %zu is not finite", fn, what, bad);
 
     r = (vae_reader){c->at[VAE_CK_OBJV], c->len[VAE_CK_OBJV], 0};
-    s->e = *t->e;
+    s->e = vae_elbo_defaults(); /* settings left out have their defaults */
     if ((rc = read_settings(&r, 1, s, what, fn)))
         return rc;
     if (r.left)

@@ -25,7 +25,8 @@ static int pass_mean(vae_context *ctx, const vae_model *m, const float *x, size_
     double *tmp = NULL; /* tmp[n]: one pass's losses after the first */
     if (k > 1 && !(tmp = vae_malloc(n * sizeof *tmp)))
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu scores", fn, n);
-    const vae_elbo e = {beta, VAE_OBJECTIVE_ELBO};
+    vae_elbo e = vae_elbo_defaults();
+    e.beta = beta;
     double sums[3];
     for (size_t r = 0; r < k && !rc; r++) {
         rc = vae_elbo_pass(ctx, m, &e, x, n, NULL, rng, NULL, r ? tmp : out, sums, NULL, fn);

@@ -125,7 +125,7 @@ void vae_ctx_run(vae_context *ctx, vae_pool_fn fn, void *job)
 }
 
 int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, size_t shared,
-                   const char *fn)
+                   size_t extra, const char *fn)
 {
     const size_t L = m->latent_dim, D = m->input_dim, B = VAE_BLOCK, nblk = vae_blocks(n);
     const size_t T = vae_ctx_use_workers(ctx, nblk);
@@ -146,7 +146,7 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
     double per_d = (double)rows * (double)(acts + 5 * L + 2 * width + (train ? D : 0)) +
                    (double)scratch;
     double total_d = per_d * (double)T + (train ? (double)(T - 1) * (double)m->n_params : 0) +
-                     (double)shared * (double)(L + 4) + 2;
+                     (double)shared * (double)(L + 4) + 2.0 * (double)extra + 2;
     if (total_d * sizeof(float) > (double)(SIZE_MAX / 4))
         return vae_fail(VAE_ERR_NOMEM, "%s: a workspace of %.0f floats is too large", fn,
                         total_d);
@@ -157,7 +157,7 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
                         fn, n, n == 1 ? "" : "s", total_d * sizeof(float),
                         (unsigned long long)vae_get_limit(VAE_LIMIT_WORKSPACE_BYTES));
     size_t per = rows * (acts + 5 * L + 2 * width + (train ? D : 0)) + scratch;
-    size_t total = per * T + (train ? (T - 1) * m->n_params : 0) + shared * (L + 4) + 2;
+    size_t total = per * T + (train ? (T - 1) * m->n_params : 0) + shared * (L + 4) + 2 * extra + 2;
     size_t nptr = T * m->n_layers;
     /* Both blocks are had before either replaces the old one, so a failure
      * leaves the context's workspace as it was. */
@@ -218,6 +218,7 @@ int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, si
         p++;
     ctx->rec = (double *)(void *)p;
     ctx->kl = ctx->rec + shared;
+    ctx->extra = ctx->kl + shared;
     return VAE_OK;
 }
 
@@ -233,7 +234,7 @@ int vae_context_reserve(vae_context *ctx, const vae_model *m, size_t max_batch)
         rc = vae_fail(VAE_ERR_INVALID, "%s: max_batch %zu is out of range (1 to %zu)", fn,
                       max_batch, VAE_MAX_BATCH);
     else
-        rc = vae_ctx_layout(ctx, m, max_batch, 1, max_batch, fn);
+        rc = vae_ctx_layout(ctx, m, max_batch, 1, max_batch, 0, fn);
     vae_ctx_leave(ctx);
     return rc;
 }

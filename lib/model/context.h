@@ -48,6 +48,8 @@ struct vae_context {
     vae_ws ws[VAE_MAX_THREADS];
     float *eps;                 /* [n][latent] noise, shared */
     double *rec, *kl;           /* [n] per-sample terms, shared */
+    double *extra;              /* the caller's shared doubles */
+    double *loss;               /* [n] per-sample losses of the last vae_elbo_pass */
 };
 
 /* Takes the context for one call: VAE_ERR_INVALID when NULL, VAE_ERR_STATE
@@ -58,11 +60,11 @@ void vae_ctx_leave(vae_context *ctx);
 /* Lays out (growing if needed) the workspace of a call on model m that cuts
  * n samples into blocks: per worker `slots` blocks of activations (slots 1
  * outside training passes), with the recon-gradient rows and a private
- * gradient slab when train is set, and the shared noise and per-sample
- * arrays for `shared` samples. Sets ctx->workers to at most the number of
- * blocks. */
+ * gradient slab when train is set, the shared noise and per-sample arrays
+ * for `shared` samples, and `extra` more doubles for the caller. Sets
+ * ctx->workers to at most the number of blocks. */
 int vae_ctx_layout(vae_context *ctx, const vae_model *m, size_t n, int train, size_t shared,
-                   const char *fn);
+                   size_t extra, const char *fn);
 /* Sets ctx->workers for a call with at most max units of work and returns it. */
 size_t vae_ctx_use_workers(vae_context *ctx, size_t max);
 /* Runs fn(job, w) for w in 0..ctx->workers-1, on the pool or inline. Workers

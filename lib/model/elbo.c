@@ -22,8 +22,7 @@ int vae_elbo_create(vae_elbo **out)
     *out = NULL;
     if (!e)
         return vae_fail(VAE_ERR_NOMEM, "vae_elbo_create: out of memory");
-    e->beta = 1.0f;
-    e->objective = VAE_OBJECTIVE_ELBO;
+    *e = vae_elbo_defaults();
     *out = e;
     return VAE_OK;
 }
@@ -46,12 +45,42 @@ int vae_elbo_set_param(vae_elbo *e, int param, double value)
         e->beta = (float)value;
         return VAE_OK;
     case VAE_ELBO_OBJECTIVE:
-        if (value != VAE_OBJECTIVE_ELBO && value != VAE_OBJECTIVE_AUTOENCODER)
+        if (value != VAE_OBJECTIVE_ELBO && value != VAE_OBJECTIVE_AUTOENCODER &&
+            value != VAE_OBJECTIVE_IWAE)
             return vae_fail(VAE_ERR_INVALID, "%s: unknown objective %g", fn, value);
         e->objective = (int)value;
         return VAE_OK;
+    case VAE_ELBO_SAMPLES:
+        if (!(value >= 1.0 && value <= VAE_MAX_SAMPLES) || value != floor(value))
+            return vae_fail(VAE_ERR_INVALID, "%s: samples must be a whole number from 1 to %d, "
+                                             "got %g",
+                            fn, VAE_MAX_SAMPLES, value);
+        e->samples = (size_t)value;
+        return VAE_OK;
+    case VAE_ELBO_WARMUP:
+        if (!(value >= 0.0 && value <= (double)VAE_MAX_WARMUP) || value != floor(value))
+            return vae_fail(VAE_ERR_INVALID, "%s: warm-up must be a whole number of steps from "
+                                             "0 to 2^53, got %g",
+                            fn, value);
+        e->warmup = (uint64_t)value;
+        return VAE_OK;
+    case VAE_ELBO_FREE_BITS:
+        if (!(value >= 0.0 && value <= VAE_MAX_FREE_BITS))
+            return vae_fail(VAE_ERR_INVALID, "%s: free bits must be from 0 to 1e6 nats per "
+                                             "latent dimension, got %g",
+                            fn, value);
+        e->free_bits = (float)value;
+        return VAE_OK;
     default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
     }
+}
+
+vae_elbo vae_elbo_at_step(const vae_elbo *e, uint64_t step)
+{
+    vae_elbo r = *e;
+    if (e->warmup && step < e->warmup - 1)
+        r.beta = (float)((double)e->beta * ((double)(step + 1) / (double)e->warmup));
+    return r;
 }
 
 int vae_elbo_get_param(const vae_elbo *e, int param, double *value)
@@ -62,6 +91,9 @@ int vae_elbo_get_param(const vae_elbo *e, int param, double *value)
     switch (param) {
     case VAE_ELBO_BETA: *value = e->beta; return VAE_OK;
     case VAE_ELBO_OBJECTIVE: *value = e->objective; return VAE_OK;
+    case VAE_ELBO_SAMPLES: *value = (double)e->samples; return VAE_OK;
+    case VAE_ELBO_WARMUP: *value = (double)e->warmup; return VAE_OK;
+    case VAE_ELBO_FREE_BITS: *value = e->free_bits; return VAE_OK;
     default: return vae_fail(VAE_ERR_INVALID, "%s: unknown parameter %d", fn, param);
     }
 }

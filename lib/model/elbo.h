@@ -5,10 +5,29 @@
 #include "../core/core.h"
 #include "model.h"
 
+#include <stdint.h>
+
 struct vae_elbo {
     float beta;
     int objective;
+    size_t samples;     /* draws of z per input, 1 to VAE_MAX_SAMPLES */
+    uint64_t warmup;    /* KL warm-up steps, 0: off */
+    float free_bits;    /* nats per latent dimension, 0: off */
 };
+
+#define VAE_MAX_SAMPLES 4096
+#define VAE_MAX_WARMUP ((uint64_t)1 << 53)
+#define VAE_MAX_FREE_BITS 1e6
+
+/* The defaults of vae_elbo_create(). */
+static inline vae_elbo vae_elbo_defaults(void)
+{
+    return (vae_elbo){1.0f, VAE_OBJECTIVE_ELBO, 1, 0, 0.0f};
+}
+
+/* The objective a trainer's pass before step `step` uses: e with the
+ * warm-up's beta. */
+vae_elbo vae_elbo_at_step(const vae_elbo *e, uint64_t step);
 
 /* Sum over the batch of -log p(x_i | out_i); writes grad = gscale * d/d(out)
  * when grad is not NULL and per_sample[i] when that is not NULL. */
@@ -43,9 +62,17 @@ typedef struct vae_dist {
     size_t *bytes;       /* [world] part sizes for the exchange */
 } vae_dist;
 
-/* dist: NULL for a pass of this process alone; with grad only. */
+/* dist: NULL for a pass of this process alone; with grad only. After a
+ * pass, ctx->rec[i], ctx->kl[i] and ctx->loss[i], i < n, hold sample i's
+ * mean reconstruction term, KL and loss (free bits excepted). */
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
                   size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
                   double sums[3], vae_dist *dist, const char *fn);
+
+/* Lays the context out for passes of up to n samples with objective e,
+ * training when train is set: what vae_elbo_pass() needs, so that a
+ * trainer can have it before its first step. */
+int vae_elbo_layout(vae_context *ctx, const vae_model *m, const vae_elbo *e, size_t n, int train,
+                    const char *fn);
 
 #endif

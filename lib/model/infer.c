@@ -92,7 +92,7 @@ static void infer_part(void *arg, size_t w)
 static int run_infer(vae_context *ctx, const vae_model *m, int kind, const float *in, size_t n,
                      vae_rng *rng, float *out, float *out2, const char *fn)
 {
-    int rc = vae_ctx_layout(ctx, m, n < VAE_MAX_BATCH ? n : VAE_MAX_BATCH, 0, 0, fn);
+    int rc = vae_ctx_layout(ctx, m, n < VAE_MAX_BATCH ? n : VAE_MAX_BATCH, 0, 0, 0, fn);
     if (rc)
         return rc;
     infer_job job = {ctx, m, kind, in, n, vae_blocks(n), 0, out, out2, {0}};
@@ -292,7 +292,7 @@ int vae_log_likelihood(vae_context *ctx, const vae_model *m, const float *x, siz
             !(logw = vae_malloc(T * k * sizeof *logw)))
             rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu samples, k = %zu", fn, n, k);
         else
-            rc = vae_ctx_layout(ctx, m, T * VAE_BLOCK, 0, 0, fn);
+            rc = vae_ctx_layout(ctx, m, T * VAE_BLOCK, 0, 0, 0, fn);
     }
     if (!rc) {
         for (size_t i = 0; i < n; i++)

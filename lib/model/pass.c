@@ -17,14 +17,28 @@
 #include "context.h"
 #include "elbo.h"
 
+/* A pass's shared arrays beyond ctx->rec and ctx->kl (which hold one
+ * entry per row), carved from ctx->extra by pass_arrays(). */
+typedef struct pass_arrays {
+    double *loss;   /* [n] per-sample loss */
+    double *cw;     /* [rows] weight of each row's gradient (k > 1 or IWAE) */
+    double *klmc;   /* [rows] log q(z|x) - log p(z) at the draw (IWAE) */
+    double *fbkl;   /* [rows][latent] KL of each dimension (free bits) */
+    double *active; /* [latent] 1 when the dimension's batch KL is above lambda (free bits) */
+    float *xrep;    /* [rows][input] each input repeated k times (k > 1) */
+} pass_arrays;
+
 typedef struct pass_job {
     vae_context *ctx;
     const vae_model *m;
     const vae_elbo *e;
     const float *x, *eps;
-    size_t n, nblk, round;
+    size_t n, nblk, round;  /* n: rows, ns k of them */
     int sampled, train;
     float *grad;
+    size_t ns, k;           /* samples and draws of each */
+    int iwae, fbits;
+    pass_arrays a;
     int overflow[VAE_MAX_THREADS];
     /* This process's blocks: b0 .. b0 + nloc - 1 (all of them unless a
      * distributed pass gives it a share), and where a distributed pass puts
@@ -72,15 +86,28 @@ static void block_terms(const pass_job *j, const vae_ws *ws, size_t slot, size_t
     const float *h = vae_ws_act(m, ws, m->n_enc, slot);
     float *dout = j->train ? ws->dout + slot * VAE_BLOCK * D : NULL;
     vae_recon_loss(m, j->x + start * D, vae_ws_act(m, ws, m->n_layers - 1, slot), b, dout,
-                   1.0f / (float)j->n, j->ctx->rec + start);
-    /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2) */
+                   1.0f / (float)j->ns, j->ctx->rec + start);
+    /* KL(N(mu, s^2) || N(0, 1)) = 1/2 sum (mu^2 + s^2 - 1 - log s^2); for
+     * IWAE also its one-draw estimate log q(z|x) - log p(z) =
+     * 1/2 sum (z^2 - eps^2 - log s^2), the log 2 pi terms cancelling. */
+    const float *z = ws->z + slot * VAE_BLOCK * L, *eps = j->eps ? j->eps + start * L : NULL;
     for (size_t i = 0; i < b; i++) {
-        double kl = 0.0;
+        double kl = 0.0, mc = 0.0;
+        double *fb = j->fbits ? j->a.fbkl + (start + i) * L : NULL;
         for (size_t c = 0; j->sampled && c < L; c++) {
             double mu = h[i * 2 * L + c], lv = h[i * 2 * L + L + c];
-            kl += mu * mu + exp(lv) - 1.0 - lv;
+            double t = mu * mu + exp(lv) - 1.0 - lv;
+            kl += t;
+            if (fb)
+                fb[c] = 0.5 * t;
+            if (j->iwae) {
+                double zc = z[i * L + c], ec = eps[i * L + c];
+                mc += zc * zc - ec * ec - lv;
+            }
         }
         j->ctx->kl[start + i] = 0.5 * kl;
+        if (j->iwae)
+            j->a.klmc[start + i] = 0.5 * mc;
     }
 }
 
@@ -196,21 +223,47 @@ static void head_gradient(const pass_job *j, const vae_ws *ws, size_t w, size_t 
     const float *h = vae_ws_act(m, ws, m->n_enc, slot);
     const float *sd = ws->std + slot * VAE_BLOCK * L, *dz = slot_dz(j, ws, slot);
     const float *eps = j->sampled ? j->eps + start * L : NULL;
+    const float *z = ws->z + slot * VAE_BLOCK * L;
     float *dhead = slot_dhead(j, ws, slot);
-    const float fb = j->e->beta / (float)j->n;
-    for (size_t i = 0; i < b; i++)
+    const float fb = j->e->beta / (float)j->ns;
+    for (size_t i = 0; i < b; i++) {
+        /* the row's share of the KL gradient: its weight times beta / n */
+        const float cf = (j->a.cw ? (float)j->a.cw[start + i] : 1.0f) * fb;
         for (size_t k = 0; k < L; k++) {
             float g = dz[i * L + k];
             float *dh = dhead + i * 2 * L;
-            if (j->sampled) {
+            if (j->iwae) {
+                /* d/dmu and d/dlogvar of 1/2 (z^2 - eps^2 - logvar) */
+                float s = sd[i * L + k], e = eps[i * L + k], zk = z[i * L + k];
+                dh[k] = g + cf * zk;
+                dh[L + k] = 0.5f * g * e * s + cf * (0.5f * zk * s * e - 0.5f);
+            } else if (j->sampled) {
                 float mu = h[i * 2 * L + k], s = sd[i * L + k];
-                dh[k] = g + fb * mu;
-                dh[L + k] = 0.5f * g * eps[i * L + k] * s + 0.5f * fb * (s * s - 1.0f);
+                float c = j->fbits ? cf * (float)j->a.active[k] : cf;
+                dh[k] = g + c * mu;
+                dh[L + k] = 0.5f * g * eps[i * L + k] * s + 0.5f * c * (s * s - 1.0f);
             } else {
                 dh[k] = g;
                 dh[L + k] = 0.0f;
             }
         }
+    }
+}
+
+/* dout *= each row's weight, for the slots [s0, s1) of worker w. */
+static void weigh_rows(const pass_job *j, const vae_ws *ws, size_t w, size_t s0, size_t s1)
+{
+    const size_t D = j->m->input_dim;
+    for (size_t slot = s0; slot < s1; slot++) {
+        size_t start, b;
+        vae_block_range(j->n, j->nblk, j->b0 + w + slot * j->ctx->workers, &start, &b);
+        float *d = slot_dout(j, ws, slot);
+        for (size_t i = 0; i < b; i++) {
+            const float c = (float)j->a.cw[start + i];
+            for (size_t q = 0; q < D; q++)
+                d[i * D + q] *= c;
+        }
+    }
 }
 
 /* The whole backward pass of worker w's slots [s0, s1). */
@@ -219,6 +272,8 @@ static void backward_slots(const pass_job *j, size_t w, size_t s0, size_t s1, fl
 {
     const vae_model *m = j->m;
     const vae_ws *ws = &j->ctx->ws[w];
+    if (j->a.cw)
+        weigh_rows(j, ws, w, s0, s1);
     backward_layers(j, ws, w, s0, s1, m->n_enc + 1, m->n_layers - 1, slot_dout, slot_dz, grad,
                     accumulate);
     for (size_t slot = s0; slot < s1; slot++)
@@ -289,12 +344,13 @@ static size_t dist_first(const vae_dist *d, size_t nblk, size_t r)
     return (size_t)((uint64_t)nblk * r / d->world);
 }
 
-/* Grows the distributed buffers for a pass of n samples in nblk blocks
- * before anything runs, so that a rank short of memory fails before its
- * first exchange. */
-static int dist_reserve(vae_dist *d, size_t n, size_t nblk, size_t np, const char *fn)
+/* Grows the distributed buffers for a pass of n rows in nblk blocks, with
+ * `per_row` doubles of terms each, before anything runs, so that a rank
+ * short of memory fails before its first exchange. */
+static int dist_reserve(vae_dist *d, size_t n, size_t nblk, size_t np, size_t per_row,
+                        const char *fn)
 {
-    size_t g = nblk * np, t = d->world + 2 * n;
+    size_t g = nblk * np, t = d->world + per_row * n;
     if (nblk > SIZE_MAX / (np ? np : 1) / sizeof(float))
         return vae_fail(VAE_ERR_NOMEM, "%s: %zu block gradients of %zu parameters do not fit "
                                        "in memory",
@@ -328,74 +384,222 @@ static size_t block_start(size_t n, size_t nblk, size_t b)
     return start;
 }
 
-/* Every rank's loss terms to every rank: rank r's part is its overflow
- * flag, then rec and kl of its samples. Sets *overflow when any rank's
- * reparameterization overflowed. */
-static int dist_terms(vae_dist *d, vae_context *ctx, size_t n, size_t nblk, int *overflow,
-                      const char *fn)
+/* The per-row terms a pass exchanges: rec and kl, IWAE's klmc and the free
+ * bits' per-dimension KL, each with its width in doubles. Returns their
+ * count. */
+static size_t row_terms(const pass_job *j, double *arr[4], size_t width[4])
 {
-    for (size_t r = 0, at = 0; r < d->world; r++) {
-        size_t s0 = block_start(n, nblk, dist_first(d, nblk, r));
-        size_t rows = block_start(n, nblk, dist_first(d, nblk, r + 1)) - s0;
-        d->bytes[r] = (1 + 2 * rows) * sizeof(double);
-        if (r == d->rank) {
-            d->terms[at] = *overflow ? 1.0 : 0.0;
-            memcpy(d->terms + at + 1, ctx->rec + s0, rows * sizeof(double));
-            memcpy(d->terms + at + 1 + rows, ctx->kl + s0, rows * sizeof(double));
+    size_t c = 0;
+    arr[c] = j->ctx->rec, width[c++] = 1;
+    arr[c] = j->ctx->kl, width[c++] = 1;
+    if (j->iwae)
+        arr[c] = j->a.klmc, width[c++] = 1;
+    if (j->fbits)
+        arr[c] = j->a.fbkl, width[c++] = j->m->latent_dim;
+    return c;
+}
+
+/* Every rank's loss terms to every rank: rank r's part is its overflow
+ * flag, then each per-row array (row_terms) over its rows. Sets *overflow
+ * when any rank's reparameterization overflowed. */
+static int dist_terms(vae_dist *d, const pass_job *j, int *overflow, const char *fn)
+{
+    const size_t n = j->n, nblk = j->nblk;
+    double *arr[4];
+    size_t width[4], na = row_terms(j, arr, width), per_row = 0;
+    for (size_t q = 0; q < na; q++)
+        per_row += width[q];
+    for (int back = 0; back < 2; back++) {
+        for (size_t r = 0, at = 0; r < d->world; r++) {
+            size_t s0 = block_start(n, nblk, dist_first(d, nblk, r));
+            size_t rows = block_start(n, nblk, dist_first(d, nblk, r + 1)) - s0;
+            if (!back) {
+                d->bytes[r] = (1 + per_row * rows) * sizeof(double);
+                if (r == d->rank)
+                    d->terms[at] = *overflow ? 1.0 : 0.0;
+            } else {
+                *overflow |= d->terms[at] != 0.0;
+            }
+            size_t o = at + 1;
+            for (size_t q = 0; q < na; q++) {
+                double *p = arr[q] + s0 * width[q];
+                size_t len = rows * width[q];
+                if (!back && r == d->rank)
+                    memcpy(d->terms + o, p, len * sizeof(double));
+                else if (back)
+                    memcpy(p, d->terms + o, len * sizeof(double));
+                o += len;
+            }
+            at = o;
         }
-        at += 1 + 2 * rows;
-    }
-    int rc = d->fn(d->payload, d->terms, d->bytes);
-    if (rc)
-        return vae_fail(VAE_ERR_IO, "%s: the exchange of the loss terms failed (%d) on rank "
-                                    "%zu of %zu",
-                        fn, rc, d->rank, d->world);
-    for (size_t r = 0, at = 0; r < d->world; r++) {
-        size_t s0 = block_start(n, nblk, dist_first(d, nblk, r));
-        size_t rows = block_start(n, nblk, dist_first(d, nblk, r + 1)) - s0;
-        *overflow |= d->terms[at] != 0.0;
-        memcpy(ctx->rec + s0, d->terms + at + 1, rows * sizeof(double));
-        memcpy(ctx->kl + s0, d->terms + at + 1 + rows, rows * sizeof(double));
-        at += 1 + 2 * rows;
+        if (!back) {
+            int rc = d->fn(d->payload, d->terms, d->bytes);
+            if (rc)
+                return vae_fail(VAE_ERR_IO, "%s: the exchange of the loss terms failed (%d) on "
+                                            "rank %zu of %zu",
+                                fn, rc, d->rank, d->world);
+        }
     }
     return VAE_OK;
+}
+
+/* Sizes (in doubles) the pass's arrays for n samples of k rows each, and
+ * points a at them from base when base is not NULL. */
+static size_t arrays_layout(const vae_model *m, size_t n, size_t k, int iwae, int fbits,
+                            double *base, pass_arrays *a)
+{
+    const size_t N = n * k, L = m->latent_dim;
+    size_t at = 0;
+    double *p[5] = {NULL};
+    size_t len[5] = {n, (k > 1 || iwae) ? N : 0, iwae ? N : 0, fbits ? N * L : 0,
+                     fbits ? L : 0};
+    for (size_t q = 0; q < 5; q++) {
+        p[q] = base && len[q] ? base + at : NULL;
+        at += len[q];
+    }
+    size_t xr = k > 1 ? (N * m->input_dim + 1) / 2 : 0;
+    if (a)
+        *a = (pass_arrays){p[0], p[1], p[2], p[3], p[4],
+                           base && xr ? (float *)(void *)(base + at) : NULL};
+    return at + xr;
+}
+
+/* The pass's shape: rows per sample, and whether it is IWAE or uses free
+ * bits. Fails on a batch whose rows exceed VAE_MAX_BATCH. */
+static int pass_shape(const vae_elbo *e, size_t n, int train, size_t *k, int *iwae, int *fbits,
+                      const char *fn)
+{
+    const int sampled = e->objective != VAE_OBJECTIVE_AUTOENCODER;
+    *k = sampled ? e->samples : 1;
+    *iwae = e->objective == VAE_OBJECTIVE_IWAE;
+    *fbits = train && e->objective == VAE_OBJECTIVE_ELBO && e->free_bits > 0.0f;
+    if (n == 0)
+        return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
+    if (n > VAE_MAX_BATCH / *k)
+        return vae_fail(VAE_ERR_INVALID, "%s: n = %zu%s is above %zu; split the batch", fn, n,
+                        *k > 1 ? " times the objective's samples" : "", VAE_MAX_BATCH);
+    if (train && *iwae && e->free_bits > 0.0f)
+        return vae_fail(VAE_ERR_INVALID, "%s: free bits apply to the ELBO objective, not to "
+                                         "IWAE; set VAE_ELBO_FREE_BITS to 0",
+                        fn);
+    return VAE_OK;
+}
+
+int vae_elbo_layout(vae_context *ctx, const vae_model *m, const vae_elbo *e, size_t n, int train,
+                    const char *fn)
+{
+    size_t k;
+    int iwae, fbits;
+    int rc = pass_shape(e, n, train, &k, &iwae, &fbits, fn);
+    if (rc)
+        return rc;
+    return vae_ctx_layout(ctx, m, n * k, train, n * k,
+                          arrays_layout(m, n, k, iwae, fbits, NULL, NULL), fn);
+}
+
+/* Sample i's loss from its k rows, with the rows' gradient weights:
+ * ELBO, mean of rec plus beta kl (weights 1/k); IWAE, -log of the mean of
+ * the importance weights exp(-(rec + beta klmc)), computed from their
+ * largest (weights: the normalised importance weights). Free bits are
+ * added by the caller. */
+static double sample_loss(const pass_job *j, size_t i, double beta, double *rec)
+{
+    const size_t k = j->k, r0 = i * k;
+    const double *rr = j->ctx->rec + r0;
+    double rs = rr[0];
+    for (size_t q = 1; q < k; q++)
+        rs += rr[q];
+    *rec = k == 1 ? rs : rs / (double)k;
+    if (!j->iwae) {
+        for (size_t q = 0; j->a.cw && q < k; q++)
+            j->a.cw[r0 + q] = 1.0 / (double)k;
+        return *rec + beta * j->ctx->kl[r0];
+    }
+    double *w = j->a.cw + r0, mx = -INFINITY, sum = 0.0;
+    for (size_t q = 0; q < k; q++) {
+        w[q] = -(rr[q] + beta * j->a.klmc[r0 + q]);
+        mx = w[q] > mx ? w[q] : mx;
+    }
+    for (size_t q = 0; q < k; q++)
+        sum += (w[q] = exp(w[q] - mx));
+    for (size_t q = 0; q < k; q++)
+        w[q] /= sum;
+    return -(mx + log(sum / (double)k));
+}
+
+/* Free bits: each dimension's batch KL, which dimensions exceed lambda,
+ * and the KL term sum_d max(lambda, KL_d); each sample's loss gets its
+ * share, beta times (KL_d of the sample where active, lambda elsewhere). */
+static double free_bits(const pass_job *j, double beta)
+{
+    const size_t L = j->m->latent_dim, N = j->n, k = j->k;
+    const double lambda = j->e->free_bits;
+    double term = 0.0;
+    for (size_t d = 0; d < L; d++) {
+        double s = 0.0;
+        for (size_t r = 0; r < N; r++)
+            s += j->a.fbkl[r * L + d];
+        s /= (double)N;
+        j->a.active[d] = s > lambda ? 1.0 : 0.0;
+        term += s > lambda ? s : lambda;
+    }
+    for (size_t i = 0; i < j->ns; i++) {
+        const double *f = j->a.fbkl + i * k * L;
+        double t = 0.0;
+        for (size_t d = 0; d < L; d++)
+            t += j->a.active[d] != 0.0 ? f[d] : lambda;
+        j->a.loss[i] = j->ctx->rec[i] + beta * t;
+    }
+    return term;
 }
 
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
                   size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
                   double sums[3], vae_dist *dist, const char *fn)
 {
-    if (n == 0)
-        return vae_fail(VAE_ERR_INVALID, "%s: n is 0", fn);
-    if (n > VAE_MAX_BATCH)
-        return vae_fail(VAE_ERR_INVALID, "%s: n = %zu is above %zu; split the batch", fn, n,
-                        VAE_MAX_BATCH);
-    const int sampled = e->objective == VAE_OBJECTIVE_ELBO;
+    size_t k;
+    int iwae, fbits;
+    int rc = pass_shape(e, n, grad != NULL, &k, &iwae, &fbits, fn);
+    if (rc)
+        return rc;
+    const int sampled = e->objective != VAE_OBJECTIVE_AUTOENCODER;
     if (sampled && !eps && !rng)
         return vae_fail(VAE_ERR_INVALID, "%s: eps and rng are both NULL; one must give the noise",
                         fn);
-    int rc = vae_check_input(m, x, n, fn);
-    if (rc)
+    if ((rc = vae_check_input(m, x, n, fn)))
         return rc;
-    const size_t L = m->latent_dim;
+    const size_t L = m->latent_dim, N = n * k;
     size_t bad = 0;
-    if (sampled && eps && !vae_all_finite(eps, n * L, &bad))
+    if (sampled && eps && !vae_all_finite(eps, N * L, &bad))
         return vae_fail(VAE_ERR_NUMERIC, "%s: eps[%zu][%zu] is not finite", fn, bad / L,
                         bad % L);
+    if (!sampled)
+        eps = NULL;
     if (dist && !grad)
         dist = NULL; /* only training passes are shared out */
-    if (dist && (rc = dist_reserve(dist, n, vae_blocks(n), m->n_params, fn)))
+    if (dist && (rc = dist_reserve(dist, N, vae_blocks(N), m->n_params,
+                                   2 + (size_t)iwae + (fbits ? L : 0), fn)))
         return rc;
-    if ((rc = vae_ctx_layout(ctx, m, n, grad != NULL, n, fn)))
+    if ((rc = vae_elbo_layout(ctx, m, e, n, grad != NULL, fn)))
         return rc;
-    if (sampled && !eps) {
-        /* One stream in sample order, drawn here on the calling thread. */
-        for (size_t k = 0; k < n * L; k++)
-            ctx->eps[k] = vae_rng_gauss(rng);
-        eps = ctx->eps;
+    pass_job job = {ctx, m, e, x, eps, N, vae_blocks(N), 0, sampled, grad != NULL, grad, n, k,
+                    iwae, fbits, {0}, {0}, 0, vae_blocks(N), NULL};
+    arrays_layout(m, n, k, iwae, fbits, ctx->extra, &job.a);
+    ctx->loss = job.a.loss;
+    if (k > 1) {
+        /* Row i k + q is input i. */
+        const size_t D = m->input_dim;
+        for (size_t i = 0; i < n; i++)
+            for (size_t q = 0; q < k; q++)
+                memcpy(job.a.xrep + (i * k + q) * D, x + i * D, D * sizeof(float));
+        job.x = job.a.xrep;
     }
-    pass_job job = {ctx, m, e, x, eps, n, vae_blocks(n), 0, sampled, grad != NULL, grad, {0},
-                    0, vae_blocks(n), NULL};
+    if (sampled && !eps) {
+        /* One stream in row order, drawn here on the calling thread. */
+        for (size_t q = 0; q < N * L; q++)
+            ctx->eps[q] = vae_rng_gauss(rng);
+        job.eps = ctx->eps;
+    }
     if (dist) {
         job.b0 = dist_first(dist, job.nblk, dist->rank);
         job.nloc = dist_first(dist, job.nblk, dist->rank + 1) - job.b0;
@@ -406,7 +610,7 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
     int overflow = 0;
     for (size_t t = 0; t < ctx->workers; t++)
         overflow |= job.overflow[t];
-    if (dist && (rc = dist_terms(dist, ctx, n, job.nblk, &overflow, fn)))
+    if (dist && (rc = dist_terms(dist, &job, &overflow, fn)))
         return rc;
     if (overflow)
         return vae_fail(VAE_ERR_NUMERIC,
@@ -414,20 +618,38 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
                         "large%s",
                         fn, dist ? " (on one of the ranks)" : "");
     const double beta = e->beta;
+    if (iwae)
+        for (size_t r = 0; r < N; r++)
+            if (!isfinite(ctx->rec[r] + job.a.klmc[r]))
+                return vae_fail(VAE_ERR_NUMERIC,
+                                "%s: the loss of sample %zu, draw %zu, is not finite (recon %g, "
+                                "log q - log p %g); logvar or the decoder output overflowed",
+                                fn, r / k, r % k, ctx->rec[r], job.a.klmc[r]);
+    /* Per-sample terms, then rec and kl packed to one entry per sample
+     * (entry i is written after rows i k.. are read, and i <= i k). */
+    double lsum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double rec;
+        job.a.loss[i] = sample_loss(&job, i, beta, &rec);
+        lsum += job.a.loss[i];
+        ctx->kl[i] = ctx->kl[i * k];
+        ctx->rec[i] = rec;
+    }
     double rsum = 0.0, ksum = 0.0;
     for (size_t i = 0; i < n; i++) {
         rsum += ctx->rec[i];
         ksum += ctx->kl[i];
     }
-    double r = rsum / (double)n, kk = ksum / (double)n, total = r + beta * kk;
+    double r = rsum / (double)n, kk = ksum / (double)n;
+    double total = iwae ? lsum / (double)n : fbits ? r + beta * free_bits(&job, beta)
+                                                   : r + beta * kk;
     if (!isfinite(total))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: the loss is not finite (recon %g, kl %g); logvar or the decoder "
                         "output overflowed",
                         fn, r, kk);
     if (per_sample)
-        for (size_t i = 0; i < n; i++)
-            per_sample[i] = ctx->rec[i] + beta * ctx->kl[i];
+        memcpy(per_sample, job.a.loss, n * sizeof *per_sample);
     if (dist) {
         /* Every rank computes its blocks' gradients, gets everyone's, and
          * adds them all in block order: the sums one process makes. */

@@ -72,7 +72,7 @@ int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds, const vae_tra
     if (!order || !batch)
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
     else
-        rc = vae_ctx_layout(t->ctx, t->m, bs, 1, bs, fn); /* sized once, before the steps */
+        rc = vae_elbo_layout(t->ctx, t->m, t->e, bs, 1, fn); /* sized once, before the steps */
     double t0 = vae_seconds();
     if (!rc) {
         if (!ep->open) { /* a new epoch: its order comes from the generator as it stands */
@@ -171,7 +171,7 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
     int rc = vae_model_check_ready(m, fn);
     if (rc)
         return rc;
-    if (!rng && e->objective == VAE_OBJECTIVE_ELBO)
+    if (!rng && e->objective != VAE_OBJECTIVE_AUTOENCODER)
         return vae_fail(VAE_ERR_INVALID, "%s: rng is NULL; the ELBO draws z from it", fn);
     if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats"))
         return VAE_ERR_INVALID;
@@ -185,7 +185,7 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
     float *batch = vae_malloc(bs * dim * sizeof *batch);
     if (!batch)
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
-    double sr = 0.0, sk = 0.0, sums[3];
+    double sr = 0.0, sk = 0.0, sl = 0.0, sums[3];
     for (size_t done = 0; !rc && done < n;) {
         size_t b = n - done < bs ? n - done : bs;
         if ((rc = vae_dataset_range(ds, done, b, batch)) ||
@@ -196,14 +196,17 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
         for (size_t i = 0; i < b; i++) {
             sr += ctx->rec[i];
             sk += ctx->kl[i];
+            sl += ctx->loss[i];
         }
         done += b;
     }
     vae_free(batch);
     vae_ctx_leave(ctx);
     if (!rc && stats) {
+        /* The ELBO's mean loss as r + beta k, which 1.0 and 1.1 reported */
         double r = sr / (double)n, k = sk / (double)n;
-        vae_epoch_stats s = {sizeof s, r + e->beta * k, r, k, vae_seconds() - t0, n, 0};
+        double loss = e->objective == VAE_OBJECTIVE_IWAE ? sl / (double)n : r + e->beta * k;
+        vae_epoch_stats s = {sizeof s, loss, r, k, vae_seconds() - t0, n, 0};
         vae_struct_put(stats, &s, sizeof s);
     }
     return rc;

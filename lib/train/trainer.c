@@ -105,7 +105,7 @@ int vae_trainer_reserve(vae_trainer *t, size_t max_batch)
         rc = vae_fail(VAE_ERR_INVALID, "%s: max_batch %zu is out of range (1 to %zu)", fn,
                       max_batch, VAE_MAX_BATCH);
     else
-        rc = vae_ctx_layout(t->ctx, t->m, max_batch, 1, max_batch, fn);
+        rc = vae_elbo_layout(t->ctx, t->m, t->e, max_batch, 1, fn);
     vae_ctx_leave(t->ctx);
     return rc;
 }
@@ -118,7 +118,8 @@ int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, co
         return vae_fail(VAE_ERR_INVALID, "%s: x is NULL", fn);
     /* A failed pass leaves the generator as it was, like everything else. */
     vae_rng saved = t->rng;
-    int rc = vae_elbo_pass(t->ctx, t->m, t->e, x, n, eps, &t->rng, t->grads, NULL, sums,
+    const vae_elbo e = vae_elbo_at_step(t->e, t->steps);
+    int rc = vae_elbo_pass(t->ctx, t->m, &e, x, n, eps, &t->rng, t->grads, NULL, sums,
                            t->dist.world > 1 ? &t->dist : NULL, fn);
     if (rc)
         t->rng = saved;

@@ -1056,6 +1056,35 @@ class ElboOptimizerTest(ErrorAssertions):
             self.assertEqual((e.beta, e.objective), (2.0, vae.OBJECTIVE_AUTOENCODER))
         self.assertVaeError(vae.InvalidArgument, vae.Elbo, -3.0)
 
+    def test_elbo_settings_1_2(self):
+        with vae.Elbo() as e:
+            self.assertEqual((e.samples, e.warmup, e.free_bits), (1, 0, 0.0))
+        with vae.Elbo(objective="iwae", samples=5, warmup=100, free_bits=0.5) as e:
+            self.assertEqual((e.objective, e.samples, e.warmup, e.free_bits),
+                             (vae.OBJECTIVE_IWAE, 5, 100, 0.5))
+            self.assertEqual(e.get_param("samples"), 5.0)
+            for name, bad in (("samples", 0), ("samples", 4097), ("samples", 2.5),
+                              ("warmup", -1), ("warmup", 0.5), ("free_bits", -0.1),
+                              ("free_bits", float("nan"))):
+                self.assertCError(vae.InvalidArgument, "vae_elbo_set_param", setattr, e, name,
+                                  bad)
+            self.assertEqual((e.samples, e.warmup, e.free_bits), (5, 100, 0.5))
+
+    def test_iwae_evaluate(self):
+        """IWAE's bound over k draws is at least as tight as the k-draw ELBO on average, and
+        eps holds n * k rows."""
+        with vae.Context() as ctx, vae.Model.mlp(12, [8], 3, seed=4) as m, \
+                vae.Elbo(objective="iwae", samples=6) as iw, vae.Elbo(samples=6) as el:
+            n = 40
+            x = [((i * 7) % 11) / 10.0 for i in range(n * 12)]
+            eps = [((i * 13) % 17 - 8) / 5.0 for i in range(n * 6 * 3)]
+            a = vae.elbo_evaluate(ctx, m, iw, x, eps=eps)
+            b = vae.elbo_evaluate(ctx, m, el, x, eps=eps)
+            self.assertEqual((a.recon, a.kl), (b.recon, b.kl))
+            self.assertLess(a.loss, b.loss)
+            self.assertVaeError(vae.ShapeError, vae.elbo_evaluate, ctx, m, iw, x,
+                                eps=eps[:n * 3])
+
     def test_optimizer_defaults(self):
         with vae.Optimizer.adam() as adam, vae.Optimizer("sgd") as sgd:
             self.assertEqual((adam.kind, adam.kind_name), (vae.OPTIMIZER_ADAM, "adam"))
