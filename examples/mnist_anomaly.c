@@ -19,7 +19,14 @@
 #include "mnist_common.h"
 #include "mnist_pictures.h"
 
-enum { EXIT_USAGE = 2, N_KINDS = 4, SHOW = 10 };
+enum { EXIT_USAGE = 2, N_KINDS = 6, SHOW = 10 };
+
+/* Scores this program computes itself from public calls, beside the
+ * VAE_ANOMALY_* kinds of vae_anomaly_score() (which are >= 0). */
+enum {
+    SCORE_SQ_ERR_AT_MU = -1, /* squared error of decode(mu(x)) (vae_reconstruct) */
+    SCORE_NLL_AT_MU = -2     /* -log p(x|z = mu(x)) (vae_elbo_evaluate, autoencoder) */
+};
 
 /* The score kinds in table order, with their command-line names. */
 static const struct {
@@ -30,14 +37,43 @@ static const struct {
     {VAE_ANOMALY_NEG_LOG_LIKELIHOOD, "nll", "-log p(x)"},
     {VAE_ANOMALY_RECON_PROB, "recon", "recon prob"},
     {VAE_ANOMALY_COMPLEXITY, "complexity", "complexity"},
+    {SCORE_SQ_ERR_AT_MU, "sqerr", "sq err @mu"},
+    {SCORE_NLL_AT_MU, "munll", "nll @mu"},
 };
+
+/* Input preprocessing. */
+enum {
+    PRE_NONE = 0, /* grey levels in [0, 1] as stored */
+    PRE_GCN = 1   /* global contrast normalization (L1), then min-max scaling */
+};
+
+/* Command-line names of the likelihoods, activations and preprocessings. */
+typedef struct named {
+    int value;
+    const char *name;
+} named;
+
+static const named LIKELIHOODS[] = {
+    {VAE_LIKELIHOOD_BERNOULLI, "bernoulli"},
+    {VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI, "cb"},
+    {VAE_LIKELIHOOD_GAUSSIAN, "gaussian"},
+}, ACTIVATIONS[] = {
+    {VAE_ACT_RELU, "relu"},       {VAE_ACT_LEAKY_RELU, "leaky-relu"}, {VAE_ACT_ELU, "elu"},
+    {VAE_ACT_TANH, "tanh"},       {VAE_ACT_SOFTPLUS, "softplus"},     {VAE_ACT_SIGMOID, "sigmoid"},
+}, PREPROCESS[] = {
+    {PRE_NONE, "none"},
+    {PRE_GCN, "gcn"},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof(a)[0])
 
 typedef struct config {
     int klass;              /* 0-9, or -1 for every digit */
     int use[N_KINDS];       /* kinds to compute, by index in KINDS */
     size_t picture_kind;    /* index in KINDS of the score the pictures rank by */
     size_t epochs, batch, latent, threads, train_limit, k, draws;
-    double lr;
+    size_t likelihood, activation, preprocess; /* indices in LIKELIHOODS, ACTIVATIONS, ... */
+    double lr, beta, sigma;
     uint64_t seed;
     const char *data, *out;
 } config;
@@ -47,11 +83,11 @@ static void usage(FILE *f)
     fprintf(f,
 "Usage: mnist_anomaly [OPTIONS]\n"
 "\n"
-"One-class anomaly detection: for each digit k, trains a 784-400-20 VAE (ReLU,\n"
-"Bernoulli, Adam) on the MNIST training images of k only, scores all 10000\n"
-"test images and prints the AUROC of the score for telling the other digits\n"
-"(the anomalies) from k (0.5 = chance, 1 = perfect), per digit and the mean.\n"
-"Writes OUT/anomaly.png (for each digit, the most and the least anomalous\n"
+"One-class anomaly detection: for each digit k, trains a 784-400-20 VAE (by\n"
+"default ReLU, Bernoulli, Adam) on the MNIST training images of k only, scores\n"
+"all 10000 test images and prints the AUROC of the score for telling the other\n"
+"digits (the anomalies) from k (0.5 = chance, 1 = perfect), per digit and the\n"
+"mean. Writes OUT/anomaly.png (for each digit, the most and the least anomalous\n"
 "test images) and OUT/roc.png (the ROC curve of each score, per digit).\n"
 "\n"
 "Options:\n"
@@ -64,10 +100,30 @@ static void usage(FILE *f)
 "                                over --draws draws z ~ q(z|x)\n"
 "                    complexity  -log p(x) minus the zlib length of the image\n"
 "                                in nats (input complexity correction)\n"
-"                    all         the four, one column each; the pictures\n"
+"                    sqerr       squared error between the input and the\n"
+"                                decoder's mean output at z = mu(x), summed\n"
+"                                over pixels (deterministic)\n"
+"                    munll       -log p(x|z) at z = mu(x) (deterministic)\n"
+"                    all         the six, one column each; the pictures\n"
 "                                rank by recon\n"
+"                    Scores are computed on the inputs as the model sees them\n"
+"                    (after --preprocess).\n"
 "  --k N             importance samples of nll and complexity (default 100)\n"
 "  --draws N         draws of z of elbo and recon (default 10)\n"
+"  --likelihood L    decoder likelihood p(x|z): bernoulli (default), cb (the\n"
+"                    continuous Bernoulli) or gaussian (fixed --sigma)\n"
+"  --sigma X         sigma of the gaussian likelihood, 1e-6 to 1e6 (default 0.1)\n"
+"  --activation A    hidden layers: relu (default), leaky-relu, elu, tanh,\n"
+"                    softplus or sigmoid\n"
+"  --preprocess P    none  grey levels in [0, 1] as stored (default)\n"
+"                    gcn   global contrast normalization as in Deep SVDD:\n"
+"                          subtract each image's mean and divide by its mean\n"
+"                          absolute deviation (L1), then map the training\n"
+"                          digit's smallest and largest value to 0 and 1; test\n"
+"                          values outside [0, 1] are clamped for bernoulli and\n"
+"                          cb, which need them inside\n"
+"  --beta X          weight of the KL term in training, >= 0 (default 1); the\n"
+"                    elbo score always uses 1\n"
 "  --epochs N        passes over the training images of each digit (default 20)\n"
 "  --batch N         minibatch size (default 128)\n"
 "  --latent N        latent dimensions (default 20)\n"
@@ -101,15 +157,33 @@ static int parse_score(const char *v, config *c)
             c->picture_kind = q;
             return 0;
         }
-    fprintf(stderr, "error: --score must be elbo, nll, recon, complexity or all\n");
+    fprintf(stderr,
+            "error: --score must be elbo, nll, recon, complexity, sqerr, munll or all\n");
     return EXIT_USAGE;
+}
+
+/* Index in table[n] of the entry named v; prints the choices and returns -1
+ * when there is none. */
+static int parse_name(const char *flag, const char *v, const named *table, size_t n,
+                      size_t *out)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v, table[i].name)) {
+            *out = i;
+            return 0;
+        }
+    fprintf(stderr, "error: %s: '%s' is not one of", flag, v);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %s", table[i].name);
+    fprintf(stderr, "\n");
+    return -1;
 }
 
 static int parse_args(int argc, char **argv, config *c)
 {
-    *c = (config){.klass = -1, .use = {0, 1, 0, 0}, .picture_kind = 1, .epochs = 20,
-                  .batch = 128, .latent = 20, .k = 100, .draws = 10, .lr = 1e-3, .seed = 1,
-                  .data = "./data", .out = "./out"};
+    *c = (config){.klass = -1, .use = {0, 1, 0, 0, 0, 0}, .picture_kind = 1, .epochs = 20,
+                  .batch = 128, .latent = 20, .k = 100, .draws = 10, .lr = 1e-3, .beta = 1.0,
+                  .sigma = 0.1, .seed = 1, .data = "./data", .out = "./out"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int r;
@@ -134,6 +208,24 @@ static int parse_args(int argc, char **argv, config *c)
                 return EXIT_USAGE;
         } else if (FLAG("--draws")) {
             if (r < 0 || parse_size(a, v, &c->draws))
+                return EXIT_USAGE;
+        } else if (FLAG("--likelihood")) {
+            if (r < 0 || parse_name("--likelihood", v, LIKELIHOODS, COUNT(LIKELIHOODS),
+                                    &c->likelihood))
+                return EXIT_USAGE;
+        } else if (FLAG("--sigma")) {
+            if (r < 0 || parse_double(a, v, &c->sigma))
+                return EXIT_USAGE;
+        } else if (FLAG("--activation")) {
+            if (r < 0 || parse_name("--activation", v, ACTIVATIONS, COUNT(ACTIVATIONS),
+                                    &c->activation))
+                return EXIT_USAGE;
+        } else if (FLAG("--preprocess")) {
+            if (r < 0 || parse_name("--preprocess", v, PREPROCESS, COUNT(PREPROCESS),
+                                    &c->preprocess))
+                return EXIT_USAGE;
+        } else if (FLAG("--beta")) {
+            if (r < 0 || parse_double(a, v, &c->beta))
                 return EXIT_USAGE;
         } else if (FLAG("--epochs")) {
             if (r < 0 || parse_size(a, v, &c->epochs))
@@ -174,6 +266,10 @@ static int parse_args(int argc, char **argv, config *c)
         c->threads > 64) {
         fprintf(stderr, "error: --batch, --latent, --k, --draws, --lr must be positive, "
                         "--threads sensible\n");
+        return EXIT_USAGE;
+    }
+    if (!(c->beta >= 0.0) || !(c->sigma >= 1e-6 && c->sigma <= 1e6)) {
+        fprintf(stderr, "error: --beta must be >= 0 and --sigma in [1e-6, 1e6]\n");
         return EXIT_USAGE;
     }
     return 0;
@@ -228,7 +324,7 @@ static double auroc(const double *score, const int *positive, size_t n, scored *
 enum { SCALE = 2, PAD = 6, MARGIN = 12, PANEL = 260, PANEL_PAD = 40, PANEL_COLS = 5 };
 
 static const rgb KIND_COLORS[N_KINDS] = {
-    {31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {148, 103, 189}};
+    {31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {148, 103, 189}, {255, 127, 14}, {140, 86, 75}};
 
 /* A line of dots of radius 1 from (x0, y0) to (x1, y1). */
 static void draw_line(image *im, double x0, double y0, double x1, double y1, rgb c)
@@ -329,10 +425,78 @@ static int draw_anomaly_row(image *im, int y, int klass, const vae_dataset *test
 typedef struct run {
     vae_context *ctx;
     const vae_dataset *all, *test;
-    const float *x_test;    /* x_test[n][dim] */
+    const float *x_test;    /* x_test[n][dim]: grey levels, or after GCN with --preprocess gcn */
+    float *x_work;          /* x_work[n][dim]: the test inputs as the model of a digit sees
+                               them, with --preprocess gcn; NULL otherwise */
     const int32_t *labels;  /* labels[n] */
     size_t n;
 } run;
+
+/* Global contrast normalization of n images x[n][dim] in place: subtract
+ * each image's mean, then divide by its mean absolute deviation (the L1
+ * norm over dim), as Deep SVDD does for MNIST. */
+static void gcn_l1(float *x, size_t n, size_t dim)
+{
+    for (size_t i = 0; i < n; i++) {
+        float *v = x + i * dim;
+        double mean = 0.0, l1 = 0.0;
+        for (size_t j = 0; j < dim; j++)
+            mean += v[j];
+        mean /= (double)dim;
+        for (size_t j = 0; j < dim; j++)
+            l1 += fabs(v[j] - mean);
+        l1 /= (double)dim;
+        double scale = l1 > 0.0 ? 1.0 / l1 : 1.0;
+        for (size_t j = 0; j < dim; j++)
+            v[j] = (float)((v[j] - mean) * scale);
+    }
+}
+
+/* out[i] = (in[i] - lo) / (hi - lo) for count values, clamped to [0, 1]
+ * when clamp is set; returns how many values were clamped. */
+static size_t min_max_scale(const float *in, float *out, size_t count, double lo, double hi,
+                            int clamp)
+{
+    double inv = hi > lo ? 1.0 / (hi - lo) : 1.0;
+    size_t clamped = 0;
+    for (size_t i = 0; i < count; i++) {
+        double v = (in[i] - lo) * inv;
+        if (clamp && (v < 0.0 || v > 1.0)) {
+            v = v < 0.0 ? 0.0 : 1.0;
+            clamped++;
+        }
+        out[i] = (float)v;
+    }
+    return clamped;
+}
+
+/* The scores this program computes itself (SCORE_*) into out[n]. */
+static int own_score(vae_context *ctx, const vae_model *m, const vae_elbo *at_mu,
+                     const float *x, size_t n, int kind, float *rec, size_t chunk,
+                     double *out)
+{
+    size_t dim = vae_model_input_dim(m);
+    int rc = VAE_OK;
+    if (kind == SCORE_NLL_AT_MU) {
+        /* The autoencoder objective decodes z = mu with no KL term, so the
+         * per-sample loss is -log p(x|z = mu). */
+        CHECK(vae_elbo_evaluate(ctx, m, at_mu, x, n, NULL, NULL, out, NULL));
+        return VAE_OK;
+    }
+    for (size_t first = 0; first < n; first += chunk) {
+        size_t b = n - first < chunk ? n - first : chunk;
+        CHECK(vae_reconstruct(ctx, m, x + first * dim, b, rec));
+        for (size_t i = 0; i < b; i++) {
+            const float *v = x + (first + i) * dim, *w = rec + i * dim;
+            double sq = 0.0;
+            for (size_t j = 0; j < dim; j++)
+                sq += ((double)v[j] - w[j]) * ((double)v[j] - w[j]);
+            out[first + i] = sq;
+        }
+    }
+done:
+    return rc;
+}
 
 /* Trains on digit klass, writes scores[q][n] of every computed kind q and
  * auc[q]. Returns VAE_OK, or a status already reported. */
@@ -340,20 +504,53 @@ static int one_class(const config *c, const run *r, int klass, double *const sco
                      double auc[N_KINDS], scored *const order[N_KINDS], int *positive,
                      size_t *n_train, double *seconds)
 {
-    vae_dataset *train = NULL;
+    enum { CHUNK = 256 };
+    vae_dataset *digit = NULL, *train = NULL;
     vae_model *m = NULL;
-    vae_elbo *e = NULL;
+    vae_elbo *e = NULL, *at_mu = NULL;
     vae_optimizer *opt = NULL;
     vae_trainer *t = NULL;
     vae_rng *rng = NULL;
-    int rc = VAE_OK;
+    float *buf = NULL; /* buf[n_train][dim], then rec[CHUNK][dim] */
+    int rc = VAE_OK, likelihood = LIKELIHOODS[c->likelihood].value;
     double t0 = wall_seconds();
-    CHECK(vae_dataset_filter_label(&train, r->all, (int32_t)klass, 1));
-    size_t dim = vae_dataset_dim(train), hidden[1] = {400};
-    *n_train = vae_dataset_count(train);
-    CHECK(vae_model_create_mlp(&m, dim, hidden, 1, c->latent, VAE_ACT_RELU,
-                               VAE_LIKELIHOOD_BERNOULLI, c->seed));
+    CHECK(vae_dataset_filter_label(&digit, r->all, (int32_t)klass, 1));
+    size_t dim = vae_dataset_dim(digit), hidden[1] = {400}, clamped = 0;
+    *n_train = vae_dataset_count(digit);
+    const float *x = r->x_test;
+    buf = malloc((*n_train > CHUNK ? *n_train : CHUNK) * dim * sizeof *buf);
+    if (!buf) {
+        fprintf(stderr, "error: out of memory\n");
+        rc = VAE_ERR_NOMEM;
+        goto done;
+    }
+    if (PREPROCESS[c->preprocess].value == PRE_GCN) {
+        /* Normalize the digit's training images, map their range onto
+         * [0, 1], and the test images with the same two numbers. */
+        CHECK(vae_dataset_range(digit, 0, *n_train, buf));
+        gcn_l1(buf, *n_train, dim);
+        double lo = buf[0], hi = buf[0];
+        for (size_t i = 0; i < *n_train * dim; i++) {
+            lo = buf[i] < lo ? buf[i] : lo;
+            hi = buf[i] > hi ? buf[i] : hi;
+        }
+        min_max_scale(buf, buf, *n_train * dim, lo, hi, 0);
+        CHECK(vae_dataset_from_floats(&train, buf, *n_train, dim, NULL));
+        clamped = min_max_scale(r->x_test, r->x_work, r->n * dim, lo, hi,
+                                likelihood != VAE_LIKELIHOOD_GAUSSIAN);
+        x = r->x_work;
+    } else {
+        train = digit;
+        digit = NULL;
+    }
+    CHECK(vae_model_create_mlp(&m, dim, hidden, 1, c->latent, ACTIVATIONS[c->activation].value,
+                               likelihood, c->seed));
+    if (likelihood == VAE_LIKELIHOOD_GAUSSIAN)
+        CHECK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, c->sigma));
     CHECK(vae_elbo_create(&e));
+    CHECK(vae_elbo_set_param(e, VAE_ELBO_BETA, c->beta));
+    CHECK(vae_elbo_create(&at_mu));
+    CHECK(vae_elbo_set_param(at_mu, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_AUTOENCODER));
     CHECK(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM));
     CHECK(vae_optimizer_set_param(opt, VAE_OPT_LR, c->lr));
     /* Shuffles and noise of training come from the trainer's own generator. */
@@ -387,7 +584,12 @@ static int one_class(const config *c, const run *r, int klass, double *const sco
         int kind = KINDS[q].kind;
         size_t k = kind == VAE_ANOMALY_NEG_ELBO || kind == VAE_ANOMALY_RECON_PROB ? c->draws
                                                                                    : c->k;
-        CHECK(vae_anomaly_score(r->ctx, m, r->x_test, r->n, kind, k, rng, scores[q]));
+        if (kind < 0) {
+            if ((rc = own_score(r->ctx, m, at_mu, x, r->n, kind, buf, CHUNK, scores[q])))
+                goto done;
+        } else {
+            CHECK(vae_anomaly_score(r->ctx, m, x, r->n, kind, k, rng, scores[q]));
+        }
         auc[q] = auroc(scores[q], positive, r->n, order[q]);
     }
     *seconds = wall_seconds() - t0;
@@ -395,14 +597,20 @@ static int one_class(const config *c, const run *r, int klass, double *const sco
         printf("digit %d: %zu training images, last epoch's loss %.2f nats per image, "
                "%.1f s with the scoring\n",
                klass, *n_train, st.loss, *seconds);
+    if (clamped)
+        printf("digit %d: %zu test values (%.3f%%) outside the training range, clamped\n",
+               klass, clamped, 100.0 * (double)clamped / ((double)r->n * (double)dim));
     fflush(stdout);
 done:
+    free(buf);
     vae_rng_free(rng);
     vae_trainer_free(t);
     vae_optimizer_free(opt);
+    vae_elbo_free(at_mu);
     vae_elbo_free(e);
     vae_model_free(m);
     vae_dataset_free(train);
+    vae_dataset_free(digit);
     return rc;
 }
 
@@ -415,7 +623,7 @@ int main(int argc, char **argv)
 
     vae_dataset *all = NULL, *test = NULL;
     vae_context *ctx = NULL;
-    float *x = NULL, *buf = NULL;
+    float *x = NULL, *x_work = NULL, *buf = NULL;
     int32_t *labels = NULL;
     int *positive = NULL;
     double *scores[N_KINDS] = {NULL};
@@ -437,7 +645,10 @@ int main(int argc, char **argv)
     buf = malloc(dim * sizeof *buf);
     labels = malloc(n * sizeof *labels);
     positive = malloc(n * sizeof *positive);
-    int oom = !x || !buf || !labels || !positive;
+    int gcn = PREPROCESS[c.preprocess].value == PRE_GCN;
+    if (gcn)
+        x_work = malloc(n * dim * sizeof *x_work);
+    int oom = !x || !buf || !labels || !positive || (gcn && !x_work);
     for (size_t q = 0; q < N_KINDS; q++) {
         scores[q] = malloc(n * sizeof *scores[q]);
         order[q] = malloc(n * sizeof *order[q]);
@@ -451,6 +662,8 @@ int main(int argc, char **argv)
     CHECK(vae_dataset_range(test, 0, n, x));
     for (size_t i = 0; i < n; i++)
         CHECK(vae_dataset_label(test, i, &labels[i]));
+    if (gcn)
+        gcn_l1(x, n, dim);
 
     int first = c.klass < 0 ? 0 : c.klass, last = c.klass < 0 ? 9 : c.klass;
     int runs = last - first + 1, cols = runs < PANEL_COLS ? runs : PANEL_COLS;
@@ -475,16 +688,21 @@ int main(int argc, char **argv)
              SHOW, SHOW, KINDS[c.picture_kind].name);
     image_text(&pics, MARGIN, MARGIN, head, 2, PIC_TEXT);
 
-    printf("libvae %s: one-class MNIST, %zu-400-%zu VAE per digit, %zu epoch%s, seed %llu, "
+    char sigma[32] = "";
+    if (LIKELIHOODS[c.likelihood].value == VAE_LIKELIHOOD_GAUSSIAN)
+        snprintf(sigma, sizeof sigma, " (sigma %g)", c.sigma);
+    printf("libvae %s: one-class MNIST, %zu-400-%zu VAE per digit, %s, %s%s likelihood, "
+           "preprocessing %s, beta %g, Adam lr %g, batch %zu, %zu epoch%s, seed %llu, "
            "k = %zu, draws = %zu\n",
-           vae_version_string(), dim, c.latent, c.epochs, c.epochs == 1 ? "" : "s",
-           (unsigned long long)c.seed, c.k, c.draws);
+           vae_version_string(), dim, c.latent, ACTIVATIONS[c.activation].name,
+           LIKELIHOODS[c.likelihood].name, sigma, PREPROCESS[c.preprocess].name, c.beta, c.lr,
+           c.batch, c.epochs, plural(c.epochs), (unsigned long long)c.seed, c.k, c.draws);
     fflush(stdout);
     double sum[N_KINDS] = {0}, auc_of[10][N_KINDS], secs[10] = {0}, total = 0.0;
     size_t ntrain[10] = {0};
     for (int klass = first; klass <= last; klass++) {
         double auc[N_KINDS] = {0};
-        if ((rc = one_class(&c, &(run){ctx, all, test, x, labels, n}, klass, scores, auc, order,
+        if ((rc = one_class(&c, &(run){ctx, all, test, x, x_work, labels, n}, klass, scores, auc, order,
                             positive, &ntrain[klass], &secs[klass])))
             goto done;
         total += secs[klass];
@@ -540,6 +758,7 @@ done:
     free(positive);
     free(labels);
     free(buf);
+    free(x_work);
     free(x);
     vae_context_free(ctx);
     vae_dataset_free(test);

@@ -42,7 +42,7 @@ static run make_run(int kind, int conv, size_t workers)
     run s;
     memset(&s, 0, sizeof s);
     OK(vae_dataset_from_floats(&s.ds, g_x, COUNT, DIM, NULL));
-    if (conv) {
+    if (conv == 1) {
         vae_layer *l = NULL;
         OK(vae_model_create(&s.m, DIM, 3, VAE_LIKELIHOOD_BERNOULLI));
         OK(vae_layer_conv2d_create(&l, 1, 4, 4, 3, 3, 3, 1, 1, VAE_ACT_RELU));
@@ -58,6 +58,14 @@ static run make_run(int kind, int conv, size_t workers)
                                 13));
     }
     OK(vae_elbo_create(&s.e));
+    if (conv == 2) { /* IWAE of 3 draws: every rank needs every row's log q - log p */
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_IWAE));
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_SAMPLES, 3));
+    } else if (conv == 3) { /* two draws, free bits (every row's KL per dimension), warm-up */
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_SAMPLES, 2));
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_FREE_BITS, 0.3));
+        OK(vae_elbo_set_param(s.e, VAE_ELBO_WARMUP, 20));
+    }
     OK(vae_optimizer_create(&s.opt, kind));
     if (kind == VAE_OPTIMIZER_SGD) {
         OK(vae_optimizer_set_param(s.opt, VAE_OPT_LR, 0.05));
@@ -250,6 +258,18 @@ static void test_adam_conv(void **state)
     compare(VAE_OPTIMIZER_ADAM, 1);
 }
 
+static void test_adam_iwae(void **state)
+{
+    (void)state;
+    compare(VAE_OPTIMIZER_ADAM, 2);
+}
+
+static void test_sgd_draws_free_bits(void **state)
+{
+    (void)state;
+    compare(VAE_OPTIMIZER_SGD, 3);
+}
+
 /* ---- failures and arguments ------------------------------------------------------ */
 
 /* Rank 0 of 2 alone: the first call (the loss terms) makes the missing
@@ -333,6 +353,8 @@ int main(void)
         cmocka_unit_test(test_adam_mlp),
         cmocka_unit_test(test_sgd_mlp),
         cmocka_unit_test(test_adam_conv),
+        cmocka_unit_test(test_adam_iwae),
+        cmocka_unit_test(test_sgd_draws_free_bits),
         cmocka_unit_test(test_exchange_failure),
         cmocka_unit_test(test_bad_arguments),
     };
