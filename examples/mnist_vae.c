@@ -44,7 +44,8 @@ enum {
     G_LR = 1u << 4, G_BETA = 1u << 5, G_SEED = 1u << 6, G_AE = 1u << 7, G_BINARIZE = 1u << 8,
     G_CONV = 1u << 9, G_TRAIN_LIMIT = 1u << 10, G_THREADS = 1u << 11, G_LL = 1u << 12,
     G_LL_LIMIT = 1u << 13, G_DATA = 1u << 14, G_OUT = 1u << 15, G_MODEL = 1u << 16,
-    G_EVERY = 1u << 17
+    G_EVERY = 1u << 17, G_IWAE = 1u << 18, G_WARMUP = 1u << 19, G_FREE_BITS = 1u << 20,
+    G_LIKELIHOOD = 1u << 21
 };
 
 typedef struct config {
@@ -52,6 +53,10 @@ typedef struct config {
     size_t epochs, batch, latent;
     size_t hidden[MAX_HIDDEN], n_hidden;
     double lr, beta;
+    size_t likelihood; /* --likelihood: VAE_LIKELIHOOD_BERNOULLI or _CONTINUOUS_BERNOULLI */
+    size_t iwae;      /* --iwae K: importance samples of the IWAE objective; 0: the ELBO */
+    size_t warmup;    /* --warmup N: KL warm-up steps; 0: off */
+    double free_bits; /* --free-bits X: nats per latent dimension; 0: off */
     uint64_t seed;
     size_t threads; /* 0: leave the BLAS alone */
     int ae, binarize, conv;
@@ -135,6 +140,20 @@ static void usage(FILE *f)
 "  --lr X            Adam learning rate (default 1e-3; betas 0.9/0.999)\n"
 "  --beta X          weight of the KL term, beta-VAE (default 1)\n"
 "  --ae              plain autoencoder: z = mu and no KL term\n"
+"  --likelihood L    bernoulli (default) or cb: the continuous Bernoulli\n"
+"                    (Loaiza-Ganem and Cunningham 2019), a normalised density\n"
+"                    on [0, 1] for the grey levels; its losses are densities,\n"
+"                    not comparable with the Bernoulli's, and the pictures\n"
+"                    show its mean\n"
+"  --iwae K          train the importance-weighted bound (IWAE, Burda et al.\n"
+"                    2016) of K draws of z per image, 1 to 4096, instead of\n"
+"                    the ELBO: a step costs about K times as much; the test\n"
+"                    loss printed is then the same K-sample bound\n"
+"  --warmup N        KL warm-up: the KL weight grows linearly from beta/N at\n"
+"                    the first optimizer step to beta at step N (0 = off)\n"
+"  --free-bits X     free bits: the KL term of each latent dimension counts\n"
+"                    at least X nats (its batch mean), so the dimension gets\n"
+"                    no KL gradient below that (0 = off; ELBO only)\n"
 "  --binarize        dynamic binarization: each training batch is resampled\n"
 "                    to 0/1 pixels (test losses use the intensities)\n"
 "  --train-limit N   train on the first N training images only (0 = all)\n"
@@ -284,6 +303,30 @@ static int parse_args(int argc, char **argv, config *c)
             if (r < 0 || parse_double(a, v, &c->beta))
                 return EXIT_USAGE;
             c->given |= G_BETA;
+        } else if (FLAG("--likelihood")) {
+            if (r < 0)
+                return EXIT_USAGE;
+            if (!strcmp(v, "bernoulli"))
+                c->likelihood = VAE_LIKELIHOOD_BERNOULLI;
+            else if (!strcmp(v, "cb"))
+                c->likelihood = VAE_LIKELIHOOD_CONTINUOUS_BERNOULLI;
+            else {
+                fprintf(stderr, "error: --likelihood must be bernoulli or cb\n");
+                return EXIT_USAGE;
+            }
+            c->given |= G_LIKELIHOOD;
+        } else if (FLAG("--iwae")) {
+            if (r < 0 || parse_size(a, v, &c->iwae))
+                return EXIT_USAGE;
+            c->given |= G_IWAE;
+        } else if (FLAG("--warmup")) {
+            if (r < 0 || parse_size(a, v, &c->warmup))
+                return EXIT_USAGE;
+            c->given |= G_WARMUP;
+        } else if (FLAG("--free-bits")) {
+            if (r < 0 || parse_double(a, v, &c->free_bits))
+                return EXIT_USAGE;
+            c->given |= G_FREE_BITS;
         } else if (FLAG("--seed")) {
             if (r < 0 || parse_u64(a, v, &c->seed))
                 return EXIT_USAGE;
@@ -352,6 +395,17 @@ static int parse_args(int argc, char **argv, config *c)
     }
     if (!(c->lr > 0.0) || c->beta < 0.0) {
         fprintf(stderr, "error: --lr must be positive and --beta non-negative\n");
+        return EXIT_USAGE;
+    }
+    if (((c->given & G_IWAE) && (c->iwae == 0 || c->iwae > 4096)) ||
+        !(c->free_bits >= 0.0 && c->free_bits <= 1e6)) {
+        fprintf(stderr, "error: --iwae takes 1 to 4096 draws and --free-bits 0 to 1e6 nats\n");
+        return EXIT_USAGE;
+    }
+    if ((c->iwae && (c->ae || c->free_bits > 0.0)) || (c->ae && (c->warmup || c->free_bits))) {
+        fprintf(stderr, "error: --iwae, --ae and --free-bits are different objectives: "
+                        "--iwae goes with neither of the others, and --ae has no KL term "
+                        "for --warmup or --free-bits\n");
         return EXIT_USAGE;
     }
     if (c->conv && (c->given & G_HIDDEN)) {
@@ -483,7 +537,8 @@ static void format_every(const config *c, char *buf, size_t cap)
  * are stored; a resumed run must keep them. */
 static const char *const SETTING_KEYS[] = {"epochs", "batch", "lr", "beta", "seed", "binarize",
                                            "ae", "conv", "latent", "hidden", "train_limit",
-                                           "data"};
+                                           "data", "likelihood", "iwae", "warmup",
+                                           "free_bits"};
 
 /* Stores what a run needs to be resumed, or recognised, as metadata. */
 static int set_run_meta(vae_trainer *t, const config *c, const char *data_id, const char *run_id)
@@ -505,6 +560,10 @@ static int set_run_meta(vae_trainer *t, const config *c, const char *data_id, co
         (rc = meta_set(t, "seed", "%llu", (unsigned long long)c->seed)) ||
         (rc = meta_set(t, "binarize", "%d", c->binarize)) ||
         (rc = meta_set(t, "ae", "%d", c->ae)) ||
+        (rc = meta_set(t, "likelihood", "%zu", c->likelihood)) ||
+        (rc = meta_set(t, "iwae", "%zu", c->iwae)) ||
+        (rc = meta_set(t, "warmup", "%zu", c->warmup)) ||
+        (rc = meta_set(t, "free_bits", "%.17g", c->free_bits)) ||
         (rc = meta_set(t, "conv", "%d", c->conv)) ||
         (rc = meta_set(t, "latent", "%zu", c->latent)) ||
         (rc = meta_set(t, "hidden", "%s", c->conv ? "-" : hidden)) ||
@@ -596,6 +655,30 @@ static int take_run_settings(config *c, const vae_trainer *t, const char *path)
     SIZE_SETTING("train_limit", train_limit, G_TRAIN_LIMIT, "--train-limit");
     FLAG_SETTING("binarize", binarize, G_BINARIZE, "--binarize");
     FLAG_SETTING("ae", ae, G_AE, "--ae");
+    /* Settings of 1.2: a run of 1.1 lacks them and had them off. */
+#define NEW_SIZE_SETTING(key, field, bit, flag)                                                  \
+    if (!(v = meta_get(t, key)))                                                                 \
+        v = "0";                                                                                 \
+    if (parse_size(key, v, &z))                                                                  \
+        BAD(key);                                                                                \
+    if ((c->given & (bit)) && c->field != z) {                                                   \
+        snprintf(given, sizeof given, "%zu", c->field);                                          \
+        conflict(&k, flag, given, v);                                                            \
+    }                                                                                            \
+    c->field = z;
+    NEW_SIZE_SETTING("likelihood", likelihood, G_LIKELIHOOD, "--likelihood");
+    NEW_SIZE_SETTING("iwae", iwae, G_IWAE, "--iwae");
+    NEW_SIZE_SETTING("warmup", warmup, G_WARMUP, "--warmup");
+#undef NEW_SIZE_SETTING
+    if (!(v = meta_get(t, "free_bits")))
+        v = "0";
+    if (parse_double("free_bits", v, &d))
+        BAD("free_bits");
+    if ((c->given & G_FREE_BITS) && c->free_bits != d) {
+        snprintf(given, sizeof given, "%g", c->free_bits);
+        conflict(&k, "--free-bits", given, v);
+    }
+    c->free_bits = d;
     FLAG_SETTING("conv", conv, G_CONV, "--conv");
     STORED("lr");
     if (parse_double("lr", v, &d))
@@ -736,7 +819,8 @@ static int session_open(session *s, vae_context *ctx, const char *path, const ch
  * vae_model_add_*_layer() takes each layer from `l`, leaving it NULL, on
  * success and on failure alike, so nothing here frees a layer.
  */
-static int build_conv_model(vae_model **out, size_t h, size_t w, size_t latent, uint64_t seed)
+static int build_conv_model(vae_model **out, size_t h, size_t w, size_t latent, int likelihood,
+                            uint64_t seed)
 {
     enum { K = 4, S = 2, P = 1, C1 = 32, C2 = 64, HID = 256 };
     int rc = VAE_OK;
@@ -749,7 +833,7 @@ static int build_conv_model(vae_model **out, size_t h, size_t w, size_t latent, 
                 h, w);
         return -1;
     }
-    CHECK(vae_model_create(&m, h * w, latent, VAE_LIKELIHOOD_BERNOULLI));
+    CHECK(vae_model_create(&m, h * w, latent, likelihood));
     CHECK(vae_layer_conv2d_create(&l, 1, h, w, C1, K, K, S, P, VAE_ACT_RELU));
     CHECK(vae_model_add_encoder_layer(m, &l));
     CHECK(vae_layer_conv2d_create(&l, C1, h2, w2, C2, K, K, S, P, VAE_ACT_RELU));
@@ -821,7 +905,10 @@ static int report_nll(vae_context *ctx, const vae_model *m, const vae_elbo *e,
     printf("test NLL (importance sampling, K=%zu, %zu image%s): %.3f nats per image"
            "  (%s of the same images %.3f; %s)\n",
            k, n, plural(n), -sum_ll / (double)n,
-           c->ae ? "reconstruction loss" : c->beta != 1.0 ? "recon + beta KL" : "-ELBO",
+           c->ae      ? "reconstruction loss"
+           : c->iwae  ? "the training objective, the IWAE bound,"
+           : c->beta != 1.0 ? "recon + beta KL"
+                            : "-ELBO",
            sum_elbo / (double)n, format_seconds(wall_seconds() - t0, took, sizeof took));
     if (c->ae)
         printf("note: an autoencoder never trains its variance head, so this NLL estimate "
@@ -1261,11 +1348,11 @@ static int run_train(config *c)
                                 "values per %zux%zu image\n", dim, img_h, img_w);
                 goto fail;
             }
-            if ((rc = build_conv_model(&s.m, img_h, img_w, c->latent, c->seed)))
+            if ((rc = build_conv_model(&s.m, img_h, img_w, c->latent, (int)c->likelihood, c->seed)))
                 goto fail;
         } else {
             CHECK(vae_model_create_mlp(&s.m, dim, c->hidden, c->n_hidden, c->latent,
-                                       VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI, c->seed));
+                                       VAE_ACT_RELU, (int)c->likelihood, c->seed));
         }
         /* The trainer draws the shuffles, the binarization and the noise
          * from its own generator seeded with --seed; evaluation and pictures
@@ -1275,6 +1362,12 @@ static int run_train(config *c)
         CHECK(vae_elbo_set_param(s.e, VAE_ELBO_BETA, c->beta));
         if (c->ae)
             CHECK(vae_elbo_set_param(s.e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_AUTOENCODER));
+        if (c->iwae) {
+            CHECK(vae_elbo_set_param(s.e, VAE_ELBO_OBJECTIVE, VAE_OBJECTIVE_IWAE));
+            CHECK(vae_elbo_set_param(s.e, VAE_ELBO_SAMPLES, (double)c->iwae));
+        }
+        CHECK(vae_elbo_set_param(s.e, VAE_ELBO_WARMUP, (double)c->warmup));
+        CHECK(vae_elbo_set_param(s.e, VAE_ELBO_FREE_BITS, c->free_bits));
         CHECK(vae_optimizer_set_param(s.opt, VAE_OPT_LR, c->lr));
         if ((rc = set_run_meta(s.t, c, data_id, run_id)))
             goto fail;
@@ -1304,13 +1397,23 @@ static int run_train(config *c)
 
     size_t n_params = vae_model_param_count(s.m), workers = vae_context_threads(ctx);
     const vae_layer *l0 = vae_model_layer(s.m, 0);
+    char objective[128] = "";
+    if (c->iwae)
+        snprintf(objective, sizeof objective, ", IWAE with %zu draws", c->iwae);
+    if (c->warmup)
+        snprintf(objective + strlen(objective), sizeof objective - strlen(objective),
+                 ", KL warm-up over %zu steps", c->warmup);
+    if (c->free_bits > 0.0)
+        snprintf(objective + strlen(objective), sizeof objective - strlen(objective),
+                 ", free bits %g nats", c->free_bits);
     printf("libvae %s: %s %s, %zu parameters, %s, %s, Adam lr %g, batch %zu, %zu epoch%s, "
-           "beta %g, seed %llu%s, %zu worker%s\n",
+           "beta %g%s, seed %llu%s, %zu worker%s\n",
            vae_version_string(), describe_model(s.m, arch, sizeof arch),
            c->ae ? "autoencoder" : "VAE", n_params,
            l0 ? activation_name(vae_layer_activation(l0)) : "?",
            likelihood_name(vae_model_likelihood(s.m)),
-           c->lr, c->batch, c->epochs, plural(c->epochs), c->beta, (unsigned long long)c->seed,
+           c->lr, c->batch, c->epochs, plural(c->epochs), c->beta, objective,
+           (unsigned long long)c->seed,
            c->binarize ? ", dynamic binarization" : "", workers, plural(workers));
     printf("data: %zu training image%s, %zu test image%s from %s\n", vae_dataset_count(train),
            plural(vae_dataset_count(train)), vae_dataset_count(test),
