@@ -1882,7 +1882,9 @@ VAE_API void vae_trainer_free(vae_trainer *t);
  * @param[in,out] t         The trainer.
  * @param[in]     max_batch The largest batch, 1 to 2^20.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID t is NULL, or max_batch is 0 or too large.
+ * @retval VAE_ERR_INVALID t is NULL, max_batch is 0 or too large (times the objective's
+ *                         VAE_ELBO_SAMPLES, above 2^20), or the objective is IWAE with free
+ *                         bits.
  * @retval VAE_ERR_STATE   the context is in use.
  * @retval VAE_ERR_NOMEM   the allocation failed; the previous workspace is kept.
  */
@@ -1901,9 +1903,10 @@ VAE_API int vae_trainer_reserve(vae_trainer *t, size_t max_batch);
  * @param[out]    stats Receives the batch's loss, recon, kl, samples and seconds; may be
  *                      NULL; its size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID t or x is NULL, n is 0 or too large, stats->size is too small or
- *                         has unknown nonzero bytes, or a Bernoulli input lies outside
- *                         [0, 1].
+ * @retval VAE_ERR_INVALID t or x is NULL, n is 0 or too large (n times the objective's
+ *                         VAE_ELBO_SAMPLES above 2^20), stats->size is too small or has
+ *                         unknown nonzero bytes, a Bernoulli input lies outside [0, 1], or
+ *                         the objective is IWAE with free bits.
  * @retval VAE_ERR_STATE   the context is in use.
  * @retval VAE_ERR_NUMERIC an input, eps or the loss is not finite.
  * @retval VAE_ERR_NOMEM   growing the workspace failed.
@@ -1970,8 +1973,9 @@ VAE_API int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch
  * @retval VAE_OK            success.
  * @retval VAE_ERR_INVALID   t or ds is NULL; opts->size or stats->size is too small or
  *                           the bytes past the known fields are not zero; batch_size is 0
- *                           or above 2^20; or a Bernoulli model meets a value outside
- *                           [0, 1].
+ *                           or above 2^20 (times the objective's VAE_ELBO_SAMPLES); the
+ *                           objective is IWAE with free bits; or a Bernoulli model meets a
+ *                           value outside [0, 1].
  * @retval VAE_ERR_SHAPE     the dataset's dim differs from the model's input_dim, or an
  *                           open epoch was begun on a dataset of another sample count.
  * @retval VAE_ERR_STATE     the context is in use.
