@@ -1,11 +1,23 @@
 /*
  * vae_bench: where the time of one training step, and of inference, of the
- * 784-400-20 VAE goes.
+ * 784-400-20 VAE goes, against the bare GEMMs of the same work.
  *
  *   OPENBLAS_NUM_THREADS=1 vae_bench [--batch 128] [--reps 200] [--model-threads 2]
- *                                    [--infer-reps 20]
+ *                                    [--infer-reps 20] [--epoch-images 60000]
+ *                                    [--json [FILE]]
  *
- * Four groups of rows, each the median (and minimum) over the timed
+ * --json alone prints one JSON object for the run on stdout instead of the
+ * text tables; --json FILE prints the tables and writes the object to FILE
+ * ("-" is stdout). The object holds the machine (CPU model, cores, the BLAS
+ * and its build configuration, the thread settings of the environment and
+ * of the BLAS), the library version, the settings of the run, every row
+ * below (id, name, workers, median, min, p10, p90, max, repetitions,
+ * GFLOP/s, the id and time of its bound and the ratio to it), and a
+ * summary against the targets: the step with one worker at most 1.10 times
+ * its GEMMs on one stream; with N workers at least 0.85 of the N-stream
+ * GEMM bound.
+ *
+ * Five groups of rows, each the median (and minimum) over the timed
  * repetitions after a warm-up:
  *  (a) each dense layer of the model run standalone through
  *      vae_layer_forward/vae_layer_backward at the whole batch. A standalone
@@ -16,85 +28,159 @@
  *      drawn from the trainer's generator) then vae_trainer_apply (Adam),
  *      with 1 worker and with --model-threads N workers (default 2;
  *      vae_context_set_threads). The context cuts the batch into blocks of
- *      at most 64 samples (ceil(B/64) blocks of nearly equal size) and the
- *      workers take blocks. Each worker count has its own model, context and
- *      trainer, made from the same seeds, so their losses must agree to the
- *      bit (checked). With N > 1 the BLAS is set to one thread for the whole
- *      run (vae_blas_set_threads(1)), as the context requires; with
- *      --model-threads 1 it keeps OPENBLAS_NUM_THREADS.
+ *      at most 64 samples (ceil(B/64) blocks of nearly equal size) and
+ *      worker w takes blocks w, w + N, ... Each worker count has its own
+ *      model, context and trainer, made from the same seeds, so their
+ *      losses must agree to the bit (checked). With N > 1 the BLAS is set to
+ *      one thread for the whole run (vae_blas_set_threads(1)), as the
+ *      context requires; with --model-threads 1 it keeps
+ *      OPENBLAS_NUM_THREADS.
  *  (c) the bare cblas_sgemm calls of that step, with the same shapes,
  *      transpose flags and leading dimensions as lib/nn/dense.c: forward and
  *      dW for every layer, dX for all but the first. Per layer at the whole
- *      batch (the reference of (a)), and the 11 GEMMs per block that one
- *      step issues, one block after the other on one GEMM stream: the limit
- *      the library can reach with this BLAS on one stream. That set is timed
- *      alternately with the training steps of (b), in the same loop, so that
- *      machine noise affects all alike.
+ *      batch (the reference of (a)); the 11 GEMMs per block that one step
+ *      issues, one block after the other on one GEMM stream (the bound of
+ *      the one-worker step); and the N-stream bound of the N-worker step:
+ *      each worker's blocks' GEMMs on its own thread (the BLAS at one
+ *      thread), all N threads released at once and timed until the last
+ *      one ends. Both sets are timed alternately with the training steps of
+ *      (b), in the same loop, so that machine noise affects all alike.
  *  (d) inference with each worker count: vae_encode then vae_decode of the
  *      means, and vae_reconstruct (the same GEMMs), at batch 1 and batch
- *      1000, against the 4 bare forward GEMMs per block, timed alternately
- *      in one loop. Batch 1 runs --reps repetitions, batch 1000
- *      --infer-reps.
+ *      1000, against the 4 bare forward GEMMs per block on one stream and
+ *      on N streams, timed alternately in one loop. Batch 1 runs --reps
+ *      repetitions, batch 1000 --infer-reps.
+ *  (e) one epoch of --epoch-images synthetic images (default 60000, the
+ *      size of MNIST; 0 skips it) through vae_trainer_train_epoch with N
+ *      workers, batch --batch, Adam, shuffled: seconds, and the peak RSS of
+ *      the process when it ends. It runs first, before the other groups
+ *      allocate anything, so that the peak is the epoch's own. The images
+ *      are random bytes, stored as an IDX file in $TMPDIR (removed once
+ *      loaded) and read by vae_dataset_load_idx as MNIST is: one byte per
+ *      pixel, scaled to [0, 1] per batch.
  * GFLOP/s counts only GEMM work (2 B in out per GEMM; docs/math.md, "FLOP
- * count of a training step"). "x GEMM" is the row's time over the time of
- * its own bare GEMMs on one stream.
+ * count of a training step"). "x bound" is the row's time over its bound:
+ * the time of its own bare GEMMs on one stream for one worker, on N streams
+ * at once for N workers.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <cblas.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
+#include <unistd.h>
 
+#include "gemm_streams.h"
+#include "report.h"
 #include "vae/vae.h"
 
-#define N_LAYERS 4
 #define N_DATA_BATCHES 8
-#define BLOCK 64 /* samples per block of a context */
 #define MAX_WORKERS 2 /* worker counts compared: 1 and --model-threads */
-
-/* The dense layers of vae_model_create_mlp(784, {400}, 1, 20, ...) in slab
- * order: encoder, head [mu | logvar], decoder. */
-static const struct {
-    const char *name;
-    size_t in, out;
-    int act;
-} layers[N_LAYERS] = {
-    {"enc 784->400 relu", 784, 400, VAE_ACT_RELU},
-    {"head 400->40", 400, 40, VAE_ACT_IDENTITY},
-    {"dec 20->400 relu", 20, 400, VAE_ACT_RELU},
-    {"dec 400->784", 400, 784, VAE_ACT_IDENTITY},
-};
+#define MAX_ROWS 96
+#define TARGET_1W_RATIO 1.10 /* step / its GEMMs on one stream, at most */
+#define TARGET_NW_EFF 0.85   /* N-stream GEMM bound / N-worker step, at least */
 
 /* Inference batch sizes of (d). */
 static const size_t infer_batches[] = {1, 1000};
 #define N_INFER (sizeof infer_batches / sizeof *infer_batches)
 
-static double now_ms(void)
+/* ---- output ------------------------------------------------------------ */
+
+static FILE *text_out; /* the text tables, or NULL with --json alone */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    if (!text_out)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(text_out, fmt, ap);
+    va_end(ap);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
+/* A row of the report, as printed and as written to the JSON object. */
 typedef struct {
-    double median, min;
-} timing;
+    char id[48];        /* key; bench_torch.py uses the same for its rows */
+    char name[64];
+    char section;       /* 'a' .. 'e' */
+    size_t workers;     /* of the library row; 0 for bare GEMMs */
+    size_t batch;
+    timing t;
+    double flops;       /* GEMM FLOPs of one repetition, 0 if none */
+    char bound[48];     /* id of the bound, "" if none */
+    double bound_ms;
+} row;
 
-static timing summarize(double *t, int n)
+static row rows[MAX_ROWS];
+static int n_rows;
+
+static void print_header(void)
 {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    timing r = {n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]), t[0]};
-    return r;
+    say("%-34s %9s %9s %9s %9s %8s\n", "pass", "ms", "min ms", "p90 ms", "GFLOP/s", "x bound");
+    say("%-34s %9s %9s %9s %9s %8s\n", "----", "--", "------", "------", "-------", "-------");
 }
+
+/* Records a row and prints it. */
+static void add_row(char section, const char *id, const char *name, size_t workers,
+                    size_t batch, timing t, double flops, const char *bound, double bound_ms)
+{
+    if (n_rows < MAX_ROWS) {
+        row *r = &rows[n_rows++];
+        snprintf(r->id, sizeof r->id, "%s", id);
+        snprintf(r->name, sizeof r->name, "%s", name);
+        r->section = section;
+        r->workers = workers;
+        r->batch = batch;
+        r->t = t;
+        r->flops = flops;
+        snprintf(r->bound, sizeof r->bound, "%s", bound ? bound : "");
+        r->bound_ms = bound ? bound_ms : 0.0;
+    }
+    say("%-34s %9.4f %9.4f %9.4f", name, t.median, t.min, t.p90);
+    if (flops > 0.0)
+        say(" %9.1f", flops / (t.median * 1e6));
+    else if (bound)
+        say(" %9s", "");
+    if (bound && bound_ms > 0.0)
+        say(" %8.2f", t.median / bound_ms);
+    say("\n");
+}
+
+static void json_rows(json_writer *w)
+{
+    json_open(w, "rows", '[');
+    for (int i = 0; i < n_rows; i++) {
+        const row *r = &rows[i];
+        char sec[2] = {r->section, '\0'};
+        json_open(w, NULL, '{');
+        json_str(w, "id", r->id);
+        json_str(w, "name", r->name);
+        json_str(w, "section", sec);
+        json_int(w, "workers", (long long)r->workers);
+        json_int(w, "batch", (long long)r->batch);
+        json_num(w, "median_ms", r->t.median);
+        json_num(w, "min_ms", r->t.min);
+        json_num(w, "p10_ms", r->t.p10);
+        json_num(w, "p90_ms", r->t.p90);
+        json_num(w, "max_ms", r->t.max);
+        json_int(w, "reps", r->t.n);
+        if (r->flops > 0.0)
+            json_num(w, "gflops", r->flops / (r->t.median * 1e6));
+        else
+            json_str(w, "gflops", NULL);
+        json_str(w, "bound", r->bound[0] ? r->bound : NULL);
+        if (r->bound[0]) {
+            json_num(w, "bound_ms", r->bound_ms);
+            json_num(w, "ratio_to_bound", r->t.median / r->bound_ms);
+        }
+        json_close(w, '}');
+    }
+    json_close(w, ']');
+}
+
+/* ---- helpers ----------------------------------------------------------- */
 
 static void check(int rc, const char *what)
 {
@@ -125,99 +211,6 @@ static float *random_floats(vae_rng *rng, size_t n, float a)
     return p;
 }
 
-/* A context cuts n samples into ceil(n/64) blocks of nearly equal size. */
-static size_t block_count(size_t n)
-{
-    return (n + BLOCK - 1) / BLOCK;
-}
-
-/* Size of block k of n samples: the first n % blocks blocks take one more. */
-static size_t block_rows(size_t n, size_t k)
-{
-    size_t nb = block_count(n);
-    return n / nb + (k < n % nb ? 1 : 0);
-}
-
-/* Blocks each of w workers runs at most, over all blocks: the ideal time on
- * w workers is the one-stream time times this over the block count. */
-static double ideal_fraction(size_t n, size_t w)
-{
-    size_t nb = block_count(n);
-    return (double)((nb + w - 1) / w) / (double)nb;
-}
-
-static void print_header(void)
-{
-    printf("%-32s %9s %9s %9s %8s\n", "pass", "ms", "min ms", "GFLOP/s", "x GEMM");
-    printf("%-32s %9s %9s %9s %8s\n", "----", "--", "------", "-------", "------");
-}
-
-static void print_row(const char *name, timing t, double flops, double gemm_ms)
-{
-    printf("%-32s %9.4f %9.4f", name, t.median, t.min);
-    if (flops > 0.0)
-        printf(" %9.1f", flops / (t.median * 1e6));
-    if (gemm_ms > 0.0)
-        printf("%s %8.2f", flops > 0.0 ? "" : "          ", t.median / gemm_ms);
-    printf("\n");
-}
-
-/* ---- (c) bare GEMMs --------------------------------------------------- */
-
-/* Buffers of one layer for the bare GEMMs, shapes as in the model, with
- * room for the largest batch; a block at row `off` uses rows off.. of x, y,
- * dz and dx, as the library's blocks use their own rows of the batch. */
-typedef struct {
-    float *x;   /* [rows][in]   input */
-    float *w;   /* [out][in]    weights */
-    float *y;   /* [rows][out]  forward output */
-    float *dz;  /* [rows][out]  gradient at the pre-activation */
-    float *dw;  /* [out][in]    weight gradient (accumulated, beta 1) */
-    float *dx;  /* [rows][in]   input gradient */
-} gemm_bufs;
-
-static void gemm_forward(const gemm_bufs *g, size_t off, size_t B, size_t in, size_t out)
-{
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)out, (int)in, 1.0f,
-                g->x + off * in, (int)in, g->w, (int)in, 0.0f, g->y + off * out, (int)out);
-}
-
-static void gemm_dw(const gemm_bufs *g, size_t off, size_t B, size_t in, size_t out)
-{
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)B, 1.0f,
-                g->dz + off * out, (int)out, g->x + off * in, (int)in, 1.0f, g->dw, (int)in);
-}
-
-static void gemm_dx(const gemm_bufs *g, size_t off, size_t B, size_t in, size_t out)
-{
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)out, 1.0f,
-                g->dz + off * out, (int)out, g->w, (int)in, 0.0f, g->dx + off * in, (int)in);
-}
-
-/* The 11 GEMMs of a training step on every block of a batch of n, in the
- * order the step issues them. */
-static void gemm_step(gemm_bufs *g, size_t n)
-{
-    for (size_t k = 0, off = 0; k < block_count(n); off += block_rows(n, k), k++) {
-        size_t b = block_rows(n, k);
-        for (int l = 0; l < N_LAYERS; l++)
-            gemm_forward(&g[l], off, b, layers[l].in, layers[l].out);
-        for (int l = N_LAYERS - 1; l >= 0; l--) {
-            gemm_dw(&g[l], off, b, layers[l].in, layers[l].out);
-            if (l > 0)
-                gemm_dx(&g[l], off, b, layers[l].in, layers[l].out);
-        }
-    }
-}
-
-/* The 4 forward GEMMs of inference on every block of a batch of n. */
-static void gemm_infer(gemm_bufs *g, size_t n)
-{
-    for (size_t k = 0, off = 0; k < block_count(n); off += block_rows(n, k), k++)
-        for (int l = 0; l < N_LAYERS; l++)
-            gemm_forward(&g[l], off, block_rows(n, k), layers[l].in, layers[l].out);
-}
-
 static long parse_flag(const char *flag, const char *s, long lo, long hi)
 {
     char *end;
@@ -229,11 +222,107 @@ static long parse_flag(const char *flag, const char *s, long lo, long hi)
     return v;
 }
 
+static const char *plural(size_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+static void put_be32(unsigned char *p, unsigned v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* `count` random 28x28 byte images written as an IDX file in $TMPDIR (or
+ * /tmp), loaded as a dataset, the file removed. Exits on failure. */
+static vae_dataset *synthetic_mnist(vae_rng *rng, size_t count)
+{
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/vae_bench_images_XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f) {
+        fprintf(stderr, "vae_bench: cannot create a temporary file in %s\n",
+                dir && *dir ? dir : "/tmp");
+        exit(1);
+    }
+    unsigned char head[16];
+    put_be32(head, 0x0803); /* unsigned bytes, 3 dimensions */
+    put_be32(head + 4, (unsigned)count);
+    put_be32(head + 8, 28);
+    put_be32(head + 12, 28);
+    int ok = fwrite(head, 1, sizeof head, f) == sizeof head;
+    float u[784];
+    unsigned char px[784];
+    for (size_t i = 0; ok && i < count; i++) {
+        check(vae_rng_uniform(rng, u, 784), "vae_rng_uniform");
+        for (size_t j = 0; j < 784; j++)
+            px[j] = (unsigned char)(u[j] * 256.0f > 255.0f ? 255.0f : u[j] * 256.0f);
+        ok = fwrite(px, 1, sizeof px, f) == sizeof px;
+    }
+    ok &= fclose(f) == 0;
+    vae_dataset *ds = NULL;
+    int rc = ok ? vae_dataset_load_idx(&ds, path, NULL) : VAE_ERR_IO;
+    unlink(path);
+    if (!ok) {
+        fprintf(stderr, "vae_bench: cannot write %s\n", path);
+        exit(1);
+    }
+    check(rc, "vae_dataset_load_idx");
+    return ds;
+}
+
+/* (e): one epoch with `workers` workers; returns its seconds and sets the
+ * final loss. */
+static double run_epoch(size_t images, size_t batch, size_t workers, double *loss)
+{
+    vae_rng *rng = NULL;
+    check(vae_rng_create(&rng, 1234), "vae_rng_create");
+    vae_dataset *ds = synthetic_mnist(rng, images);
+    const size_t hidden[1] = {400};
+    vae_model *m = NULL;
+    vae_context *ctx = NULL;
+    vae_trainer *tr = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *opt = NULL;
+    check(vae_model_create_mlp(&m, 784, hidden, 1, 20, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI,
+                               1),
+          "vae_model_create_mlp");
+    check(vae_elbo_create(&e), "vae_elbo_create");
+    check(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
+    check(vae_optimizer_set_param(opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
+    check(vae_context_create(&ctx), "vae_context_create");
+    if (workers > 1)
+        check(vae_context_set_threads(ctx, workers), "vae_context_set_threads");
+    check(vae_trainer_create(&tr, m, e, opt, ctx, 7), "vae_trainer_create");
+    vae_train_options o;
+    check(vae_train_options_init(&o, sizeof o), "vae_train_options_init");
+    o.batch_size = batch;
+    vae_epoch_stats st = {.size = sizeof st};
+    double t0 = now_ms();
+    check(vae_trainer_train_epoch(tr, ds, &o, &st), "vae_trainer_train_epoch");
+    double sec = (now_ms() - t0) * 1e-3;
+    *loss = st.loss;
+    vae_trainer_free(tr);
+    vae_context_free(ctx);
+    vae_optimizer_free(opt);
+    vae_elbo_free(e);
+    vae_model_free(m);
+    vae_dataset_free(ds);
+    vae_rng_free(rng);
+    return sec;
+}
+
 int main(int argc, char **argv)
 {
-    size_t B = 128;
+    size_t B = 128, epoch_images = 60000;
     int reps = 200, infer_reps = 20;
     size_t model_threads = 2;
+    int json = 0;
+    const char *json_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
             B = (size_t)parse_flag("--batch", argv[++i], 1, 65536);
@@ -242,78 +331,98 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--infer-reps") && i + 1 < argc) {
             infer_reps = (int)parse_flag("--infer-reps", argv[++i], 1, 1000000);
         } else if (!strcmp(argv[i], "--model-threads") && i + 1 < argc) {
-            model_threads = (size_t)parse_flag("--model-threads", argv[++i], 1, 64);
+            model_threads = (size_t)parse_flag("--model-threads", argv[++i], 1, MAX_STREAMS);
+        } else if (!strcmp(argv[i], "--epoch-images") && i + 1 < argc) {
+            epoch_images = (size_t)parse_flag("--epoch-images", argv[++i], 0, 10000000);
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+            /* an optional FILE: the next argument unless it is a flag */
+            if (i + 1 < argc && (argv[i + 1][0] != '-' || !strcmp(argv[i + 1], "-")))
+                json_path = argv[++i];
         } else {
             fprintf(stderr,
                     "usage: %s [--batch N] [--reps N] [--model-threads N] [--infer-reps N]\n"
+                    "          [--epoch-images N] [--json [FILE]]\n"
                     "Times 1 worker and N workers (default 2; 1: one worker only, the BLAS\n"
-                    "left as OPENBLAS_NUM_THREADS sets it). --infer-reps: repetitions of the\n"
-                    "batch-1000 inference rows (default 20).\n",
+                    "left as OPENBLAS_NUM_THREADS sets it) against their GEMMs on one and\n"
+                    "on N streams. --infer-reps: repetitions of the batch-1000 inference\n"
+                    "rows (default 20). --epoch-images: images of the timed epoch with N\n"
+                    "workers (default 60000; 0 skips it). --json: one JSON object on stdout\n"
+                    "instead of the tables; --json FILE: the tables, and the object in FILE.\n",
                     argv[0]);
             return 2;
         }
     }
+    text_out = json && !json_path ? NULL : stdout;
     /* Worker counts: 1, and model_threads when it is more. */
     size_t workers[MAX_WORKERS] = {1, model_threads};
     const size_t n_wk = model_threads > 1 ? 2 : 1;
+    const size_t top = workers[n_wk - 1]; /* the largest worker count */
     /* Several workers need a single-threaded BLAS; set it before any timing
      * so that every row, bare GEMMs included, runs with the same BLAS. */
     if (n_wk > 1)
         check(vae_blas_set_threads(1), "vae_blas_set_threads");
 
     const int warmup = reps / 10 > 5 ? reps / 10 : 5;
+    const char *thr = getenv("OPENBLAS_NUM_THREADS");
+    char bound1[48], boundn[48];
+    snprintf(bound1, sizeof bound1, "gemm.step.1stream");
+    snprintf(boundn, sizeof boundn, "gemm.step.%zustreams", top);
+
+    say("libvae %s, 784-400-20 VAE, batch %zu (%zu block%s of <= %d), %d reps after %d "
+        "warm-up, OPENBLAS_NUM_THREADS=%s, BLAS threads %zu, workers 1",
+        vae_version_string(), B, block_count(B), plural(block_count(B)), BENCH_BLOCK, reps,
+        warmup, thr ? thr : "(unset)", vae_blas_threads());
+    if (n_wk > 1)
+        say(" and %zu", model_threads);
+    say("\nBLAS: %s\n", blas_description());
+
+    /* ---- (e) first, so that its peak RSS is its own. */
+    double epoch_s = 0.0, epoch_loss = 0.0, epoch_rss = 0.0;
+    if (epoch_images > 0) {
+        epoch_s = run_epoch(epoch_images, B, top, &epoch_loss);
+        epoch_rss = peak_rss_mb();
+    }
+
+    vae_rng *rng = NULL;
+    check(vae_rng_create(&rng, 42), "vae_rng_create");
     int max_reps = reps > infer_reps ? reps : infer_reps;
     double *t = xmalloc((size_t)max_reps * sizeof *t);
     double *t2 = xmalloc((size_t)max_reps * sizeof *t2);
     double *t3 = xmalloc((size_t)max_reps * sizeof *t3);
-    const char *thr = getenv("OPENBLAS_NUM_THREADS");
 
-    printf("libvae %s, 784-400-20 VAE, batch %zu (%zu block%s of <= %d), %d reps after %d "
-           "warm-up, OPENBLAS_NUM_THREADS=%s, BLAS threads %zu, workers 1",
-           vae_version_string(), B, block_count(B), block_count(B) == 1 ? "" : "s", BLOCK,
-           reps, warmup, thr ? thr : "(unset)", vae_blas_threads());
-    if (n_wk > 1)
-        printf(" and %zu", model_threads);
-    printf("\n");
-
-    vae_rng *rng = NULL;
-    check(vae_rng_create(&rng, 42), "vae_rng_create");
-
-    /* FLOPs of each GEMM kind per layer and sample, of the whole step and of
-     * one forward pass per sample. */
-    double f_layer[N_LAYERS], f_step = 0.0, f_fwd1 = 0.0;
-    for (int l = 0; l < N_LAYERS; l++) {
-        f_layer[l] = 2.0 * (double)B * (double)layers[l].in * (double)layers[l].out;
-        f_step += f_layer[l] * (l == 0 ? 2.0 : 3.0);
-        f_fwd1 += 2.0 * (double)layers[l].in * (double)layers[l].out;
-    }
+    /* FLOPs of each GEMM kind per layer at the whole batch, of the step and
+     * of one forward pass per sample. */
+    double f_layer[MLP_LAYERS];
+    for (int l = 0; l < MLP_LAYERS; l++)
+        f_layer[l] = 2.0 * (double)B * (double)mlp_layers[l].in * (double)mlp_layers[l].out;
+    const double f_step = mlp_step_flops(B), f_fwd1 = mlp_forward_flops(1);
 
     /* ---- (c) first: the bare GEMMs give the reference for the others. */
-    size_t rows = B;
+    size_t max_rows = B;
     for (size_t k = 0; k < N_INFER; k++)
-        if (infer_batches[k] > rows)
-            rows = infer_batches[k];
-    gemm_bufs g[N_LAYERS];
-    for (int l = 0; l < N_LAYERS; l++) {
-        size_t in = layers[l].in, out = layers[l].out;
-        g[l].x = random_floats(rng, rows * in, 1.0f);
-        g[l].w = random_floats(rng, out * in, 0.05f);
-        g[l].y = random_floats(rng, rows * out, 0.0f);
-        g[l].dz = random_floats(rng, rows * out, 0.01f);
-        g[l].dw = random_floats(rng, out * in, 0.0f);
-        g[l].dx = random_floats(rng, rows * in, 0.0f);
+        if (infer_batches[k] > max_rows)
+            max_rows = infer_batches[k];
+    gemm_set g;
+    if (gemm_set_create(&g, max_rows, top, rng) != 0) {
+        fprintf(stderr, "vae_bench: out of memory for the GEMM buffers\n");
+        return 1;
     }
-    timing g_fwd[N_LAYERS], g_dw[N_LAYERS], g_dx[N_LAYERS];
-    for (int l = 0; l < N_LAYERS; l++) {
-        size_t in = layers[l].in, out = layers[l].out;
+    gemm_streams *streams = NULL;
+    if (gemm_streams_create(&streams, &g) != 0) {
+        fprintf(stderr, "vae_bench: cannot start %zu GEMM threads\n", top - 1);
+        return 1;
+    }
+    timing g_fwd[MLP_LAYERS], g_dw[MLP_LAYERS], g_dx[MLP_LAYERS];
+    for (int l = 0; l < MLP_LAYERS; l++) {
         for (int r = -warmup; r < reps; r++) {
             double t0 = now_ms();
-            gemm_forward(&g[l], 0, B, in, out);
+            gemm_forward(&g, l, 0, B);
             double t1 = now_ms();
-            gemm_dw(&g[l], 0, B, in, out);
+            gemm_dw(&g, l, 0, B, 0);
             double t2v = now_ms();
             if (l > 0)
-                gemm_dx(&g[l], 0, B, in, out);
+                gemm_dx(&g, l, 0, B);
             double t3v = now_ms();
             if (r >= 0) {
                 t[r] = t1 - t0;
@@ -321,16 +430,17 @@ int main(int argc, char **argv)
                 t3[r] = t3v - t2v;
             }
         }
-        g_fwd[l] = summarize(t, reps);
-        g_dw[l] = summarize(t2, reps);
-        g_dx[l] = summarize(t3, reps);
+        g_fwd[l] = timing_of(t, reps);
+        g_dw[l] = timing_of(t2, reps);
+        g_dx[l] = timing_of(t3, reps);
     }
     /* ---- (a) standalone layers. */
-    timing l_fwd[N_LAYERS], l_bwd[N_LAYERS];
-    for (int l = 0; l < N_LAYERS; l++) {
-        size_t in = layers[l].in, out = layers[l].out;
+    timing l_fwd[MLP_LAYERS], l_bwd[MLP_LAYERS];
+    for (int l = 0; l < MLP_LAYERS; l++) {
+        size_t in = mlp_layers[l].in, out = mlp_layers[l].out;
         vae_layer *layer = NULL;
-        check(vae_layer_dense_create(&layer, in, out, layers[l].act), "vae_layer_dense_create");
+        check(vae_layer_dense_create(&layer, in, out, mlp_layers[l].act),
+              "vae_layer_dense_create");
         check(vae_layer_init(layer, rng), "vae_layer_init");
         float *x = random_floats(rng, B * in, 1.0f);
         float *y = random_floats(rng, B * out, 0.0f);
@@ -348,8 +458,8 @@ int main(int argc, char **argv)
                 t2[r] = t2v - t1;
             }
         }
-        l_fwd[l] = summarize(t, reps);
-        l_bwd[l] = summarize(t2, reps);
+        l_fwd[l] = timing_of(t, reps);
+        l_bwd[l] = timing_of(t2, reps);
         vae_layer_free(layer);
         free(x);
         free(y);
@@ -390,15 +500,19 @@ int main(int argc, char **argv)
         t_ap[w] = xmalloc((size_t)reps * sizeof(double));
         t_st[w] = xmalloc((size_t)reps * sizeof(double));
     }
-    /* The bare GEMMs and the library's steps alternate within one loop, so
-     * that a noisy machine slows all alike and their ratios stay meaningful. */
+    /* The bare GEMMs, on one stream and on N, and the library's steps
+     * alternate within one loop, so that a noisy machine slows all alike
+     * and their ratios stay meaningful. */
     for (int r = -warmup; r < reps; r++) {
         const float *x = data + (size_t)((r + warmup) % N_DATA_BATCHES) * B * 784;
         double tg = now_ms();
-        gemm_step(g, B);
+        gemm_step_share(&g, B, 0, 1);
         double tg1 = now_ms();
-        if (r >= 0)
+        double tgn = n_wk > 1 ? gemm_streams_run(streams, GEMM_JOB_STEP, B) : 0.0;
+        if (r >= 0) {
             t[r] = tg1 - tg;
+            t2[r] = tgn;
+        }
         for (size_t w = 0; w < n_wk; w++) {
             vae_epoch_stats st = {.size = sizeof st};
             double t0 = now_ms();
@@ -419,12 +533,13 @@ int main(int argc, char **argv)
         for (size_t w = 1; w < n_wk; w++)
             same_loss &= loss[w] == loss[0];
     }
-    timing g_step = summarize(t, reps);
+    timing g_step = timing_of(t, reps);
+    timing g_stepn = n_wk > 1 ? timing_of(t2, reps) : g_step;
     timing s_fb[MAX_WORKERS], s_ap[MAX_WORKERS], s_st[MAX_WORKERS];
     for (size_t w = 0; w < n_wk; w++) {
-        s_fb[w] = summarize(t_fb[w], reps);
-        s_ap[w] = summarize(t_ap[w], reps);
-        s_st[w] = summarize(t_st[w], reps);
+        s_fb[w] = timing_of(t_fb[w], reps);
+        s_ap[w] = timing_of(t_ap[w], reps);
+        s_st[w] = timing_of(t_st[w], reps);
         free(t_fb[w]);
         free(t_ap[w]);
         free(t_st[w]);
@@ -442,13 +557,12 @@ int main(int argc, char **argv)
     check(vae_rng_uniform(rng, xi, max_infer * 784), "vae_rng_uniform");
     for (size_t w = 0; w < n_wk; w++)
         check(vae_context_reserve(ctx[w], m[0], max_infer), "vae_context_reserve");
-    timing i_gemm[N_INFER], i_ed[N_INFER][MAX_WORKERS], i_rec[N_INFER][MAX_WORKERS];
-    int i_reps[N_INFER];
+    timing i_gemm[N_INFER], i_gemmn[N_INFER], i_ed[N_INFER][MAX_WORKERS],
+        i_rec[N_INFER][MAX_WORKERS];
     for (size_t k = 0; k < N_INFER; k++) {
         size_t n = infer_batches[k];
-        int rk = n <= BLOCK ? reps : infer_reps;
+        int rk = n <= BENCH_BLOCK ? reps : infer_reps;
         int wk = rk / 10 > 2 ? rk / 10 : 2;
-        i_reps[k] = rk;
         double *te[MAX_WORKERS], *trc[MAX_WORKERS];
         for (size_t w = 0; w < n_wk; w++) {
             te[w] = xmalloc((size_t)rk * sizeof(double));
@@ -456,10 +570,13 @@ int main(int argc, char **argv)
         }
         for (int r = -wk; r < rk; r++) {
             double t0 = now_ms();
-            gemm_infer(g, n);
+            gemm_infer_share(&g, n, 0, 1);
             double t1 = now_ms();
-            if (r >= 0)
+            double tn = n_wk > 1 ? gemm_streams_run(streams, GEMM_JOB_INFER, n) : 0.0;
+            if (r >= 0) {
                 t[r] = t1 - t0;
+                t2[r] = tn;
+            }
             for (size_t w = 0; w < n_wk; w++) {
                 double a = now_ms();
                 check(vae_encode(ctx[w], m[0], xi, n, mu, lv), "vae_encode");
@@ -473,110 +590,221 @@ int main(int argc, char **argv)
                 }
             }
         }
-        i_gemm[k] = summarize(t, rk);
+        i_gemm[k] = timing_of(t, rk);
+        i_gemmn[k] = n_wk > 1 ? timing_of(t2, rk) : i_gemm[k];
         for (size_t w = 0; w < n_wk; w++) {
-            i_ed[k][w] = summarize(te[w], rk);
-            i_rec[k][w] = summarize(trc[w], rk);
+            i_ed[k][w] = timing_of(te[w], rk);
+            i_rec[k][w] = timing_of(trc[w], rk);
             free(te[w]);
             free(trc[w]);
         }
     }
 
     /* ---- report. */
-    printf("\n(a) standalone layers via vae_layer_forward/backward "
-           "(include copies of x, y, dy into the layer's cache)\n");
+    char name[64], id[48], bid[48];
+    say("\n(a) standalone layers via vae_layer_forward/backward "
+        "(include copies of x, y, dy into the layer's cache)\n");
     print_header();
-    char name[64];
-    for (int l = 0; l < N_LAYERS; l++) {
-        snprintf(name, sizeof name, "%s fwd", layers[l].name);
-        print_row(name, l_fwd[l], f_layer[l], g_fwd[l].median);
-        snprintf(name, sizeof name, "%s bwd%s", layers[l].name, l == 0 ? " (no dX)" : "");
+    for (int l = 0; l < MLP_LAYERS; l++) {
+        snprintf(name, sizeof name, "%s fwd", mlp_layers[l].name);
+        snprintf(id, sizeof id, "layer.%s.fwd", mlp_layers[l].id);
+        snprintf(bid, sizeof bid, "gemm.%s.fwd", mlp_layers[l].id);
+        add_row('a', id, name, 1, B, l_fwd[l], f_layer[l], bid, g_fwd[l].median);
+        snprintf(name, sizeof name, "%s bwd%s", mlp_layers[l].name, l == 0 ? " (no dX)" : "");
+        snprintf(id, sizeof id, "layer.%s.bwd", mlp_layers[l].id);
+        snprintf(bid, sizeof bid, l == 0 ? "gemm.%s.dw" : "gemm.%s.dw+dx", mlp_layers[l].id);
         double gm = g_dw[l].median + (l > 0 ? g_dx[l].median : 0.0);
-        print_row(name, l_bwd[l], f_layer[l] * (l == 0 ? 1.0 : 2.0), gm);
+        add_row('a', id, name, 1, B, l_bwd[l], f_layer[l] * (l == 0 ? 1.0 : 2.0), bid, gm);
     }
 
-    printf("\n(b) training step, vae_model_create_mlp(784, {400}, 1, 20, RELU, BERNOULLI), "
-           "Adam, %zu parameters, batch %zu in %zu block%s\n",
-           n_params, B, block_count(B), block_count(B) == 1 ? "" : "s");
+    say("\n(b) training step, vae_model_create_mlp(784, {400}, 1, 20, RELU, BERNOULLI), "
+        "Adam, %zu parameters, batch %zu in %zu block%s\n",
+        n_params, B, block_count(B), plural(block_count(B)));
     print_header();
-    double g_lim = g_step.median; /* every GEMM of the step is in forward_backward */
     for (size_t w = 0; w < n_wk; w++) {
-        printf("%zu worker%s:\n", workers[w], workers[w] == 1 ? "" : "s");
-        print_row("  trainer_forward_backward", s_fb[w], f_step, g_lim);
-        print_row("  trainer_apply (Adam)", s_ap[w], 0.0, 0.0);
-        print_row("  training step", s_st[w], f_step, g_lim);
+        /* every GEMM of the step is in forward_backward */
+        const char *bd = w == 0 ? bound1 : boundn;
+        double bms = w == 0 ? g_step.median : g_stepn.median;
+        say("%zu worker%s (bound: the step's GEMMs on %zu stream%s):\n", workers[w],
+            plural(workers[w]), workers[w], plural(workers[w]));
+        add_row('b', "forward_backward", "  trainer_forward_backward", workers[w], B, s_fb[w],
+                f_step, bd, bms);
+        add_row('b', "optimizer", "  trainer_apply (Adam)", workers[w], B, s_ap[w], 0.0, NULL,
+                0.0);
+        add_row('b', "step", "  training step", workers[w], B, s_st[w], f_step, bd, bms);
     }
 
-    printf("\n(c) bare cblas_sgemm, same shapes and flags (the GEMM limit)\n");
+    say("\n(c) bare cblas_sgemm, same shapes and flags (the GEMM bounds)\n");
     print_header();
     double whole = 0.0;
-    for (int l = 0; l < N_LAYERS; l++) {
-        snprintf(name, sizeof name, "%s X.W^T", layers[l].name);
-        print_row(name, g_fwd[l], f_layer[l], 0.0);
-        snprintf(name, sizeof name, "%s dZ^T.X", layers[l].name);
-        print_row(name, g_dw[l], f_layer[l], 0.0);
+    for (int l = 0; l < MLP_LAYERS; l++) {
+        snprintf(name, sizeof name, "%s X.W^T", mlp_layers[l].name);
+        snprintf(id, sizeof id, "gemm.%s.fwd", mlp_layers[l].id);
+        add_row('c', id, name, 0, B, g_fwd[l], f_layer[l], NULL, 0.0);
+        snprintf(name, sizeof name, "%s dZ^T.X", mlp_layers[l].name);
+        snprintf(id, sizeof id, "gemm.%s.dw", mlp_layers[l].id);
+        add_row('c', id, name, 0, B, g_dw[l], f_layer[l], NULL, 0.0);
         whole += g_fwd[l].median + g_dw[l].median;
         if (l > 0) {
-            snprintf(name, sizeof name, "%s dZ.W", layers[l].name);
-            print_row(name, g_dx[l], f_layer[l], 0.0);
+            snprintf(name, sizeof name, "%s dZ.W", mlp_layers[l].name);
+            snprintf(id, sizeof id, "gemm.%s.dx", mlp_layers[l].id);
+            add_row('c', id, name, 0, B, g_dx[l], f_layer[l], NULL, 0.0);
             whole += g_dx[l].median;
         }
     }
-    snprintf(name, sizeof name, "11 GEMMs x %zu block%s (*)", block_count(B),
-             block_count(B) == 1 ? "" : "s");
-    print_row(name, g_step, f_step, 0.0);
-    printf("(*) one step's GEMMs, block after block on one stream, timed alternately with\n"
-           "    the training steps of (b) in the same loop; the rows above at the whole\n"
-           "    batch add up to %.4f ms\n", whole);
+    snprintf(name, sizeof name, "11 GEMMs x %zu block%s, 1 stream", block_count(B),
+             plural(block_count(B)));
+    add_row('c', bound1, name, 0, B, g_step, f_step, NULL, 0.0);
+    if (n_wk > 1) {
+        snprintf(name, sizeof name, "same, %zu streams at once", top);
+        add_row('c', boundn, name, 0, B, g_stepn, f_step, NULL, 0.0);
+    }
+    say("one step's GEMMs block after block on one stream and, with N workers, each worker's\n"
+        "blocks on its own thread, all at once; timed alternately with the training steps\n"
+        "of (b) in the same loop. The rows above at the whole batch add up to %.4f ms\n",
+        whole);
 
-    printf("\n(d) inference: vae_encode + vae_decode of the means, and vae_reconstruct\n");
+    say("\n(d) inference: vae_encode + vae_decode of the means, and vae_reconstruct\n");
     print_header();
     for (size_t k = 0; k < N_INFER; k++) {
         size_t n = infer_batches[k];
         double f = f_fwd1 * (double)n;
-        printf("batch %zu (%zu block%s), %d reps:\n", n, block_count(n),
-               block_count(n) == 1 ? "" : "s", i_reps[k]);
+        char b1[48], bn[48];
+        snprintf(b1, sizeof b1, "gemm.infer.b%zu.1stream", n);
+        snprintf(bn, sizeof bn, "gemm.infer.b%zu.%zustreams", n, top);
+        say("batch %zu (%zu block%s), %d reps:\n", n, block_count(n), plural(block_count(n)),
+            i_gemm[k].n);
         for (size_t w = 0; w < n_wk; w++) {
+            const char *bd = w == 0 ? b1 : bn;
+            double bms = w == 0 ? i_gemm[k].median : i_gemmn[k].median;
             snprintf(name, sizeof name, "  encode+decode, %zu worker%s", workers[w],
-                     workers[w] == 1 ? "" : "s");
-            print_row(name, i_ed[k][w], f, i_gemm[k].median);
+                     plural(workers[w]));
+            snprintf(id, sizeof id, "encode_decode.b%zu", n);
+            add_row('d', id, name, workers[w], n, i_ed[k][w], f, bd, bms);
             snprintf(name, sizeof name, "  reconstruct, %zu worker%s", workers[w],
-                     workers[w] == 1 ? "" : "s");
-            print_row(name, i_rec[k][w], f, i_gemm[k].median);
+                     plural(workers[w]));
+            snprintf(id, sizeof id, "reconstruct.b%zu", n);
+            add_row('d', id, name, workers[w], n, i_rec[k][w], f, bd, bms);
         }
-        snprintf(name, sizeof name, "  4 GEMMs x %zu block%s (bare)", block_count(n),
-                 block_count(n) == 1 ? "" : "s");
-        print_row(name, i_gemm[k], f, 0.0);
+        snprintf(name, sizeof name, "  4 GEMMs x %zu block%s, 1 stream", block_count(n),
+                 plural(block_count(n)));
+        add_row('d', b1, name, 0, n, i_gemm[k], f, NULL, 0.0);
+        if (n_wk > 1) {
+            snprintf(name, sizeof name, "  same, %zu streams at once", top);
+            add_row('d', bn, name, 0, n, i_gemmn[k], f, NULL, 0.0);
+        }
     }
 
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("\nsummary: step %.3f ms with 1 worker, GEMM limit %.3f ms, step/GEMM-limit %.2f; "
-           "%.1f MFLOP per step (%.3f per image); %.2f s per 60000-image epoch at this step "
-           "time\n",
-           s_st[0].median, g_lim, s_st[0].median / g_lim, f_step * 1e-6,
-           f_step * 1e-6 / (double)B, s_st[0].median * 1e-3 * 60000.0 / (double)B);
-    for (size_t w = 1; w < n_wk; w++) {
-        double ideal = g_lim * ideal_fraction(B, workers[w]);
-        printf("with %zu workers: step %.3f ms (%.2f of 1 worker), %.2f s per epoch; the ideal "
-               "is the GEMM limit spread over the workers by blocks = %.3f ms; step/ideal "
-               "%.2f\n",
-               workers[w], s_st[w].median, s_st[w].median / s_st[0].median,
-               s_st[w].median * 1e-3 * 60000.0 / (double)B, ideal, s_st[w].median / ideal);
+    if (epoch_images > 0) {
+        say("\n(e) one epoch of %zu synthetic images, batch %zu, Adam, shuffled, "
+            "vae_trainer_train_epoch\n",
+            epoch_images, B);
+        print_header();
+        snprintf(name, sizeof name, "epoch, %zu worker%s", top, plural(top));
+        size_t steps = (epoch_images + B - 1) / B;
+        double bms = (n_wk > 1 ? g_stepn.median : g_step.median) * (double)steps;
+        add_row('e', "epoch", name, top, B, timing_single(epoch_s * 1e3),
+                mlp_step_flops(B) * (double)(epoch_images / B) +
+                    mlp_step_flops(epoch_images % B),
+                n_wk > 1 ? boundn : bound1, bms);
+        say("%.2f s (%zu steps; the bound is the step's GEMM bound times the steps), loss "
+            "%.2f at the end, peak RSS %.1f MB after it\n",
+            epoch_s, steps, epoch_loss, epoch_rss);
     }
+
+    /* Against the targets. */
+    double ratio1 = s_st[0].median / g_step.median;
+    double effn = n_wk > 1 ? g_stepn.median / s_st[1].median : 0.0;
+    say("\nsummary: step %.3f ms with 1 worker, its GEMMs on one stream %.3f ms, step/GEMMs "
+        "%.2f (target <= %.2f: %s); %.1f MFLOP per step (%.3f per image); %.2f s per "
+        "60000-image epoch at this step time\n",
+        s_st[0].median, g_step.median, ratio1, TARGET_1W_RATIO,
+        ratio1 <= TARGET_1W_RATIO ? "met" : "not met", f_step * 1e-6, f_step * 1e-6 / (double)B,
+        s_st[0].median * 1e-3 * 60000.0 / (double)B);
+    if (n_wk > 1)
+        say("with %zu workers: step %.3f ms (%.2f of 1 worker), %.2f s per epoch at this step "
+            "time; the %zu-stream GEMM bound %.3f ms (%.2f of one stream); efficiency "
+            "bound/step %.2f (target >= %.2f: %s)\n",
+            top, s_st[1].median, s_st[1].median / s_st[0].median,
+            s_st[1].median * 1e-3 * 60000.0 / (double)B, top, g_stepn.median,
+            g_stepn.median / g_step.median, effn, TARGET_NW_EFF,
+            effn >= TARGET_NW_EFF ? "met" : "not met");
     for (size_t k = 0; k < N_INFER; k++)
         for (size_t w = 0; w < n_wk; w++)
-            printf("inference, batch %zu, %zu worker%s: reconstruct %.4f ms = %.2f us per "
-                   "image\n",
-                   infer_batches[k], workers[w], workers[w] == 1 ? "" : "s",
-                   i_rec[k][w].median, i_rec[k][w].median * 1e3 / (double)infer_batches[k]);
-    printf("loss %.2f after the first step, %.2f after the last (synthetic data)", first_loss[0],
-           loss[0]);
+            say("inference, batch %zu, %zu worker%s: reconstruct %.4f ms = %.2f us per image\n",
+                infer_batches[k], workers[w], plural(workers[w]), i_rec[k][w].median,
+                i_rec[k][w].median * 1e3 / (double)infer_batches[k]);
+    double rss = peak_rss_mb();
+    say("loss %.2f after the first step, %.2f after the last (synthetic data)", first_loss[0],
+        loss[0]);
     if (n_wk > 1)
-        printf(", %s with %zu workers", same_loss ? "bit-identical" : "DIFFERENT (a bug)",
-               model_threads);
-    printf("; peak RSS %.1f MB\n", (double)ru.ru_maxrss / 1024.0);
+        say(", %s with %zu workers", same_loss ? "bit-identical" : "DIFFERENT (a bug)",
+            model_threads);
+    say("; peak RSS %.1f MB\n", rss);
 
+    if (json) {
+        FILE *jf = stdout;
+        if (json_path && strcmp(json_path, "-") && !(jf = fopen(json_path, "w"))) {
+            fprintf(stderr, "vae_bench: cannot write %s\n", json_path);
+            return 1;
+        }
+        json_writer jw;
+        json_init(&jw, jf);
+        json_open(&jw, NULL, '{');
+        json_str(&jw, "program", "vae_bench");
+        json_str(&jw, "library", "libvae");
+        json_str(&jw, "version", vae_version_string());
+        json_str(&jw, "model", "mlp 784-400-20, relu, bernoulli");
+        json_machine(&jw, "machine");
+        json_open(&jw, "settings", '{');
+        json_int(&jw, "batch", (long long)B);
+        json_int(&jw, "blocks", (long long)block_count(B));
+        json_int(&jw, "reps", reps);
+        json_int(&jw, "warmup", warmup);
+        json_int(&jw, "infer_reps", infer_reps);
+        json_int(&jw, "epoch_images", (long long)epoch_images);
+        json_int(&jw, "model_threads", (long long)model_threads);
+        json_open(&jw, "context_workers", '[');
+        for (size_t w = 0; w < n_wk; w++)
+            json_int(&jw, NULL, (long long)vae_context_threads(ctx[w]));
+        json_close(&jw, ']');
+        json_int(&jw, "blas_threads", (long long)vae_blas_threads());
+        json_int(&jw, "params", (long long)n_params);
+        json_close(&jw, '}');
+        json_rows(&jw);
+        json_open(&jw, "summary", '{');
+        json_num(&jw, "step_ms_1w", s_st[0].median);
+        json_num(&jw, "gemm_1stream_ms", g_step.median);
+        json_num(&jw, "step_over_gemm_1w", ratio1);
+        json_num(&jw, "target_step_over_gemm_1w_max", TARGET_1W_RATIO);
+        json_bool(&jw, "target_1w_met", ratio1 <= TARGET_1W_RATIO);
+        if (n_wk > 1) {
+            json_int(&jw, "workers", (long long)top);
+            json_num(&jw, "step_ms_nw", s_st[1].median);
+            json_num(&jw, "gemm_nstream_ms", g_stepn.median);
+            json_num(&jw, "efficiency_nw", effn);
+            json_num(&jw, "target_efficiency_nw_min", TARGET_NW_EFF);
+            json_bool(&jw, "target_nw_met", effn >= TARGET_NW_EFF);
+        }
+        json_num(&jw, "mflop_per_step", f_step * 1e-6);
+        if (epoch_images > 0) {
+            json_num(&jw, "epoch_s", epoch_s);
+            json_int(&jw, "epoch_workers", (long long)top);
+            json_num(&jw, "epoch_loss", epoch_loss);
+            json_num(&jw, "epoch_peak_rss_mb", epoch_rss);
+        }
+        json_num(&jw, "loss_first", first_loss[0]);
+        json_num(&jw, "loss_last", loss[0]);
+        json_bool(&jw, "bit_identical", same_loss);
+        json_num(&jw, "peak_rss_mb", rss);
+        json_close(&jw, '}');
+        json_close(&jw, '}');
+        json_end(&jw);
+        if (jf != stdout)
+            fclose(jf);
+    }
+
+    gemm_streams_free(streams);
     for (size_t w = 0; w < n_wk; w++) {
         vae_trainer_free(tr[w]);
         vae_context_free(ctx[w]);
@@ -589,14 +817,7 @@ int main(int argc, char **argv)
     free(mu);
     free(lv);
     free(yi);
-    for (int l = 0; l < N_LAYERS; l++) {
-        free(g[l].x);
-        free(g[l].w);
-        free(g[l].y);
-        free(g[l].dz);
-        free(g[l].dw);
-        free(g[l].dx);
-    }
+    gemm_set_free(&g);
     vae_rng_free(rng);
     free(t);
     free(t2);

@@ -6,7 +6,8 @@
 # the model alone; a run resumed from an epoch boundary, and one stopped by
 # SIGINT part-way through an epoch and resumed, print the same last epoch
 # line as a run that never stopped; a conflicting setting on --resume is
-# refused. Skipped (via the ctest SKIP_REGULAR_EXPRESSION) when the MNIST
+# refused; the same for an IWAE run with warm-up and the continuous
+# Bernoulli. Skipped (via the ctest SKIP_REGULAR_EXPRESSION) when the MNIST
 # files are not in DATA.
 foreach(f train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte
           t10k-labels-idx1-ubyte)
@@ -126,4 +127,34 @@ echo "status $?"
   endif()
   string(REGEX MATCH "stopped in epoch [0-9]+ after [0-9]+ of [0-9]+ images" where "${out1}")
   message("interrupted run: ${status}; ${where}")
+endif()
+
+# The objectives and likelihood of 1.2 go through the same resume: IWAE of 3
+# draws, a KL warm-up that ends inside the second epoch, the continuous
+# Bernoulli; stopped at the epoch boundary and resumed, it prints the
+# straight run's last line. --iwae with another value on --resume is refused.
+set(run12 --train-limit 2000 --batch 50 --latent 2 --iwae 3 --warmup 60 --likelihood cb
+          --data "${DATA}")
+execute_process(COMMAND "${EXE}" --epochs 2 ${run12} --checkpoint-every 0 --out "${OUT}/iwae"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "IWAE with 3 draws, KL warm-up over 60 steps"
+   OR NOT out MATCHES "continuous Bernoulli")
+  message(FATAL_ERROR "the IWAE run failed (${rc}):\n${out}")
+endif()
+last_epoch_line("${out}" iwae_straight)
+execute_process(COMMAND "${EXE}" --epochs 1 ${run12} --out "${OUT}/iwae-resumed"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out1)
+execute_process(COMMAND "${EXE}" --resume "${OUT}/iwae-resumed/checkpoint.vae" --epochs 2
+                RESULT_VARIABLE rc2 OUTPUT_VARIABLE out2)
+if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
+  message(FATAL_ERROR "the resumed IWAE run failed (${rc}, ${rc2}):\n${out1}\n${out2}")
+endif()
+last_epoch_line("${out2}" iwae_resumed)
+if(NOT iwae_resumed STREQUAL iwae_straight)
+  message(FATAL_ERROR "IWAE resumed:\n  ${iwae_resumed}\nstraight:\n  ${iwae_straight}")
+endif()
+execute_process(COMMAND "${EXE}" --resume "${OUT}/iwae-resumed/checkpoint.vae" --iwae 2
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "--iwae 2 \\(the run has 3\\)")
+  message(FATAL_ERROR "a conflicting --iwae on --resume was not refused (${rc}):\n${err}")
 endif()
