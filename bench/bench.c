@@ -409,7 +409,7 @@ int main(int argc, char **argv)
         return 1;
     }
     gemm_streams *streams = NULL;
-    if (gemm_streams_create(&streams, &g) != 0) {
+    if (gemm_streams_create(&streams, top, gemm_set_share, &g) != 0) {
         fprintf(stderr, "vae_bench: cannot start %zu GEMM threads\n", top - 1);
         return 1;
     }

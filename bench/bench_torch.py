@@ -1,32 +1,97 @@
 #!/usr/bin/python3
-"""The training step and inference of bench/bench.c in PyTorch, for a side-by-side figure.
+"""The training step, inference and an epoch of bench/bench.c in PyTorch, for side-by-side figures.
 
     /usr/bin/python3 bench/bench_torch.py --threads 1 [--batch 128] [--reps 200] [--infer-reps 20]
+                                          [--epoch-images 60000] [--mkldnn on|off] [--json [FILE]]
 
 Same model and step as vae_bench (b): 784-400-20 VAE, ReLU, Bernoulli
 likelihood on logits, loss = mean over the batch of (summed BCE-with-logits
 + analytic KL), eps drawn inside the step, Adam (lr 1e-3, PyTorch defaults),
-synthetic data uniform in [0, 1). Prints the median and minimum ms per step
-over --reps steps after a warm-up, split into forward+backward and the
-optimizer step, and the peak RSS. (libvae cuts the batch into blocks of 64
-samples; PyTorch runs it whole.)
+synthetic data uniform in [0, 1). Prints the median, minimum and 90th
+percentile ms per step over --reps steps after a warm-up, split into
+forward+backward and the optimizer step. (libvae cuts the batch into blocks
+of 64 samples; PyTorch runs it whole.)
 
 Then inference as vae_bench (d), under torch.no_grad(): encode then decode
 of the means (sigmoid of the logits), and reconstruct (the same in one
 call), at batch 1 (--reps repetitions) and batch 1000 (--infer-reps).
 
+And, first of all so that the peak RSS after it is its own, one epoch as
+vae_bench (e): --epoch-images random byte images (default 60000, the size of
+MNIST; 0 skips it), stored as a uint8 tensor as MNIST's files store them,
+shuffled with torch.randperm, each batch of --batch converted to floats in
+[0, 1], then the training step above. Seconds, and the peak RSS of the
+process after it.
+
 --threads sets torch.set_num_threads (intra-op threads). A PyTorch built
 against a generic BLAS (as Debian's is) runs its GEMMs in OpenBLAS, whose
 thread count comes from OPENBLAS_NUM_THREADS when the library loads; when
 that variable is unset, this script sets it to --threads before importing
-torch, so one flag controls both.
+torch, so one flag controls both (bench/compare.py sets both apart).
+--mkldnn on|off sets torch.backends.mkldnn.enabled (oneDNN; default: left
+as PyTorch has it).
+
+--json alone prints one JSON object for the run on stdout instead of the
+text; --json FILE prints the text and writes the object to FILE ("-" is
+stdout). The object holds the machine (CPU model, cores), the settings
+(torch version, torch threads, OPENBLAS_NUM_THREADS, oneDNN available and
+enabled, the BLAS PyTorch was built with and the BLAS libraries mapped into
+the process) and the rows, with the ids of
+vae_bench's rows: forward_backward, optimizer, step, encode_decode.b1,
+reconstruct.b1, encode_decode.b1000, reconstruct.b1000, epoch.
 """
 import argparse
+import json
+import math
 import os
+import re
 import resource
 import statistics
 import sys
 import time
+
+
+def summarize(t):
+    """Median, min, max and nearest-rank p10/p90 of a list of ms, as vae_bench's."""
+    s = sorted(t)
+    n = len(s)
+
+    def pct(p):
+        k = math.ceil(p / 100.0 * n) - 1
+        return s[min(max(k, 0), n - 1)]
+
+    return {"median_ms": statistics.median(s), "min_ms": s[0], "p10_ms": pct(10),
+            "p90_ms": pct(90), "max_ms": s[-1], "reps": n}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def loaded_blas():
+    """The BLAS/LAPACK shared libraries mapped into this process (resolved paths)."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                name = os.path.basename(path)
+                if re.match(r"lib(open)?blas|libblis|libmkl", name):
+                    libs.add(os.path.realpath(path))
+    except OSError:
+        pass
+    return sorted(libs)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main():
@@ -35,16 +100,29 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--infer-reps", type=int, default=20)
+    ap.add_argument("--epoch-images", type=int, default=60000)
+    ap.add_argument("--mkldnn", choices=("on", "off"))
+    ap.add_argument("--json", nargs="?", const="", metavar="FILE",
+                    help="JSON object on stdout instead of the text, or in FILE besides it")
     args = ap.parse_args()
     if args.threads < 1 or args.batch < 1 or args.reps < 1 or args.infer_reps < 1:
         ap.error("--threads, --batch, --reps and --infer-reps must be positive")
+    if args.epoch_images < 0:
+        ap.error("--epoch-images must be 0 or more")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    json_only = args.json == ""
+    out = open(os.devnull, "w") if json_only else sys.stdout
+
+    def say(*a, **k):
+        print(*a, file=out, **k)
 
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
+    if args.mkldnn is not None:
+        torch.backends.mkldnn.enabled = args.mkldnn == "on"
     torch.manual_seed(42)
     B, D, H, L = args.batch, 784, 400, 20
 
@@ -74,6 +152,43 @@ def main():
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
             return recon + kl
 
+    def step(model, opt, x):
+        loss = model(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    flops = 2.0 * B * (D * H * 2 + H * 2 * L * 3 + L * H * 3 + H * D * 3)  # GEMMs of a step
+    rows = []
+
+    def row(rid, name, t, f):
+        r = {"id": rid, "name": name}
+        r.update(summarize(t))
+        r["gflops"] = f / (r["median_ms"] * 1e6) if f else None
+        rows.append(r)
+        return r
+
+    # The epoch first: its peak RSS is then the process's so far.
+    epoch = None
+    if args.epoch_images > 0:
+        N = args.epoch_images
+        g = torch.Generator().manual_seed(1234)
+        images = torch.randint(0, 256, (N, D), dtype=torch.uint8, generator=g)
+        model = VAE()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        t0 = time.perf_counter()
+        total = 0.0
+        perm = torch.randperm(N)
+        for first in range(0, N, B):
+            idx = perm[first:first + B]
+            x = images[idx].float().div_(255.0)
+            total += step(model, opt, x).item() * x.shape[0]
+        sec = time.perf_counter() - t0
+        steps = (N + B - 1) // B
+        epoch = {"seconds": sec, "loss": total / N, "steps": steps, "peak_rss_mb": peak_rss_mb()}
+        del images, model, opt
+
     model = VAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = [torch.rand(B, D) for _ in range(8)]
@@ -98,15 +213,25 @@ def main():
             t_opt.append((t2 - t1) * 1e3)
             t_step.append((t2 - t0) * 1e3)
 
-    print(f"torch {torch.__version__}, 784-400-20 VAE, batch {B}, {args.reps} reps after "
-          f"{warmup} warm-up, torch threads {torch.get_num_threads()}, "
-          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, {n_params} parameters")
-    flops = 2.0 * B * (D * H * 2 + H * 2 * L * 3 + L * H * 3 + H * D * 3)
-    for name, t in (("forward+backward", t_fb), ("optimizer step (Adam)", t_opt),
-                    ("training step", t_step)):
-        med = statistics.median(t)
-        gf = "" if name.startswith("optimizer") else f"  {flops / (med * 1e6):7.1f} GFLOP/s"
-        print(f"{name:<24} {med:9.4f} ms (min {min(t):.4f}){gf}")
+    mkldnn = {"available": torch.backends.mkldnn.is_available(),
+              "enabled": bool(torch.backends.mkldnn.enabled)}
+    m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    blas = m.group(1) if m else None
+    blas_libs = loaded_blas()
+    say(f"torch {torch.__version__}, 784-400-20 VAE, batch {B}, {args.reps} reps after "
+        f"{warmup} warm-up, torch threads {torch.get_num_threads()}, "
+        f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, oneDNN "
+        f"{'enabled' if mkldnn['enabled'] else 'disabled'}"
+        f"{'' if mkldnn['available'] else ' (not available)'}, BLAS {blas} "
+        f"({', '.join(blas_libs) or 'no BLAS library mapped'}), "
+        f"{n_params} parameters")
+    for rid, name, t, f in (("forward_backward", "forward+backward", t_fb, flops),
+                            ("optimizer", "optimizer step (Adam)", t_opt, 0),
+                            ("step", "training step", t_step, flops)):
+        r = row(rid, name, t, f)
+        gf = f"  {r['gflops']:7.1f} GFLOP/s" if f else ""
+        say(f"{name:<24} {r['median_ms']:9.4f} ms (min {r['min_ms']:.4f}, "
+            f"p90 {r['p90_ms']:.4f}){gf}")
     med = statistics.median(t_step)
 
     # Inference, as vae_bench (d).
@@ -128,19 +253,60 @@ def main():
                     t_rec.append((t2 - t1) * 1e3)
             infer.append((n, reps, t_ed, t_rec))
     for n, reps, t_ed, t_rec in infer:
-        print(f"batch {n}, {reps} reps:")
-        for name, t in (("  encode+decode", t_ed), ("  reconstruct", t_rec)):
-            m = statistics.median(t)
-            print(f"{name:<24} {m:9.4f} ms (min {min(t):.4f})  "
-                  f"{flops1 * n / (m * 1e6):7.1f} GFLOP/s")
+        say(f"batch {n}, {reps} reps:")
+        for rid, name, t in ((f"encode_decode.b{n}", "  encode+decode", t_ed),
+                             (f"reconstruct.b{n}", "  reconstruct", t_rec)):
+            r = row(rid, name.strip() + f", batch {n}", t, flops1 * n)
+            say(f"{name:<24} {r['median_ms']:9.4f} ms (min {r['min_ms']:.4f}, "
+                f"p90 {r['p90_ms']:.4f})  {r['gflops']:7.1f} GFLOP/s")
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"summary: step {med:.3f} ms, {med * 1e-3 * 60000 / B:.2f} s per 60000-image epoch "
-          f"at this step time; loss {first_loss:.2f} after the first step, {loss.item():.2f} "
-          f"after the last; peak RSS {rss_mb:.1f} MB")
+    if epoch:
+        N = args.epoch_images
+        f_epoch = flops * (N // B) + flops / B * (N % B)
+        row("epoch", "epoch", [epoch["seconds"] * 1e3], f_epoch)
+        say(f"epoch of {N} synthetic images, batch {B}: {epoch['seconds']:.2f} s "
+            f"({epoch['steps']} steps), loss {epoch['loss']:.2f}, peak RSS "
+            f"{epoch['peak_rss_mb']:.1f} MB after it")
+
+    rss_mb = peak_rss_mb()
+    say(f"summary: step {med:.3f} ms, {med * 1e-3 * 60000 / B:.2f} s per 60000-image epoch "
+        f"at this step time; loss {first_loss:.2f} after the first step, {loss.item():.2f} "
+        f"after the last; peak RSS {rss_mb:.1f} MB")
     for n, _, _, t_rec in infer:
         m = statistics.median(t_rec)
-        print(f"inference, batch {n}: reconstruct {m:.4f} ms = {m * 1e3 / n:.2f} us per image")
+        say(f"inference, batch {n}: reconstruct {m:.4f} ms = {m * 1e3 / n:.2f} us per image")
+
+    if args.json is not None:
+        doc = {
+            "program": "bench_torch.py",
+            "library": "pytorch",
+            "version": torch.__version__,
+            "model": "mlp 784-400-20, relu, bernoulli",
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+            "settings": {
+                "batch": B, "reps": args.reps, "warmup": warmup, "infer_reps": args.infer_reps,
+                "epoch_images": args.epoch_images, "torch_version": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "torch_interop_threads": torch.get_num_interop_threads(),
+                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                "mkldnn": mkldnn, "blas": blas, "blas_libraries": blas_libs, "params": n_params,
+            },
+            "rows": rows,
+            "summary": {
+                "step_ms": med, "loss_first": first_loss, "loss_last": loss.item(),
+                "peak_rss_mb": rss_mb,
+            },
+        }
+        if epoch:
+            doc["summary"].update({"epoch_s": epoch["seconds"], "epoch_loss": epoch["loss"],
+                                   "epoch_peak_rss_mb": epoch["peak_rss_mb"]})
+        text = json.dumps(doc, indent=2) + "\n"
+        if args.json in ("", "-"):
+            sys.stdout.write(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text)
     return 0
 
 

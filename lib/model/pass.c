@@ -7,7 +7,11 @@
  * rounds of T blocks: worker 0 adds the round's first block's gradient into
  * the slab, workers 1.. write theirs into private buffers, and the buffers
  * are added to the slab in block order. Either way the slab gets the
- * blocks' gradients one after another in block order, whatever T is. */
+ * blocks' gradients one after another in block order, whatever T is.
+ * With k draws per input (VAE_ELBO_SAMPLES) the blocks cut the n k rows,
+ * input i repeated as rows i k .. i k + k - 1; each row's gradient is
+ * weighted (1/k, or IWAE's normalised importance weight) before its
+ * backward pass (docs/math.md, 6a). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,7 +22,7 @@
 #include "elbo.h"
 
 /* A pass's shared arrays beyond ctx->rec and ctx->kl (which hold one
- * entry per row), carved from ctx->extra by pass_arrays(). */
+ * entry per row), carved from ctx->extra by arrays_layout(). */
 typedef struct pass_arrays {
     double *loss;   /* [n] per-sample loss */
     double *cw;     /* [rows] weight of each row's gradient (k > 1 or IWAE) */
