@@ -11,11 +11,25 @@
  *      noise from the trainer's generator) then vae_trainer_apply (Adam),
  *      with 1 worker and with --model-threads N workers (default 2;
  *      vae_context_set_threads), which take the batch's blocks of at most
- *      64 samples. Each worker count has its own model, context and trainer
- *      from the same seeds, timed alternately in one loop; their losses must
- *      agree to the bit (checked). With N > 1 the BLAS is set to one thread
+ *      64 samples (worker w blocks w, w + N, ...). Each worker count has its
+ *      own model, context and trainer from the same seeds, timed
+ *      alternately in one loop; their losses must agree to the bit
+ *      (checked). With N > 1 the BLAS is set to one thread
  *      (vae_blas_set_threads(1)) for the whole run, as the context requires;
- *      with --model-threads 1 it keeps OPENBLAS_NUM_THREADS;
+ *      with --model-threads 1 it keeps OPENBLAS_NUM_THREADS.
+ *      In the same loop, the step's GEMM bounds: the bare cblas_sgemm calls
+ *      of the step with the shapes, flags and leading dimensions of
+ *      lib/nn/conv2d.c, conv2d_transpose.c and dense.c, per block, the
+ *      convolutions' in chunks of samples as the library cuts them (a chunk
+ *      holds about 2^17 floats of im2col columns: VAE_CONV_CHUNK_FLOATS of
+ *      lib/nn/layer.h, copied here; if the library changes it, change
+ *      CONV_CHUNK_FLOATS below). Block after block on one stream (the bound
+ *      of 1 worker), and each worker's blocks on its own thread, all N at
+ *      once (the bound of N workers). Operands are shared, results go to
+ *      per-stream buffers; im2col/col2im, activations and Adam are not in
+ *      the bound. Targets as vae_bench's: the step at most 1.10 times its
+ *      one-stream GEMMs with 1 worker, at least 0.85 of the N-stream bound
+ *      with N;
  *  (c) inference with each worker count: vae_encode then vae_decode of the
  *      means, and vae_reconstruct, at batch 1 (--reps repetitions) and batch
  *      1000 (--infer-reps).
@@ -27,16 +41,18 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gemm_streams.h"
 #include "vae/vae.h"
 
 #define MAX_WORKERS 2 /* worker counts compared: 1 and --model-threads */
 
-static double now_ms(void)
+static double clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -141,6 +157,151 @@ static vae_model *make_model(void)
     return m;
 }
 
+/* ---- the step's bare GEMMs (the bounds of (b)) ------------------------- */
+
+#define CONV_CHUNK_FLOATS ((size_t)1 << 17) /* VAE_CONV_CHUNK_FLOATS, lib/nn/layer.h */
+
+/* Samples per GEMM of a convolution, as vae_conv_chunk() (lib/nn/im2col.c). */
+static size_t conv_chunk(size_t per_sample, size_t batch)
+{
+    size_t n = per_sample ? CONV_CHUNK_FLOATS / per_sample : batch;
+    n = n < 1 ? 1 : n;
+    return n < batch ? n : batch;
+}
+
+/* Shared operands and a result buffer per stream; the sizing pass finds
+ * their sizes and counts the FLOPs. */
+typedef struct {
+    float *a, *b;              /* operands, max_a and max_b floats */
+    float *c[MAX_STREAMS];     /* results per stream, max_c floats */
+} conv_gemms;
+
+typedef struct {
+    size_t max_a, max_b, max_c;
+    double flops;
+} conv_sizes;
+
+/* C[m][n] = op(A) op(B) + beta C, row-major, contiguous operands (the
+ * library's leading dimensions); with sz, only sized and counted. */
+static void op(const conv_gemms *g, conv_sizes *sz, size_t stream, int ta, int tb, size_t m,
+               size_t n, size_t k, float beta)
+{
+    if (sz) {
+        sz->max_a = m * k > sz->max_a ? m * k : sz->max_a;
+        sz->max_b = k * n > sz->max_b ? k * n : sz->max_b;
+        sz->max_c = m * n > sz->max_c ? m * n : sz->max_c;
+        sz->flops += 2.0 * (double)m * (double)n * (double)k;
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, 1.0f, g->a, (int)(ta ? m : k), g->b, (int)(tb ? k : n),
+                beta, g->c[stream], (int)n);
+}
+
+/* Convolution i (convs[]) on a block of `rows` samples: forward, or
+ * backward (dW, and dX unless `no_dx`), chunk by chunk as the layer does. */
+static void conv_gemm(const conv_gemms *g, conv_sizes *sz, size_t stream, size_t i, size_t rows,
+                      int backward, int no_dx)
+{
+    size_t hw = convs[i].in_hw * convs[i].in_hw;
+    if (!convs[i].transpose) { /* lib/nn/conv2d.c */
+        size_t ckk = convs[i].in_c * 16, ohw = hw / 4, oc = convs[i].out_c;
+        size_t bc = conv_chunk(ckk * ohw, rows);
+        for (size_t b0 = 0; b0 < rows; b0 += bc) {
+            size_t n = (rows - b0 < bc ? rows - b0 : bc) * ohw;
+            if (!backward) {
+                op(g, sz, stream, 0, 0, oc, n, ckk, 0.0f);
+            } else {
+                op(g, sz, stream, 0, 1, oc, ckk, n, b0 ? 1.0f : 0.0f);
+                if (!no_dx)
+                    op(g, sz, stream, 1, 0, ckk, n, oc, 0.0f);
+            }
+        }
+    } else { /* lib/nn/conv2d_transpose.c */
+        size_t ckk = convs[i].out_c * 16, ic = convs[i].in_c;
+        size_t bc = conv_chunk(ckk * hw, rows);
+        for (size_t b0 = 0; b0 < rows; b0 += bc) {
+            size_t n = (rows - b0 < bc ? rows - b0 : bc) * hw;
+            if (!backward) {
+                op(g, sz, stream, 1, 0, ckk, n, ic, 0.0f);
+            } else {
+                op(g, sz, stream, 0, 1, ic, ckk, n, b0 ? 1.0f : 0.0f);
+                if (!no_dx)
+                    op(g, sz, stream, 0, 0, ic, n, ckk, 0.0f);
+            }
+        }
+    }
+}
+
+/* Dense layer d (dense[]) on a block, as lib/nn/dense.c: Y = X.W^T;
+ * dW += dZ^T.X; dX = dZ.W. */
+static void dense_gemm(const conv_gemms *g, conv_sizes *sz, size_t stream, size_t d, size_t rows,
+                       int backward)
+{
+    size_t in = dense[d][0], out = dense[d][1];
+    if (!backward) {
+        op(g, sz, stream, 0, 1, rows, out, in, 0.0f);
+    } else {
+        op(g, sz, stream, 1, 0, out, in, rows, 1.0f);
+        op(g, sz, stream, 0, 0, rows, in, out, 0.0f);
+    }
+}
+
+/* The step's GEMMs on one block: layers in model order (conv 0, conv 1,
+ * dense 0, head, dense 2, dense 3, convT 2, convT 3) forward, then back;
+ * the first layer computes no dX. */
+static void conv_step_block(const conv_gemms *g, conv_sizes *sz, size_t stream, size_t rows)
+{
+    conv_gemm(g, sz, stream, 0, rows, 0, 0);
+    conv_gemm(g, sz, stream, 1, rows, 0, 0);
+    for (size_t d = 0; d < 4; d++)
+        dense_gemm(g, sz, stream, d, rows, 0);
+    conv_gemm(g, sz, stream, 2, rows, 0, 0);
+    conv_gemm(g, sz, stream, 3, rows, 0, 0);
+    conv_gemm(g, sz, stream, 3, rows, 1, 0);
+    conv_gemm(g, sz, stream, 2, rows, 1, 0);
+    for (size_t d = 4; d-- > 0;)
+        dense_gemm(g, sz, stream, d, rows, 1);
+    conv_gemm(g, sz, stream, 1, rows, 1, 0);
+    conv_gemm(g, sz, stream, 0, rows, 1, 1);
+}
+
+/* gemm_share_fn: blocks stream, stream + nstreams, ... of a batch of n. */
+static void conv_step_share(const void *work, int job, size_t n, size_t stream, size_t nstreams)
+{
+    (void)job;
+    for (size_t k = stream; k < block_count(n); k += nstreams)
+        conv_step_block(work, NULL, stream, block_rows(n, k));
+}
+
+static void conv_gemms_create(conv_gemms *g, size_t B, size_t streams, vae_rng *rng,
+                              double *flops)
+{
+    conv_sizes sz = {0};
+    for (size_t k = 0; k < block_count(B); k++)
+        conv_step_block(NULL, &sz, 0, block_rows(B, k));
+    *flops = sz.flops;
+    memset(g, 0, sizeof *g);
+    g->a = xmalloc_floats(sz.max_a);
+    g->b = xmalloc_floats(sz.max_b);
+    check(vae_rng_uniform(rng, g->a, sz.max_a), "vae_rng_uniform");
+    check(vae_rng_uniform(rng, g->b, sz.max_b), "vae_rng_uniform");
+    for (size_t i = 0; i < sz.max_a; i++)
+        g->a[i] = 0.01f * (g->a[i] - 0.5f);
+    for (size_t t = 0; t < streams; t++) {
+        g->c[t] = xmalloc_floats(sz.max_c);
+        memset(g->c[t], 0, sz.max_c * sizeof(float));
+    }
+}
+
+static void conv_gemms_free(conv_gemms *g)
+{
+    free(g->a);
+    free(g->b);
+    for (size_t t = 0; t < MAX_STREAMS; t++)
+        free(g->c[t]);
+}
+
 static void print_row(const char *name, double *t, int reps, double flops)
 {
     qsort(t, (size_t)reps, sizeof *t, cmp_double); /* sorts t */
@@ -202,11 +363,11 @@ int main(int argc, char **argv)
         check(vae_rng_normal(rng, x, B * in), "vae_rng_normal");
         check(vae_rng_normal(rng, dy, B * out), "vae_rng_normal");
         for (int r = -warmup; r < reps; r++) {
-            double t0 = now_ms();
+            double t0 = clock_ms();
             check(vae_layer_forward(l, x, B, y), "vae_layer_forward");
-            double t1 = now_ms();
+            double t1 = clock_ms();
             check(vae_layer_backward(l, dy, dx), "vae_layer_backward");
-            double t2v = now_ms();
+            double t2v = clock_ms();
             if (r >= 0) {
                 t[r] = t1 - t0;
                 t2[r] = t2v - t1;
@@ -259,15 +420,33 @@ int main(int argc, char **argv)
         if (!ts[w])
             return 1;
     }
+    /* The GEMM bounds, on one stream and on `threads` streams at once. */
+    const size_t top = workers[n_wk - 1];
+    conv_gemms cg;
+    double f_gemms = 0.0;
+    conv_gemms_create(&cg, B, top, rng, &f_gemms);
+    gemm_streams *streams = NULL;
+    if (gemm_streams_create(&streams, top, conv_step_share, &cg) != 0) {
+        fprintf(stderr, "vae_bench_conv: cannot start %zu GEMM threads\n", top - 1);
+        return 1;
+    }
     for (int r = -warmup; r < reps; r++) {
+        double g0 = clock_ms();
+        conv_step_share(&cg, 0, B, 0, 1);
+        double g1 = clock_ms() - g0;
+        double gn = n_wk > 1 ? gemm_streams_run(streams, 0, B) : 0.0;
+        if (r >= 0) {
+            t[r] = g1;
+            t2[r] = gn;
+        }
         for (size_t w = 0; w < n_wk; w++) {
             vae_epoch_stats st = {.size = sizeof st};
-            double t0 = now_ms();
+            double t0 = clock_ms();
             check(vae_trainer_forward_backward(tr[w], data, B, NULL, &st),
                   "vae_trainer_forward_backward");
             check(vae_trainer_apply(tr[w]), "vae_trainer_apply");
             if (r >= 0)
-                ts[w][r] = now_ms() - t0;
+                ts[w][r] = clock_ms() - t0;
             loss[w] = st.loss;
         }
         for (size_t w = 1; w < n_wk; w++)
@@ -286,6 +465,26 @@ int main(int argc, char **argv)
         step_ms[w] = ts[w][reps / 2];
         free(ts[w]);
     }
+    print_row("step's GEMMs, 1 stream", t, reps, f_gemms);
+    double g1_ms = t[reps / 2], gn_ms = g1_ms;
+    if (n_wk > 1) {
+        char name[64];
+        snprintf(name, sizeof name, "same, %zu streams at once", top);
+        print_row(name, t2, reps, f_gemms);
+        gn_ms = t2[reps / 2];
+    }
+    gemm_streams_free(streams);
+    conv_gemms_free(&cg);
+    if (f_gemms < 0.999 * f_step || f_gemms > 1.001 * f_step)
+        printf("(the bare GEMMs count %.1f MFLOP against the %.1f of the layers' formula: "
+               "their shapes no longer match the model)\n",
+               f_gemms * 1e-6, f_step * 1e-6);
+    printf("1 worker: step / its GEMMs on one stream %.2f (target <= 1.10: %s)",
+           step_ms[0] / g1_ms, step_ms[0] / g1_ms <= 1.10 ? "met" : "not met");
+    if (n_wk > 1)
+        printf("; %zu workers: %zu-stream GEMMs / step %.2f (target >= 0.85: %s)", top, top,
+               gn_ms / step_ms[1], gn_ms / step_ms[1] >= 0.85 ? "met" : "not met");
+    printf("\n");
     printf("a 60000-image epoch at these step times:");
     for (size_t w = 0; w < n_wk; w++)
         printf("%s %.1f s with %zu worker%s", w ? "," : "",
@@ -323,12 +522,12 @@ int main(int argc, char **argv)
         }
         for (int r = -wk; r < rk; r++)
             for (size_t w = 0; w < n_wk; w++) {
-                double a = now_ms();
+                double a = clock_ms();
                 check(vae_encode(ctx[w], m[0], xi, n, mu, lv), "vae_encode");
                 check(vae_decode(ctx[w], m[0], mu, n, yi), "vae_decode");
-                double b = now_ms();
+                double b = clock_ms();
                 check(vae_reconstruct(ctx[w], m[0], xi, n, yi), "vae_reconstruct");
-                double c = now_ms();
+                double c = clock_ms();
                 if (r >= 0) {
                     te[w][r] = b - a;
                     trc[w][r] = c - b;

@@ -1,0 +1,238 @@
+/* Timings, JSON and machine facts of the benchmark reports (report.h). */
+#define _POSIX_C_SOURCE 200809L
+
+#include "report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vae/vae.h"
+
+/* Exported by OpenBLAS (or BLIS); weak so that the programs link and run
+ * with either and report what they find. */
+extern char *openblas_get_config(void) __attribute__((weak));
+extern char *openblas_get_corename(void) __attribute__((weak));
+extern int openblas_get_parallel(void) __attribute__((weak));
+extern char *bli_info_get_version_str(void) __attribute__((weak));
+
+double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile p (0..100) of sorted t[0..n-1]. */
+static double percentile(const double *t, int n, double p)
+{
+    int k = (int)ceil(p / 100.0 * n) - 1;
+    return t[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+timing timing_of(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    timing r;
+    r.median = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    r.min = t[0];
+    r.max = t[n - 1];
+    r.p10 = percentile(t, n, 10.0);
+    r.p90 = percentile(t, n, 90.0);
+    r.n = n;
+    return r;
+}
+
+timing timing_single(double ms)
+{
+    timing r = {ms, ms, ms, ms, ms, 1};
+    return r;
+}
+
+double peak_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
+}
+
+/* ---- JSON ------------------------------------------------------------ */
+
+void json_init(json_writer *w, FILE *f)
+{
+    memset(w, 0, sizeof *w);
+    w->f = f;
+}
+
+static void put_escaped(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f); /* UTF-8 bytes pass through */
+        }
+    }
+    fputc('"', f);
+}
+
+/* Comma, newline and indentation before a value, then its key. */
+static void begin_value(json_writer *w, const char *key)
+{
+    if (w->depth > 0) {
+        fputs(w->count[w->depth] ? ",\n" : "\n", w->f);
+        for (int i = 0; i < w->depth; i++)
+            fputs("  ", w->f);
+    }
+    w->count[w->depth]++;
+    if (key) {
+        put_escaped(w->f, key);
+        fputs(": ", w->f);
+    }
+}
+
+void json_open(json_writer *w, const char *key, char bracket)
+{
+    begin_value(w, key);
+    fputc(bracket, w->f);
+    if (w->depth + 1 < JSON_MAX_DEPTH)
+        w->count[++w->depth] = 0;
+}
+
+void json_close(json_writer *w, char bracket)
+{
+    int had = w->count[w->depth];
+    if (w->depth > 0)
+        w->depth--;
+    if (had) {
+        fputc('\n', w->f);
+        for (int i = 0; i < w->depth; i++)
+            fputs("  ", w->f);
+    }
+    fputc(bracket, w->f);
+}
+
+void json_str(json_writer *w, const char *key, const char *s)
+{
+    begin_value(w, key);
+    if (s)
+        put_escaped(w->f, s);
+    else
+        fputs("null", w->f);
+}
+
+void json_num(json_writer *w, const char *key, double x)
+{
+    begin_value(w, key);
+    if (isfinite(x))
+        fprintf(w->f, "%.6g", x);
+    else
+        fputs("null", w->f);
+}
+
+void json_int(json_writer *w, const char *key, long long x)
+{
+    begin_value(w, key);
+    fprintf(w->f, "%lld", x);
+}
+
+void json_bool(json_writer *w, const char *key, int b)
+{
+    begin_value(w, key);
+    fputs(b ? "true" : "false", w->f);
+}
+
+void json_end(json_writer *w)
+{
+    fputc('\n', w->f);
+    fflush(w->f);
+}
+
+/* ---- machine facts --------------------------------------------------- */
+
+/* The first "model name" of /proc/cpuinfo, or "unknown". */
+static void cpu_model(char *buf, size_t size)
+{
+    snprintf(buf, size, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10))
+            continue;
+        char *v = strchr(line, ':');
+        if (!v)
+            continue;
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        v[strcspn(v, "\n")] = '\0';
+        snprintf(buf, size, "%s", v);
+        break;
+    }
+    fclose(f);
+}
+
+const char *blas_description(void)
+{
+    static char buf[512];
+    if (openblas_get_config) /* its configuration string names it already */
+        snprintf(buf, sizeof buf, "%s", openblas_get_config());
+    else if (bli_info_get_version_str)
+        snprintf(buf, sizeof buf, "BLIS %s", bli_info_get_version_str());
+    else
+        snprintf(buf, sizeof buf, "unknown");
+    return buf;
+}
+
+void json_machine(json_writer *w, const char *key)
+{
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    json_open(w, key, '{');
+    json_str(w, "cpu", cpu);
+    json_int(w, "cores", sysconf(_SC_NPROCESSORS_ONLN));
+    json_open(w, "blas", '{');
+    json_str(w, "vendor", openblas_get_config ? "OpenBLAS"
+                          : bli_info_get_version_str ? "BLIS" : "unknown");
+    json_str(w, "config", openblas_get_config ? openblas_get_config()
+                          : bli_info_get_version_str ? bli_info_get_version_str() : NULL);
+    json_str(w, "core", openblas_get_corename ? openblas_get_corename() : NULL);
+    if (openblas_get_parallel) /* 0 sequential, 1 pthreads, 2 OpenMP */
+        json_int(w, "parallel", openblas_get_parallel());
+    json_int(w, "threads", (long long)vae_blas_threads());
+    json_close(w, '}');
+    json_open(w, "env", '{');
+    json_str(w, "OPENBLAS_NUM_THREADS", getenv("OPENBLAS_NUM_THREADS"));
+    json_str(w, "OMP_NUM_THREADS", getenv("OMP_NUM_THREADS"));
+    json_close(w, '}');
+    json_close(w, '}');
+}

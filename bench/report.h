@@ -1,0 +1,60 @@
+/* What the benchmark programs share for their reports: the summary of a
+ * set of timings, a small JSON writer (strings escaped, non-finite numbers
+ * as null), and the facts of the machine and of the BLAS a run had. Nothing
+ * here is part of libvae. */
+#ifndef VAE_BENCH_REPORT_H
+#define VAE_BENCH_REPORT_H
+
+#include <stdio.h>
+
+/* Milliseconds on a monotonic clock. */
+double now_ms(void);
+
+/* Summary of n timings in ms (n >= 1). */
+typedef struct {
+    double median, min, max, p10, p90; /* p10/p90: nearest-rank percentiles */
+    int n;
+} timing;
+
+/* Sorts t[0..n-1] in place and summarizes it. */
+timing timing_of(double *t, int n);
+/* One measurement: every statistic equal to ms, n = 1. */
+timing timing_single(double ms);
+
+/* Peak resident set size of this process so far, in MB. */
+double peak_rss_mb(void);
+
+/* A JSON document written as it goes: open/close objects and arrays, keys,
+ * values. Commas and indentation are handled here; a NULL key writes a bare
+ * value (inside an array, or the document's outermost value). */
+#define JSON_MAX_DEPTH 16
+typedef struct {
+    FILE *f;
+    int depth;
+    int count[JSON_MAX_DEPTH]; /* values written so far at each depth */
+} json_writer;
+
+void json_init(json_writer *w, FILE *f);
+void json_open(json_writer *w, const char *key, char bracket);  /* '{' or '[' */
+void json_close(json_writer *w, char bracket);                  /* '}' or ']' */
+void json_str(json_writer *w, const char *key, const char *s);  /* NULL s: null */
+void json_num(json_writer *w, const char *key, double x);       /* NaN, inf: null */
+void json_int(json_writer *w, const char *key, long long x);
+void json_bool(json_writer *w, const char *key, int b);
+/* Ends the document with a newline. */
+void json_end(json_writer *w);
+
+/*
+ * "machine": the CPU model (/proc/cpuinfo), online cores, the BLAS (vendor,
+ * and OpenBLAS's build configuration and core when the BLAS exports
+ * openblas_get_config/openblas_get_corename, looked up as weak symbols),
+ * the BLAS's thread count now, and the thread variables of the environment
+ * (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, as the process started).
+ */
+void json_machine(json_writer *w, const char *key);
+
+/* The BLAS vendor as far as it can be told at run time: "OpenBLAS ..." with
+ * its configuration string, "BLIS ..." or "unknown". Static storage. */
+const char *blas_description(void);
+
+#endif
