@@ -1516,6 +1516,78 @@ static void test_filter_label(void **state)
     vae_dataset_free(ds);
 }
 
+/* Rows are kept in a zero-run code (or as they are when that is not
+ * shorter): whatever the pattern, every row reads back as p / 255 exactly,
+ * through vae_dataset_range, a subset in another order and a label filter.
+ * Patterns: all zero (runs longer than 255), no zero, alternating (the code
+ * would be longer: kept raw), 256 zeros then pixels, zeros only at the end,
+ * one pixel, pairs of zeros before each pixel (a code exactly as long as
+ * the row: kept raw too), and rows of every sparsity in between; widths 1,
+ * 2 and 300. */
+static void test_row_code_patterns(void **state)
+{
+    (void)state;
+    const uint32_t widths[3] = {300, 1, 2};
+    for (size_t wi = 0; wi < 3; wi++) {
+        const uint32_t D = widths[wi], N = 48;
+        uint8_t *px = tu_alloc((size_t)N * D, 1);
+        tu_rng r = {77 + wi};
+        for (uint32_t i = 0; i < N; i++) {
+            uint8_t *row = px + (size_t)i * D;
+            for (uint32_t j = 0; j < D; j++) {
+                uint8_t v = (uint8_t)(1 + tu_u64(&r) % 255);
+                switch (i) {
+                case 0: v = 0; break;
+                case 1: break;
+                case 2: v = j % 2 ? v : 0; break;
+                case 3: v = j < 256 ? 0 : v; break;
+                case 4: v = j + 10 >= D ? 0 : v; break;
+                case 5: v = j == D / 2 ? 200 : 0; break;
+                case 6: v = j % 3 == 2 ? v : 0; break; /* a code of exactly D bytes */
+                default: v = tu_unif(&r) * (N - 7) < (double)(i - 7) ? 0 : v;
+                }
+                row[j] = v;
+            }
+        }
+        unsigned char *file = tu_alloc(16 + (size_t)N * D, 1), lab[64];
+        const uint32_t dims[2] = {N, D}, ldims[1] = {N};
+        size_t n = idx_bytes(file, 16 + (size_t)N * D, dims, 2, px, (size_t)N * D);
+        tu_write_file(tpath("rows.idx"), file, n);
+        for (uint32_t i = 0; i < N; i++)
+            lab[i] = (uint8_t)(i % 3);
+        n = idx_bytes(file, 16 + (size_t)N * D, ldims, 1, lab, N);
+        tu_write_file(tpath("rows-labels.idx"), file, n);
+        vae_dataset *ds = NULL, *sub = NULL, *odd = NULL;
+        TU_OK(vae_dataset_load_idx(&ds, tpath("rows.idx"), tpath("rows-labels.idx")));
+        float *out = tu_alloc((size_t)N * D, sizeof *out);
+        TU_OK(vae_dataset_range(ds, 0, N, out));
+        for (size_t k = 0; k < (size_t)N * D; k++)
+            if (out[k] != (float)px[k] / 255.0f)
+                fail_msg("width %u: value %zu (row %zu) is %g, expected %u/255", (unsigned)D, k,
+                         k / D, (double)out[k], (unsigned)px[k]);
+        size_t idx[48];
+        for (size_t i = 0; i < N; i++)
+            idx[i] = N - 1 - i;
+        TU_OK(vae_dataset_subset(&sub, ds, idx, N));
+        TU_OK(vae_dataset_range(sub, 0, N, out));
+        for (size_t i = 0; i < N; i++)
+            for (size_t j = 0; j < D; j++)
+                assert_true(out[i * D + j] == (float)px[(N - 1 - i) * D + j] / 255.0f);
+        TU_OK(vae_dataset_filter_label(&odd, ds, 1, 1));
+        assert_int_equal(vae_dataset_count(odd), N / 3);
+        TU_OK(vae_dataset_range(odd, 0, N / 3, out));
+        for (size_t i = 0; i < N / 3; i++)
+            for (size_t j = 0; j < D; j++)
+                assert_true(out[i * D + j] == (float)px[(3 * i + 1) * D + j] / 255.0f);
+        vae_dataset_free(odd);
+        vae_dataset_free(sub);
+        vae_dataset_free(ds);
+        free(out);
+        free(file);
+        free(px);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1541,6 +1613,7 @@ int main(void)
         cmocka_unit_test(test_from_floats_bad),
         cmocka_unit_test(test_subset),
         cmocka_unit_test(test_filter_label),
+        cmocka_unit_test(test_row_code_patterns),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
 }

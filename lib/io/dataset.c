@@ -1,5 +1,5 @@
-/* Datasets in memory: uint8 images (IDX) or caller floats, converted to
- * float batches on demand. */
+/* Datasets in memory: uint8 images (IDX), coded row by row (dataset.h), or
+ * caller floats, converted to float batches on demand. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,9 +7,55 @@
 #include "../core/rng.h"
 #include "dataset.h"
 
-int vae_dataset_alloc(vae_dataset **out, size_t count, size_t dim, int bytes, int labels,
-                      const char *fn)
+size_t vae_row_code(const uint8_t *row, size_t dim, uint8_t *out)
 {
+    /* The code stays below dim bytes, or the row is kept as it is. */
+    size_t n = 0, j = 0;
+    while (j < dim) {
+        if (row[j]) {
+            if (n + 1 >= dim)
+                break;
+            out[n++] = row[j++];
+            continue;
+        }
+        size_t r = 1;
+        while (r < 255 && j + r < dim && row[j + r] == 0)
+            r++;
+        if (n + 2 >= dim)
+            break;
+        out[n++] = 0;
+        out[n++] = (uint8_t)r;
+        j += r;
+    }
+    if (j == dim)
+        return n;
+    memcpy(out, row, dim);
+    return dim;
+}
+
+/* Row index of ds as dim pixels in px. */
+static void row_pixels(const vae_dataset *ds, size_t index, uint8_t *px)
+{
+    const uint8_t *c = ds->code + ds->off[index];
+    const size_t len = ds->off[index + 1] - ds->off[index], d = ds->dim;
+    if (len == d) {
+        memcpy(px, c, d);
+        return;
+    }
+    for (size_t k = 0, j = 0; k < len; k++) {
+        if (c[k]) {
+            px[j++] = c[k];
+        } else {
+            memset(px + j, 0, c[k + 1]);
+            j += c[++k];
+        }
+    }
+}
+
+int vae_dataset_alloc(vae_dataset **out, size_t count, size_t dim, size_t code_bytes,
+                      int labels, const char *fn)
+{
+    const int bytes = code_bytes > 0;
     int ovf = 0;
     size_t n = vae_mul_size(count, dim, &ovf);
     if (ovf || n > SIZE_MAX / sizeof(float))
@@ -21,13 +67,17 @@ int vae_dataset_alloc(vae_dataset **out, size_t count, size_t dim, int bytes, in
     ds->dim = dim;
     ds->height = 1;
     ds->width = dim;
-    if (bytes)
-        ds->u8 = vae_malloc(n ? n : 1);
-    else
+    if (bytes) {
+        ds->code = vae_malloc(code_bytes);
+        ds->off = vae_malloc((count + 1) * sizeof *ds->off);
+        if (ds->off)
+            ds->off[0] = 0;
+    } else {
         ds->f32 = vae_malloc((n ? n : 1) * sizeof(float));
+    }
     if (labels)
         ds->labels = vae_malloc((count ? count : 1) * sizeof(int32_t));
-    if ((bytes ? !ds->u8 : !ds->f32) || (labels && !ds->labels)) {
+    if ((bytes ? !ds->code || !ds->off : !ds->f32) || (labels && !ds->labels)) {
         vae_dataset_free(ds);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory for %zu samples of %zu values", fn,
                         count, dim);
@@ -40,7 +90,8 @@ void vae_dataset_free(vae_dataset *ds)
 {
     if (!ds)
         return;
-    vae_free(ds->u8);
+    vae_free(ds->code);
+    vae_free(ds->off);
     vae_free(ds->f32);
     vae_free(ds->labels);
     vae_free(ds);
@@ -117,17 +168,23 @@ void vae_dataset_copy_row(vae_dataset *dst, size_t dst_index, const vae_dataset 
                           size_t src_index)
 {
     size_t d = src->dim;
-    if (src->u8)
-        memcpy(dst->u8 + dst_index * d, src->u8 + src_index * d, d);
-    else
+    if (src->code) {
+        size_t at = dst->off[dst_index], len = src->off[src_index + 1] - src->off[src_index];
+        memcpy(dst->code + at, src->code + src->off[src_index], len);
+        dst->off[dst_index + 1] = at + len;
+    } else
         memcpy(dst->f32 + dst_index * d, src->f32 + src_index * d, d * sizeof(float));
     if (src->labels)
         dst->labels[dst_index] = src->labels[src_index];
 }
 
-static int new_like(vae_dataset **out, const vae_dataset *ds, size_t n, const char *fn)
+/* A dataset of n rows of ds's kind, with room for code_bytes of code when
+ * ds holds bytes. */
+static int new_like(vae_dataset **out, const vae_dataset *ds, size_t n, size_t code_bytes,
+                    const char *fn)
 {
-    int rc = vae_dataset_alloc(out, n, ds->dim, ds->u8 != NULL, ds->labels != NULL, fn);
+    int rc = vae_dataset_alloc(out, n, ds->dim, ds->code ? code_bytes : 0, ds->labels != NULL,
+                               fn);
     if (rc)
         return rc;
     (*out)->height = ds->height;
@@ -150,8 +207,11 @@ int vae_dataset_subset(vae_dataset **out, const vae_dataset *ds, const size_t *i
         if (indices[i] >= ds->count)
             return vae_fail(VAE_ERR_INVALID, "%s: indices[%zu] = %zu is past the %zu samples",
                             fn, i, indices[i], ds->count);
+    size_t code = 0;
+    for (size_t i = 0; ds->code && i < n; i++)
+        code += ds->off[indices[i] + 1] - ds->off[indices[i]];
     vae_dataset *sub = NULL;
-    int rc = new_like(&sub, ds, n, fn);
+    int rc = new_like(&sub, ds, n, code, fn);
     if (rc)
         return rc;
     for (size_t i = 0; i < n; i++)
@@ -169,14 +229,17 @@ int vae_dataset_filter_label(vae_dataset **out, const vae_dataset *ds, int32_t l
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", fn, out ? "dataset" : "out");
     if (!ds->labels)
         return vae_fail(VAE_ERR_STATE, "%s: the dataset has no labels", fn);
-    size_t n = 0;
+    size_t n = 0, code = 0;
     for (size_t i = 0; i < ds->count; i++)
-        n += (ds->labels[i] == label) == (keep != 0);
+        if ((ds->labels[i] == label) == (keep != 0)) {
+            n++;
+            code += ds->code ? ds->off[i + 1] - ds->off[i] : 0;
+        }
     if (n == 0)
         return vae_fail(VAE_ERR_INVALID, "%s: no sample %s label %d", fn,
                         keep ? "has" : "is left without", (int)label);
     vae_dataset *sub = NULL;
-    int rc = new_like(&sub, ds, n, fn);
+    int rc = new_like(&sub, ds, n, code, fn);
     if (rc)
         return rc;
     for (size_t i = 0, j = 0; i < ds->count; i++)
@@ -189,8 +252,12 @@ int vae_dataset_filter_label(vae_dataset **out, const vae_dataset *ds, int32_t l
 static void row_to_float(const vae_dataset *ds, size_t index, float *out)
 {
     size_t d = ds->dim;
-    if (ds->u8) {
-        const uint8_t *p = ds->u8 + index * d;
+    if (ds->code) {
+        /* The pixels land in the bytes of out's last quarter, each read
+         * before the float that overwrites it is written (float j covers
+         * bytes 4j..4j+3, pixel j lies at byte 3d + j >= 4j + 3 for j < d). */
+        uint8_t *p = (uint8_t *)(void *)out + 3 * d;
+        row_pixels(ds, index, p);
         /* A division, not a multiplication by 1/255 (which is off by one ulp
          * for half of the pixel values): p / 255 correctly rounded, the
          * value torchvision's ToTensor gives. */

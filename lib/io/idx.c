@@ -14,7 +14,8 @@
  * what the header announces: a header announcing 2^40 bytes of a short file
  * allocates nothing large, and a small gzip bomb cannot inflate past the
  * announced size plus one byte. The file must then end exactly where the
- * header says. */
+ * header says. Images are coded row by row as they arrive (dataset.h), so
+ * the raw pixels are never all in memory at once. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
@@ -39,8 +40,9 @@ static const char *const FN = "vae_dataset_load_idx";
 typedef struct idx_file {
     size_t ndims;
     size_t dims[3];
-    uint8_t *data;          /* dims[0] * ... bytes */
-    size_t size;
+    uint8_t *data;          /* dims[0] * ... bytes (labels), or the rows' code (images) */
+    size_t *off;            /* [dims[0] + 1] where each row's code starts (images) */
+    size_t size;            /* bytes in data */
 } idx_file;
 
 /* The content of one file: its bytes (plain) or its inflated bytes (gzip). */
@@ -238,8 +240,10 @@ static int src_finish(idx_src *s)
 /* Reads one IDX file of min_dims to max_dims dimensions. When expect_count
  * is nonzero (labels), the first dimension must equal it; images_path names
  * the file it comes from. */
+/* Reads the header and the data; with code set (images) the data is coded
+ * row by row into out->data and out->off. */
 static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims,
-                     const char *what, size_t expect_count, const char *images_path)
+                     const char *what, size_t expect_count, const char *images_path, int code)
 {
     const char *path = s->path;
     unsigned char head[16];
@@ -289,53 +293,101 @@ static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims
                         "the header), above the limit VAE_LIMIT_FILE_BYTES = %llu",
                         FN, path, out->dims[0], per_sample, (unsigned long long)content,
                         (unsigned long long)s->limit);
-    /* Grow by doubling as data arrives, never past what the header promised. */
-    size_t cap = total < FIRST_CAP ? total : FIRST_CAP, have = 0;
-    uint8_t *buf = vae_malloc(cap);
-    if (!buf)
+    /* Grow by doubling as data arrives, never past what the header promised
+     * (for images: the rows' code, at most one row longer than the rows). */
+    const size_t rows = out->dims[0], unit = code ? per_sample : total;
+    size_t cap = total < FIRST_CAP ? total : FIRST_CAP, have = 0, used = 0;
+    /* off[] grows with the rows that arrive, like buf. */
+    size_t off_cap = rows + 1 < 4096 ? rows + 1 : 4096;
+    uint8_t *buf = vae_malloc(cap), *row = code ? vae_malloc(per_sample) : NULL;
+    size_t *off = code ? vae_malloc(off_cap * sizeof *off) : NULL;
+    if (!buf || (code && (!row || !off))) {
+        vae_free(buf);
+        vae_free(row);
+        vae_free(off);
         return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, cap);
-    for (;;) {
-        if ((rc = src_read(s, buf + have, cap - have, &got))) {
-            vae_free(buf);
-            return rc;
+    }
+    if (off)
+        off[0] = 0;
+    for (size_t r = 0; r < (code ? rows : 1);) {
+        /* Room for what comes next: a row's code, or the rest of the data. */
+        size_t need = code ? used + per_sample : cap;
+        if (code && need > cap) {
+            size_t ncap = cap > total / 2 ? total : 2 * cap;
+            ncap = ncap < need ? need : ncap;
+            uint8_t *nb = vae_realloc(buf, ncap);
+            if (!nb) {
+                rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path,
+                              ncap);
+                break;
+            }
+            buf = nb;
+            cap = ncap;
         }
+        uint8_t *dst = code ? row : buf + have;
+        if ((rc = src_read(s, dst, code ? per_sample : cap - have, &got)))
+            break;
         have += got;
+        if (code) {
+            if (got < unit)
+                break;
+            if (r + 1 == off_cap) {
+                size_t ncap = off_cap > (rows + 1) / 2 ? rows + 1 : 2 * off_cap;
+                size_t *no = vae_realloc(off, ncap * sizeof *off);
+                if (!no) {
+                    rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu rows", FN, path,
+                                  ncap);
+                    break;
+                }
+                off = no;
+                off_cap = ncap;
+            }
+            used += vae_row_code(row, per_sample, buf + used);
+            off[++r] = used;
+            continue;
+        }
         if (have < cap || cap == total)
             break;
         size_t ncap = cap > total / 2 ? total : 2 * cap;
         uint8_t *nb = vae_realloc(buf, ncap);
         if (!nb) {
-            vae_free(buf);
-            return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path,
-                            ncap);
+            rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, ncap);
+            break;
         }
         buf = nb;
         cap = ncap;
     }
-    if (have < total) {
+    vae_free(row);
+    if (!rc && have < total)
+        rc = vae_fail(VAE_ERR_FORMAT,
+                      "%s: %s: truncated: the header announces %zu samples (%zu bytes of "
+                      "data), the file has %zu",
+                      FN, path, out->dims[0], total, have);
+    if (!rc)
+        rc = src_finish(s);
+    if (rc) {
         vae_free(buf);
-        return vae_fail(VAE_ERR_FORMAT,
-                        "%s: %s: truncated: the header announces %zu samples (%zu bytes of "
-                        "data), the file has %zu",
-                        FN, path, out->dims[0], total, have);
-    }
-    if ((rc = src_finish(s))) {
-        vae_free(buf);
+        vae_free(off);
         return rc;
     }
+    if (code && used < cap) { /* give back what the code did not use */
+        uint8_t *nb = vae_realloc(buf, used ? used : 1);
+        buf = nb ? nb : buf;
+    }
     out->data = buf;
-    out->size = total;
+    out->off = off;
+    out->size = code ? used : total;
     return VAE_OK;
 }
 
 static int read_idx(idx_file *out, const char *path, size_t min_dims, size_t max_dims,
-                    const char *what, size_t expect_count, const char *images_path)
+                    const char *what, size_t expect_count, const char *images_path, int code)
 {
     memset(out, 0, sizeof *out);
     idx_src s;
     int rc = src_open(&s, path, what);
     if (!rc)
-        rc = read_body(&s, out, min_dims, max_dims, what, expect_count, images_path);
+        rc = read_body(&s, out, min_dims, max_dims, what, expect_count, images_path, code);
     src_close(&s);
     return rc;
 }
@@ -347,12 +399,13 @@ int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char 
     if (!out || !images_path)
         return vae_fail(VAE_ERR_INVALID, "%s: %s is NULL", FN, out ? "images_path" : "out");
     idx_file img, lab = {0};
-    int rc = read_idx(&img, images_path, 2, 3, "image", 0, NULL);
+    int rc = read_idx(&img, images_path, 2, 3, "image", 0, NULL, 1);
     if (rc)
         return rc;
     if (labels_path &&
-        (rc = read_idx(&lab, labels_path, 1, 1, "label", img.dims[0], images_path))) {
+        (rc = read_idx(&lab, labels_path, 1, 1, "label", img.dims[0], images_path, 0))) {
         vae_free(img.data);
+        vae_free(img.off);
         return rc;
     }
     vae_dataset *ds = vae_calloc(1, sizeof *ds);
@@ -361,6 +414,7 @@ int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char 
         vae_free(ds);
         vae_free(labels);
         vae_free(img.data);
+        vae_free(img.off);
         vae_free(lab.data);
         return vae_fail(VAE_ERR_NOMEM, "%s: out of memory", FN);
     }
@@ -371,7 +425,8 @@ int vae_dataset_load_idx(vae_dataset **out, const char *images_path, const char 
     ds->height = img.ndims == 3 ? img.dims[1] : 1;
     ds->width = img.ndims == 3 ? img.dims[2] : img.dims[1];
     ds->dim = ds->height * ds->width;
-    ds->u8 = img.data;
+    ds->code = img.data;
+    ds->off = img.off;
     ds->labels = labels;
     *out = ds;
     return VAE_OK;
