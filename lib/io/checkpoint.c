@@ -44,17 +44,18 @@ static void encode(const vae_trainer *t, vae_writer *w)
      * 1.1. */
     vae_chunk_begin(w, vae_chunk_types[VAE_CK_OBJV]);
     double ev[ELBO_KEYS + 1], dv;
+    int keep[ELBO_KEYS + 1];
     const vae_elbo defaults = vae_elbo_defaults();
     uint32_t ecount = 0;
     for (int key = 1; key <= ELBO_KEYS; key++) {
         vae_elbo_get_param(t->e, key, &ev[key]);
         vae_elbo_get_param(&defaults, key, &dv);
-        ecount += key <= ELBO_KEYS_1_1 || ev[key] != dv;
+        keep[key] = key <= ELBO_KEYS_1_1 || ev[key] != dv;
+        ecount += (uint32_t)keep[key];
     }
     vae_put_u32(w, ecount);
     for (int key = 1; key <= ELBO_KEYS; key++) {
-        vae_elbo_get_param(&defaults, key, &dv);
-        if (key > ELBO_KEYS_1_1 && ev[key] == dv)
+        if (!keep[key])
             continue;
         vae_put_u32(w, (uint32_t)key);
         vae_put_u32(w, 0);
