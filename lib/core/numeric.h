@@ -46,7 +46,11 @@ static inline float vae_exp_nonpos(float x)
     xk = xk > -87.0f ? xk : -87.0f;             /* NaN and -inf become -87 */
     x = x < -87.0f ? -87.0f : x;                /* NaN and +inf stay */
     int k = (int)(xk * 1.44269504088896341f - 0.5f); /* round half down */
-    float kf = (float)k;
+    /* k as a float, exactly (k + 127 is 1 to 127): written so, not (float)k,
+     * because GCC turns (float)(int)y into a truncation with range checks
+     * when SSE4.1 or AVX is on, and those branches kept every loop around
+     * this function from vectorizing in the AVX2 and AVX-512 clones. */
+    float kf = (float)(k + 127) - 127.0f;
     float r = (x - kf * 0.693145751953125f) - kf * 1.42860682030941723212e-6f;
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;

@@ -185,7 +185,7 @@ static inline double sum_parts(const double part[8])
            ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-void vae_cb_mean(const float *in, size_t n, float *out)
+VAE_CLONES void vae_cb_mean(const float *in, size_t n, float *out)
 {
     for (size_t k = 0; k < n; k++) {
         float l = in[k], a = fabsf(l), nv, h;
@@ -194,7 +194,7 @@ void vae_cb_mean(const float *in, size_t n, float *out)
     }
 }
 
-double vae_recon_loss(const vae_model *m, const float *x, const float *out, size_t batch,
+VAE_CLONES double vae_recon_loss(const vae_model *m, const float *x, const float *out, size_t batch,
                       float *grad, float gscale, double *per_sample)
 {
     const size_t D = m->input_dim;
@@ -312,7 +312,7 @@ double vae_recon_loss(const vae_model *m, const float *x, const float *out, size
     return total;
 }
 
-void vae_sigmoid(const float *in, size_t n, float *out)
+VAE_CLONES void vae_sigmoid(const float *in, size_t n, float *out)
 {
     for (size_t k = 0; k < n; k++)
         out[k] = vae_sigmoidf(in[k]);
