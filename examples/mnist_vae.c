@@ -633,8 +633,7 @@ static int take_run_settings(config *c, const vae_trainer *t, const char *path)
         fprintf(stderr, "error: %s: the stored setting %s = '%s' is not valid\n", path, key, v); \
         return EXIT_FAIL;                                                                        \
     } while (0)
-#define SIZE_SETTING(key, field, bit, flag)                                                      \
-    STORED(key);                                                                                 \
+#define SIZE_VALUE(key, field, bit, flag)                                                        \
     if (parse_size(key, v, &z))                                                                  \
         BAD(key);                                                                                \
     if ((c->given & (bit)) && c->field != z) {                                                   \
@@ -642,6 +641,9 @@ static int take_run_settings(config *c, const vae_trainer *t, const char *path)
         conflict(&k, flag, given, v);                                                            \
     }                                                                                            \
     c->field = z;
+#define SIZE_SETTING(key, field, bit, flag)                                                      \
+    STORED(key);                                                                                 \
+    SIZE_VALUE(key, field, bit, flag)
 #define FLAG_SETTING(key, field, bit, flag)                                                      \
     STORED(key);                                                                                 \
     if (strcmp(v, "0") && strcmp(v, "1"))                                                        \
@@ -659,13 +661,7 @@ static int take_run_settings(config *c, const vae_trainer *t, const char *path)
 #define NEW_SIZE_SETTING(key, field, bit, flag)                                                  \
     if (!(v = meta_get(t, key)))                                                                 \
         v = "0";                                                                                 \
-    if (parse_size(key, v, &z))                                                                  \
-        BAD(key);                                                                                \
-    if ((c->given & (bit)) && c->field != z) {                                                   \
-        snprintf(given, sizeof given, "%zu", c->field);                                          \
-        conflict(&k, flag, given, v);                                                            \
-    }                                                                                            \
-    c->field = z;
+    SIZE_VALUE(key, field, bit, flag)
     NEW_SIZE_SETTING("likelihood", likelihood, G_LIKELIHOOD, "--likelihood");
     NEW_SIZE_SETTING("iwae", iwae, G_IWAE, "--iwae");
     NEW_SIZE_SETTING("warmup", warmup, G_WARMUP, "--warmup");
@@ -749,6 +745,7 @@ static int take_run_settings(config *c, const vae_trainer *t, const char *path)
 #undef STORED
 #undef BAD
 #undef SIZE_SETTING
+#undef SIZE_VALUE
 #undef FLAG_SETTING
     if (k.len) {
         fprintf(stderr, "error: --resume %s continues a run with the settings it started with; "
