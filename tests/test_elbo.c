@@ -1897,6 +1897,44 @@ static void test_draws_bad_input(void **state)
     vae_model_free(m);
 }
 
+/* vae_evaluate_dataset cuts a dataset into chunks of at most 2^20 rows when
+ * every sample takes many draws: with k = 2048 its 600 samples are two
+ * chunks (512 and 88), and the per-sample losses are those of two
+ * vae_elbo_evaluate calls on the same rows with the same generator. */
+static void test_evaluate_dataset_many_draws(void **state)
+{
+    (void)state;
+    enum { D = 4, H = 3, L = 2, N = 600, K = 2048 };
+    vae_model *m = mlp1(D, H, L, VAE_ACT_TANH, VAE_LIKELIHOOD_BERNOULLI, 61);
+    vae_elbo *e = objective_k(1.0, VAE_OBJECTIVE_IWAE, K);
+    float *x = tu_alloc((size_t)N * D, sizeof *x);
+    tu_rng r = {12};
+    tu_fill_range(&r, x, (size_t)N * D, 0.0, 1.0);
+    vae_dataset *ds = NULL;
+    TU_OK(vae_dataset_from_floats(&ds, x, N, D, NULL));
+    vae_rng *g1 = NULL, *g2 = NULL;
+    TU_OK(vae_rng_create(&g1, 5));
+    TU_OK(vae_rng_create(&g2, 5));
+    double *per = tu_alloc(N, sizeof *per), *ref = tu_alloc(N, sizeof *ref);
+    vae_epoch_stats st = {sizeof st};
+    TU_OK(vae_evaluate_dataset(g_ctx, m, e, ds, g1, per, &st));
+    evaluate(m, e, x, 512, NULL, g2, ref);
+    evaluate(m, e, x + 512 * D, N - 512, NULL, g2, ref + 512);
+    assert_memory_equal(per, ref, N * sizeof *per);
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++)
+        sum += ref[i];
+    TU_CLOSE(st.loss, sum / N, 1e-12, 0.0);
+    vae_rng_free(g1);
+    vae_rng_free(g2);
+    vae_dataset_free(ds);
+    free(per);
+    free(ref);
+    free(x);
+    vae_elbo_free(e);
+    vae_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1924,6 +1962,7 @@ int main(void)
         cmocka_unit_test(test_free_bits),
         cmocka_unit_test(test_warmup),
         cmocka_unit_test(test_draws_bad_input),
+        cmocka_unit_test(test_evaluate_dataset_many_draws),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

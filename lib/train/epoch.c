@@ -181,7 +181,11 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
                         fn, dim, m->input_dim);
     if ((rc = vae_ctx_enter(ctx, fn)))
         return rc;
-    const size_t bs = n < EVAL_CHUNK ? n : EVAL_CHUNK;
+    /* Chunks of at most EVAL_CHUNK samples, and of at most VAE_MAX_BATCH
+     * rows when each sample takes several draws. */
+    const size_t draws = e->objective == VAE_OBJECTIVE_AUTOENCODER ? 1 : e->samples;
+    const size_t most = EVAL_CHUNK < VAE_MAX_BATCH / draws ? EVAL_CHUNK : VAE_MAX_BATCH / draws;
+    const size_t bs = n < most ? n : most;
     float *batch = vae_malloc(bs * dim * sizeof *batch);
     if (!batch)
         rc = vae_fail(VAE_ERR_NOMEM, "%s: out of memory", fn);
