@@ -2112,7 +2112,7 @@ VAE_API int vae_trainer_discard_epoch(vae_trainer *t);
  * @param[out]    stats      Receives the means, samples and seconds; may be NULL; its
  *                           size field must be set.
  * @retval VAE_OK          success.
- * @retval VAE_ERR_INVALID ctx, m, e or ds is NULL, rng is NULL with the ELBO objective,
+ * @retval VAE_ERR_INVALID ctx, m, e or ds is NULL, rng is NULL with the ELBO or IWAE objective,
  *                         stats->size is too small or has unknown nonzero bytes, or a
  *                         (continuous) Bernoulli model meets a value outside [0, 1].
  * @retval VAE_ERR_SHAPE   the dataset's dim differs from the model's input_dim.
