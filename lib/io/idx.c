@@ -240,6 +240,25 @@ static int src_finish(idx_src *s)
 /* Reads one IDX file of min_dims to max_dims dimensions. When expect_count
  * is nonzero (labels), the first dimension must equal it; images_path names
  * the file it comes from. */
+/* p, holding *cap elements of `size` bytes, grown by doubling (never past
+ * most elements) to hold at least need; NULL when that fails (the error is
+ * set, p is still valid and owned by the caller). */
+static void *grow(void *p, size_t *cap, size_t need, size_t most, size_t size,
+                  const char *path)
+{
+    if (need <= *cap)
+        return p;
+    size_t ncap = *cap > most / 2 ? most : 2 * *cap;
+    ncap = ncap < need ? need : ncap;
+    void *np = vae_realloc(p, ncap * size);
+    if (!np) {
+        vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, ncap * size);
+        return NULL;
+    }
+    *cap = ncap;
+    return np;
+}
+
 /* Reads the header and the data; with code set (images) the data is coded
  * row by row into out->data and out->off. */
 static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims,
@@ -294,68 +313,53 @@ static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims
                         FN, path, out->dims[0], per_sample, (unsigned long long)content,
                         (unsigned long long)s->limit);
     /* Grow by doubling as data arrives, never past what the header promised
-     * (for images: the rows' code, at most one row longer than the rows). */
-    const size_t rows = out->dims[0], unit = code ? per_sample : total;
+     * (for images: the rows' code, never longer than the rows, and the
+     * rows' offsets, grown after each row has arrived). */
+    const size_t rows = out->dims[0];
     size_t cap = total < FIRST_CAP ? total : FIRST_CAP, have = 0, used = 0;
-    /* off[] grows with the rows that arrive, like buf. */
     size_t off_cap = rows + 1 < 4096 ? rows + 1 : 4096;
-    uint8_t *buf = vae_malloc(cap), *row = code ? vae_malloc(per_sample) : NULL;
-    size_t *off = code ? vae_malloc(off_cap * sizeof *off) : NULL;
+    uint8_t *buf = vae_malloc(cap), *row = code ? vae_malloc(per_sample) : NULL, *nb;
+    size_t *off = code ? vae_malloc(off_cap * sizeof *off) : NULL, *no;
     if (!buf || (code && (!row || !off))) {
         vae_free(buf);
         vae_free(row);
         vae_free(off);
         return vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, cap);
     }
-    if (off)
-        off[0] = 0;
-    for (size_t r = 0; r < (code ? rows : 1);) {
-        /* Room for what comes next: a row's code, or the rest of the data. */
-        size_t need = code ? used + per_sample : cap;
-        if (code && need > cap) {
-            size_t ncap = cap > total / 2 ? total : 2 * cap;
-            ncap = ncap < need ? need : ncap;
-            uint8_t *nb = vae_realloc(buf, ncap);
-            if (!nb) {
-                rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path,
-                              ncap);
+    if (!code) {
+        for (;;) {
+            if ((rc = src_read(s, buf + have, cap - have, &got)))
+                break;
+            have += got;
+            if (have < cap || cap == total)
+                break;
+            if (!(nb = grow(buf, &cap, cap + 1, total, 1, path))) {
+                rc = VAE_ERR_NOMEM;
                 break;
             }
             buf = nb;
-            cap = ncap;
         }
-        uint8_t *dst = code ? row : buf + have;
-        if ((rc = src_read(s, dst, code ? per_sample : cap - have, &got)))
-            break;
-        have += got;
-        if (code) {
-            if (got < unit)
+    } else {
+        off[0] = 0;
+        for (size_t r = 0; r < rows; r++) {
+            if (!(nb = grow(buf, &cap, used + per_sample, total, 1, path))) {
+                rc = VAE_ERR_NOMEM;
                 break;
-            if (r + 1 == off_cap) {
-                size_t ncap = off_cap > (rows + 1) / 2 ? rows + 1 : 2 * off_cap;
-                size_t *no = vae_realloc(off, ncap * sizeof *off);
-                if (!no) {
-                    rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu rows", FN, path,
-                                  ncap);
-                    break;
-                }
-                off = no;
-                off_cap = ncap;
             }
+            buf = nb;
+            if ((rc = src_read(s, row, per_sample, &got)))
+                break;
+            have += got;
+            if (got < per_sample)
+                break;
+            if (!(no = grow(off, &off_cap, r + 2, rows + 1, sizeof *off, path))) {
+                rc = VAE_ERR_NOMEM;
+                break;
+            }
+            off = no;
             used += vae_row_code(row, per_sample, buf + used);
-            off[++r] = used;
-            continue;
+            off[r + 1] = used;
         }
-        if (have < cap || cap == total)
-            break;
-        size_t ncap = cap > total / 2 ? total : 2 * cap;
-        uint8_t *nb = vae_realloc(buf, ncap);
-        if (!nb) {
-            rc = vae_fail(VAE_ERR_NOMEM, "%s: %s: out of memory for %zu bytes", FN, path, ncap);
-            break;
-        }
-        buf = nb;
-        cap = ncap;
     }
     vae_free(row);
     if (!rc && have < total)
@@ -370,10 +374,8 @@ static int read_body(idx_src *s, idx_file *out, size_t min_dims, size_t max_dims
         vae_free(off);
         return rc;
     }
-    if (code && used < cap) { /* give back what the code did not use */
-        uint8_t *nb = vae_realloc(buf, used ? used : 1);
-        buf = nb ? nb : buf;
-    }
+    if (code && used < cap && (nb = vae_realloc(buf, used ? used : 1))) /* give back the rest */
+        buf = nb;
     out->data = buf;
     out->off = off;
     out->size = code ? used : total;
