@@ -182,25 +182,6 @@ static void json_rows(json_writer *w)
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static void check(int rc, const char *what)
-{
-    if (rc != VAE_OK) {
-        fprintf(stderr, "vae_bench: %s failed: %s (%s)\n", what, vae_strerror(rc),
-                vae_last_error());
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "vae_bench: out of memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
 /* n floats uniform in [-a, a). */
 static float *random_floats(vae_rng *rng, size_t n, float a)
 {
@@ -318,6 +299,7 @@ static double run_epoch(size_t images, size_t batch, size_t workers, double *los
 
 int main(int argc, char **argv)
 {
+    bench_program = "vae_bench";
     size_t B = 128, epoch_images = 60000;
     int reps = 200, infer_reps = 20;
     size_t model_threads = 2;

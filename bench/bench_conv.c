@@ -48,16 +48,10 @@
 #include <time.h>
 
 #include "gemm_streams.h"
+#include "report.h"
 #include "vae/vae.h"
 
 #define MAX_WORKERS 2 /* worker counts compared: 1 and --model-threads */
-
-static double clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -65,23 +59,9 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void check(int rc, const char *what)
-{
-    if (rc != VAE_OK) {
-        fprintf(stderr, "vae_bench_conv: %s failed: %s (%s)\n", what, vae_strerror(rc),
-                vae_last_error());
-        exit(1);
-    }
-}
-
 static float *xmalloc_floats(size_t n)
 {
-    float *p = malloc(n * sizeof *p);
-    if (!p) {
-        fprintf(stderr, "vae_bench_conv: out of memory\n");
-        exit(1);
-    }
-    return p;
+    return xmalloc(n * sizeof(float));
 }
 
 /* The convolutions of mnist_vae --conv: kernel 4, stride 2, padding 1. */
@@ -310,6 +290,7 @@ static void print_row(const char *name, double *t, int reps, double flops)
 
 int main(int argc, char **argv)
 {
+    bench_program = "vae_bench_conv";
     size_t B = 128, threads = 2;
     int reps = 20, infer_reps = 3;
     for (int i = 1; i < argc; i += 2) { /* flag, value */
@@ -363,11 +344,11 @@ int main(int argc, char **argv)
         check(vae_rng_normal(rng, x, B * in), "vae_rng_normal");
         check(vae_rng_normal(rng, dy, B * out), "vae_rng_normal");
         for (int r = -warmup; r < reps; r++) {
-            double t0 = clock_ms();
+            double t0 = now_ms();
             check(vae_layer_forward(l, x, B, y), "vae_layer_forward");
-            double t1 = clock_ms();
+            double t1 = now_ms();
             check(vae_layer_backward(l, dy, dx), "vae_layer_backward");
-            double t2v = clock_ms();
+            double t2v = now_ms();
             if (r >= 0) {
                 t[r] = t1 - t0;
                 t2[r] = t2v - t1;
@@ -431,9 +412,9 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int r = -warmup; r < reps; r++) {
-        double g0 = clock_ms();
+        double g0 = now_ms();
         conv_step_share(&cg, 0, B, 0, 1);
-        double g1 = clock_ms() - g0;
+        double g1 = now_ms() - g0;
         double gn = n_wk > 1 ? gemm_streams_run(streams, 0, B) : 0.0;
         if (r >= 0) {
             t[r] = g1;
@@ -441,12 +422,12 @@ int main(int argc, char **argv)
         }
         for (size_t w = 0; w < n_wk; w++) {
             vae_epoch_stats st = {.size = sizeof st};
-            double t0 = clock_ms();
+            double t0 = now_ms();
             check(vae_trainer_forward_backward(tr[w], data, B, NULL, &st),
                   "vae_trainer_forward_backward");
             check(vae_trainer_apply(tr[w]), "vae_trainer_apply");
             if (r >= 0)
-                ts[w][r] = clock_ms() - t0;
+                ts[w][r] = now_ms() - t0;
             loss[w] = st.loss;
         }
         for (size_t w = 1; w < n_wk; w++)
@@ -522,12 +503,12 @@ int main(int argc, char **argv)
         }
         for (int r = -wk; r < rk; r++)
             for (size_t w = 0; w < n_wk; w++) {
-                double a = clock_ms();
+                double a = now_ms();
                 check(vae_encode(ctx[w], m[0], xi, n, mu, lv), "vae_encode");
                 check(vae_decode(ctx[w], m[0], mu, n, yi), "vae_decode");
-                double b = clock_ms();
+                double b = now_ms();
                 check(vae_reconstruct(ctx[w], m[0], xi, n, yi), "vae_reconstruct");
-                double c = clock_ms();
+                double c = now_ms();
                 if (r >= 0) {
                     te[w][r] = b - a;
                     trc[w][r] = c - b;

@@ -19,6 +19,27 @@ extern char *openblas_get_corename(void) __attribute__((weak));
 extern int openblas_get_parallel(void) __attribute__((weak));
 extern char *bli_info_get_version_str(void) __attribute__((weak));
 
+const char *bench_program = "bench";
+
+void check(int rc, const char *what)
+{
+    if (rc != VAE_OK) {
+        fprintf(stderr, "%s: %s failed: %s (%s)\n", bench_program, what, vae_strerror(rc),
+                vae_last_error());
+        exit(1);
+    }
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n);
+    if (!p) {
+        fprintf(stderr, "%s: out of memory (%zu bytes)\n", bench_program, n);
+        exit(1);
+    }
+    return p;
+}
+
 double now_ms(void)
 {
     struct timespec ts;

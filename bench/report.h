@@ -7,6 +7,13 @@
 
 #include <stdio.h>
 
+/* The program's name for messages; each main() sets it first. */
+extern const char *bench_program;
+/* Exits with status 1 and a message naming `what` unless rc is VAE_OK. */
+void check(int rc, const char *what);
+/* malloc(n), or exit with status 1. */
+void *xmalloc(size_t n);
+
 /* Milliseconds on a monotonic clock. */
 double now_ms(void);
 

@@ -41,25 +41,6 @@
 #define TARGET_1W_RATIO 1.10
 #define TARGET_NW_EFF 0.85
 
-static void check(int rc, const char *what)
-{
-    if (rc != VAE_OK) {
-        fprintf(stderr, "vae_bench_sweep: %s failed: %s (%s)\n", what, vae_strerror(rc),
-                vae_last_error());
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p) {
-        fprintf(stderr, "vae_bench_sweep: out of memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
 static long parse_long(const char *flag, const char *s, long lo, long hi, char **rest)
 {
     char *end;
@@ -364,6 +345,7 @@ static int plot(const char *path, const point *pts, int n, size_t nw)
 
 int main(int argc, char **argv)
 {
+    bench_program = "vae_bench_sweep";
     size_t batches[MAX_BATCHES] = {32, 64, 128, 256, 512, 1024};
     int n_batches = 6, reps = 100, min_reps = 20;
     size_t nw = 2;
