@@ -62,33 +62,49 @@ function(last_epoch_line text var)
   set(${var} "${lines}" PARENT_SCOPE)
 endfunction()
 
-execute_process(COMMAND "${EXE}" --epochs 2 ${run} --checkpoint-every 0 --out "${OUT}/straight"
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "the straight run failed (${rc}):\n${out}")
-endif()
-last_epoch_line("${out}" straight)
+# The run ARGN two epochs straight into OUT/<name>, and one epoch into
+# OUT/<name>-resumed (a checkpoint every 7 steps) then --resume to two: both
+# must print the same last epoch line. Sets <name>_out to the straight
+# run's output and <name>_line to that line.
+function(straight_and_resumed name)
+  execute_process(COMMAND "${EXE}" --epochs 2 ${ARGN} --checkpoint-every 0
+                          --out "${OUT}/${name}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the straight ${name} run failed (${rc}):\n${out}")
+  endif()
+  last_epoch_line("${out}" straight)
+  execute_process(COMMAND "${EXE}" --epochs 1 ${ARGN} --checkpoint-every 7
+                          --out "${OUT}/${name}-resumed"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out1)
+  execute_process(COMMAND "${EXE}" --resume "${OUT}/${name}-resumed/checkpoint.vae" --epochs 2
+                  RESULT_VARIABLE rc2 OUTPUT_VARIABLE out2)
+  if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
+    message(FATAL_ERROR "the ${name} run resumed at an epoch boundary failed (${rc}, ${rc2}):\n"
+                        "${out1}\n${out2}")
+  endif()
+  last_epoch_line("${out2}" resumed)
+  if(NOT resumed STREQUAL straight)
+    message(FATAL_ERROR "${name}, resumed at an epoch boundary:\n  ${resumed}\n"
+                        "straight:\n  ${straight}")
+  endif()
+  set(${name}_out "${out}" PARENT_SCOPE)
+  set(${name}_line "${straight}" PARENT_SCOPE)
+endfunction()
 
-# From an epoch boundary: one epoch, then --resume to two.
-execute_process(COMMAND "${EXE}" --epochs 1 ${run} --checkpoint-every 7 --out "${OUT}/boundary"
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out1)
-execute_process(COMMAND "${EXE}" --resume "${OUT}/boundary/checkpoint.vae" --epochs 2
-                RESULT_VARIABLE rc2 OUTPUT_VARIABLE out2)
-if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
-  message(FATAL_ERROR "the run resumed at an epoch boundary failed (${rc}, ${rc2}):\n"
-                      "${out1}\n${out2}")
-endif()
-last_epoch_line("${out2}" boundary)
-if(NOT boundary STREQUAL straight)
-  message(FATAL_ERROR "resumed at an epoch boundary:\n  ${boundary}\nstraight:\n  ${straight}")
-endif()
+# `flag value` on --resume of OUT/<name>-resumed, whose run has `stored`:
+# refused with status 2 and a message naming both.
+function(refused_on_resume name flag value stored)
+  execute_process(COMMAND "${EXE}" --resume "${OUT}/${name}-resumed/checkpoint.vae" ${flag}
+                          ${value}
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err MATCHES "${flag} ${value} \\(the run has ${stored}\\)")
+    message(FATAL_ERROR "a conflicting ${flag} on --resume was not refused (${rc}):\n${err}")
+  endif()
+endfunction()
 
-# A setting that conflicts with the run's is refused.
-execute_process(COMMAND "${EXE}" --resume "${OUT}/boundary/checkpoint.vae" --latent 3
-                RESULT_VARIABLE rc ERROR_VARIABLE err)
-if(NOT rc EQUAL 2 OR NOT err MATCHES "--latent 3 \\(the run has 2\\)")
-  message(FATAL_ERROR "a conflicting --latent on --resume was not refused (${rc}):\n${err}")
-endif()
+straight_and_resumed(mlp ${run})
+refused_on_resume(mlp --latent 3 2)
 
 # Part-way through an epoch: SIGINT as soon as the first step checkpoint
 # exists (training has begun, the handler is in place), then --resume. When
@@ -122,8 +138,8 @@ echo "status $?"
     message(FATAL_ERROR "resuming the interrupted run failed (${rc}):\n${out1}\n${out2}")
   endif()
   last_epoch_line("${out1}${out2}" interrupted)
-  if(NOT interrupted STREQUAL straight)
-    message(FATAL_ERROR "interrupted and resumed:\n  ${interrupted}\nstraight:\n  ${straight}")
+  if(NOT interrupted STREQUAL mlp_line)
+    message(FATAL_ERROR "interrupted and resumed:\n  ${interrupted}\nstraight:\n  ${mlp_line}")
   endif()
   string(REGEX MATCH "stopped in epoch [0-9]+ after [0-9]+ of [0-9]+ images" where "${out1}")
   message("interrupted run: ${status}; ${where}")
@@ -135,26 +151,9 @@ endif()
 # straight run's last line. --iwae with another value on --resume is refused.
 set(run12 --train-limit 2000 --batch 50 --latent 2 --iwae 3 --warmup 60 --likelihood cb
           --data "${DATA}")
-execute_process(COMMAND "${EXE}" --epochs 2 ${run12} --checkpoint-every 0 --out "${OUT}/iwae"
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out)
-if(NOT rc EQUAL 0 OR NOT out MATCHES "IWAE with 3 draws, KL warm-up over 60 steps"
-   OR NOT out MATCHES "continuous Bernoulli")
-  message(FATAL_ERROR "the IWAE run failed (${rc}):\n${out}")
+straight_and_resumed(iwae ${run12})
+if(NOT iwae_out MATCHES "IWAE with 3 draws, KL warm-up over 60 steps"
+   OR NOT iwae_out MATCHES "continuous Bernoulli")
+  message(FATAL_ERROR "the IWAE run does not say its objective and likelihood:\n${iwae_out}")
 endif()
-last_epoch_line("${out}" iwae_straight)
-execute_process(COMMAND "${EXE}" --epochs 1 ${run12} --out "${OUT}/iwae-resumed"
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out1)
-execute_process(COMMAND "${EXE}" --resume "${OUT}/iwae-resumed/checkpoint.vae" --epochs 2
-                RESULT_VARIABLE rc2 OUTPUT_VARIABLE out2)
-if(NOT rc EQUAL 0 OR NOT rc2 EQUAL 0)
-  message(FATAL_ERROR "the resumed IWAE run failed (${rc}, ${rc2}):\n${out1}\n${out2}")
-endif()
-last_epoch_line("${out2}" iwae_resumed)
-if(NOT iwae_resumed STREQUAL iwae_straight)
-  message(FATAL_ERROR "IWAE resumed:\n  ${iwae_resumed}\nstraight:\n  ${iwae_straight}")
-endif()
-execute_process(COMMAND "${EXE}" --resume "${OUT}/iwae-resumed/checkpoint.vae" --iwae 2
-                RESULT_VARIABLE rc ERROR_VARIABLE err)
-if(NOT rc EQUAL 2 OR NOT err MATCHES "--iwae 2 \\(the run has 3\\)")
-  message(FATAL_ERROR "a conflicting --iwae on --resume was not refused (${rc}):\n${err}")
-endif()
+refused_on_resume(iwae --iwae 2 3)
