@@ -74,12 +74,18 @@ const vae_layer_ops *vae_layer_kind_ops(uint32_t kind);
  * kh x kw moved with stride and padding over it to oh x ow positions:
  * col[(c*kh + i)*kw + j][y*ow + x] = x[c][y*stride - pad + i][x*stride - pad + j]
  * (0 outside the image), rows ld floats apart, so that the columns of
- * several samples sit side by side for one GEMM. col2im adds col back into
- * x (the adjoint). */
+ * several samples sit side by side for one GEMM. col2im is the adjoint: x =
+ * the sum of col's entries at each pixel, added in row order of col. Both
+ * use work[vae_im2col_work(...)] (a padded copy of the image and a table of
+ * window offsets; 0 floats when the padding is too wide for it to pay). */
+size_t vae_im2col_work(size_t c, size_t h, size_t w, size_t kh, size_t kw, size_t pad, size_t oh,
+                       size_t ow);
 void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                size_t stride, size_t pad, size_t oh, size_t ow, float *col, size_t ld);
-void vae_col2im_add(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                    size_t stride, size_t pad, size_t oh, size_t ow, float *x, size_t ld);
+                size_t stride, size_t pad, size_t oh, size_t ow, float *col, size_t ld,
+                float *work);
+void vae_col2im(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
+                size_t stride, size_t pad, size_t oh, size_t ow, float *x, size_t ld,
+                float *work);
 /* [batch][c][hw] <-> [c][batch * hw]: a batch as one matrix of channels. */
 void vae_nchw_to_cn(const float *src, size_t batch, size_t c, size_t hw, float *dst);
 void vae_cn_to_nchw(const float *src, size_t batch, size_t c, size_t hw, float *dst);
