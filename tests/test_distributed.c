@@ -149,6 +149,7 @@ typedef struct rank_arg {
     int kind, conv;
     record *rec;
     int failed_rc;
+    size_t pending; /* pending_rank_main: where its gradient is 1e21 */
 } rank_arg;
 
 static int exchange(void *payload, void *buf, const size_t *bytes)
@@ -275,6 +276,72 @@ static void test_sgd_draws_free_bits(void **state)
 /* Rank 0 of 2 alone: the first call (the loss terms) makes the missing
  * rank's part zeros (no overflow, zero terms), the second (the gradients)
  * fails. */
+/* A pending gradient of 1e21, restored on every rank from a checkpoint (so
+ * that no rank's slab was ever handed out), in the first or the last
+ * parameter: the largest gradient the ranks' fold finds as it writes the
+ * sums (lib/model/pass.c) must include it, so that the step is refused,
+ * (1 - beta2) g^2 overflowing, instead of storing an infinite moment. kind is
+ * the rank's worker count. */
+static void *pending_rank_main(void *arg)
+{
+    rank_arg *a = arg;
+    run src = make_run(VAE_OPTIMIZER_ADAM, 0, 1), s = make_run(VAE_OPTIMIZER_ADAM, 0,
+                                                                 (size_t)a->kind);
+    size_t n = 0, size = 0;
+    vae_trainer_grads(src.t, &n)[a->pending] = 1e21f;
+    OK(vae_trainer_save_mem(src.t, NULL, 0, &size));
+    unsigned char *ck = tu_alloc(size, 1);
+    OK(vae_trainer_save_mem(src.t, ck, size, &size));
+    OK(vae_trainer_restore_mem(s.t, ck, size));
+    OK(vae_trainer_set_distributed(s.t, a->rank, a->g->world, exchange, a));
+    OK(vae_trainer_forward_backward(s.t, g_x, 200, NULL, NULL));
+    float *before = tu_copy_floats(vae_model_params(s.m, NULL), n);
+    a->failed_rc = vae_trainer_apply(s.t);
+    if (a->failed_rc == VAE_ERR_NUMERIC && !strstr(vae_last_error(), "second moment"))
+        a->failed_rc = -1;
+    if (memcmp(before, vae_model_params(s.m, NULL), n * sizeof *before) != 0)
+        a->failed_rc = -2;
+    free(before);
+    free(ck);
+    free_run(&src);
+    free_run(&s);
+    return NULL;
+}
+
+static void test_pending_gradient_max(void **state)
+{
+    (void)state;
+    run probe = make_run(VAE_OPTIMIZER_ADAM, 0, 1);
+    size_t n = 0;
+    vae_model_params(probe.m, &n);
+    free_run(&probe);
+    const size_t where[2] = {0, n - 1};
+    for (size_t world = 2; world <= 3; world++)
+        for (int workers = 1; workers <= 2; workers++)
+            for (size_t q = 0; q < 2; q++) {
+                group g;
+                memset(&g, 0, sizeof g);
+                g.world = world;
+                assert_int_equal(pthread_barrier_init(&g.barrier, NULL, (unsigned)world), 0);
+                pthread_t th[MAX_RANKS];
+                rank_arg args[MAX_RANKS];
+                for (size_t r = 0; r < world; r++) {
+                    args[r] = (rank_arg){&g, r, workers, 0, NULL, 0, where[q]};
+                    assert_int_equal(
+                        pthread_create(&th[r], NULL, pending_rank_main, &args[r]), 0);
+                }
+                for (size_t r = 0; r < world; r++)
+                    assert_int_equal(pthread_join(th[r], NULL), 0);
+                pthread_barrier_destroy(&g.barrier);
+                free(g.stage);
+                for (size_t r = 0; r < world; r++)
+                    if (args[r].failed_rc != VAE_ERR_NUMERIC)
+                        fail_msg("world %zu, %d workers, 1e21 at %zu: rank %zu's step gave %d, "
+                                 "not a refusal that changes nothing",
+                                 world, workers, where[q], r, args[r].failed_rc);
+            }
+}
+
 static int failing_exchange(void *payload, void *buf, const size_t *bytes)
 {
     int *calls = payload;
@@ -356,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_adam_iwae),
         cmocka_unit_test(test_sgd_draws_free_bits),
         cmocka_unit_test(test_exchange_failure),
+        cmocka_unit_test(test_pending_gradient_max),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

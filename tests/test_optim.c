@@ -757,6 +757,77 @@ static void test_overflow_workers(void **state)
     vae_elbo_free(e);
 }
 
+/* The overflow test takes the largest gradient from the pass that wrote the
+ * slab, found as the final sums are written (lib/model/pass.c), when the
+ * slab was never handed out. A pending gradient of 1e21 restored from a
+ * checkpoint, in each layer in turn, must be in that maximum after a pass
+ * with 1, 2 and 3 workers and 1, 2 and 3 blocks (a last round that is
+ * folded, and one that is not): (1 - beta2) g^2 then overflows, and the
+ * step is refused instead of storing an infinite second moment. */
+static void test_pass_gradient_max(void **state)
+{
+    (void)state;
+    TU_OK(vae_blas_set_threads(1));
+    const size_t hidden[1] = {100};
+    /* one parameter in each layer: encoder, head, decoder 8->100, 100->40 */
+    const size_t where[4] = {17, 4105, 5719, 10655};
+    const size_t batches[3] = {50, 128, 150};
+    vae_elbo *e = NULL;
+    TU_OK(vae_elbo_create(&e));
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    vae_optimizer *o = make_opt(VAE_OPTIMIZER_ADAM, set, 1);
+    float *x = tu_alloc(150 * 40, sizeof *x);
+    tu_rng rr = {21};
+    tu_fill_range(&rr, x, 150 * 40, -1, 1);
+    for (size_t workers = 1; workers <= 3; workers++)
+        for (size_t b = 0; b < 3; b++)
+            for (size_t l = 0; l < 4; l++) {
+                vae_model *m[2] = {NULL, NULL};
+                vae_context *ctx[2] = {NULL, NULL};
+                vae_trainer *t[2] = {NULL, NULL};
+                for (int k = 0; k < 2; k++) {
+                    TU_OK(vae_model_create_mlp(&m[k], 40, hidden, 1, 8, VAE_ACT_TANH,
+                                               VAE_LIKELIHOOD_GAUSSIAN, 17));
+                    TU_OK(vae_context_create(&ctx[k]));
+                    if (workers > 1)
+                        TU_OK(vae_context_set_threads(ctx[k], workers));
+                    TU_OK(vae_trainer_create(&t[k], m[k], e, o, ctx[k], 18));
+                }
+                /* trainer 0 writes the pending gradient; trainer 1 only
+                 * restores it, so its slab was never handed out */
+                size_t n = 0;
+                float *g = vae_trainer_grads(t[0], &n);
+                assert_int_equal(n, 10656);
+                g[where[l]] = 1e21f;
+                size_t size = 0;
+                TU_OK(vae_trainer_save_mem(t[0], NULL, 0, &size));
+                unsigned char *buf = tu_alloc(size, 1);
+                TU_OK(vae_trainer_save_mem(t[0], buf, size, &size));
+                TU_OK(vae_trainer_restore_mem(t[1], buf, size));
+                TU_OK(vae_trainer_forward_backward(t[1], x, batches[b], NULL, NULL));
+                float *before = tu_alloc(n, sizeof *before);
+                memcpy(before, vae_model_params(m[1], NULL), n * sizeof *before);
+                char msg[48];
+                snprintf(msg, sizeof msg, "second moment of parameter %zu ", where[l]);
+                if (vae_trainer_apply(t[1]) != VAE_ERR_NUMERIC)
+                    fail_msg("%zu workers, batch %zu, pending 1e21 at %zu: the step was not "
+                             "refused",
+                             workers, batches[b], where[l]);
+                assert_non_null(strstr(vae_last_error(), msg));
+                assert_memory_equal(vae_model_params(m[1], NULL), before, n * sizeof *before);
+                free(before);
+                free(buf);
+                for (int k = 0; k < 2; k++) {
+                    vae_trainer_free(t[k]);
+                    vae_context_free(ctx[k]);
+                    vae_model_free(m[k]);
+                }
+            }
+    free(x);
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+}
+
 /* ---- the state flush and small eps --------------------------------------------- */
 
 /* Adam with a tiny eps on tiny gradients, against the closed form. With
@@ -1417,6 +1488,7 @@ int main(void)
         cmocka_unit_test(test_overflowing_update),
         cmocka_unit_test(test_large_finite_update),
         cmocka_unit_test(test_overflow_workers),
+        cmocka_unit_test(test_pass_gradient_max),
         cmocka_unit_test(test_epoch_never_nonfinite),
         cmocka_unit_test(test_adam_tiny_eps),
         cmocka_unit_test(test_adam_flush_scale_invariant),

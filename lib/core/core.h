@@ -67,6 +67,13 @@ static inline size_t vae_mul_size(size_t a, size_t b, int *overflow)
 
 /* 1 if every value is finite; else 0 and *where is the first bad index. */
 int vae_all_finite(const float *x, size_t n, size_t *where);
+/* The largest |x[i]|, i < n, as the bits of the float (vae_abs_bits of
+ * numeric.h: the order of non-negative floats; NaN and infinity are at
+ * least 0x7f800000). */
+uint32_t vae_max_abs_bits(const float *x, size_t n);
+/* dst[i] += src[i], i < n; with want_max, returns vae_max_abs_bits of the
+ * sums (else 0). */
+uint32_t vae_add_floats(float *dst, const float *src, size_t n, int want_max);
 
 /* Wall-clock seconds, for the stats of a call. */
 double vae_seconds(void);

@@ -43,6 +43,33 @@ const char *vae_strerror(int status)
     }
 }
 
+VAE_CLONES uint32_t vae_max_abs_bits(const float *x, size_t n)
+{
+    uint32_t mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = vae_abs_bits(x[i]);
+        mx = a > mx ? a : mx;
+    }
+    return mx;
+}
+
+VAE_CLONES uint32_t vae_add_floats(float *dst, const float *src, size_t n, int want_max)
+{
+    uint32_t mx = 0;
+    if (!want_max) {
+        for (size_t i = 0; i < n; i++)
+            dst[i] += src[i];
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float s = dst[i] + src[i];
+        dst[i] = s;
+        uint32_t a = vae_abs_bits(s);
+        mx = a > mx ? a : mx;
+    }
+    return mx;
+}
+
 VAE_CLONES int vae_all_finite(const float *x, size_t n, size_t *where)
 {
     /* A value is NaN or infinite exactly when its exponent bits are all ones.

@@ -432,10 +432,12 @@ static void commit(vae_trainer *t, restored *s)
             t->state_max[1] = t->s2[i] > t->state_max[1] ? t->s2[i] : t->state_max[1];
     }
     t->momentum_started = s->momentum_started;
-    if (s->grads)
+    if (s->grads) {
         get_floats(s->grads, n, t->grads);
-    else
-        memset(t->grads, 0, n * sizeof *t->grads);
+        t->grad_max_known = 0; /* the next step scans it */
+    } else {
+        vae_trainer_clear_grads(t);
+    }
     t->rng = s->rng;
     t->steps = s->steps;
     t->epochs = s->epochs;

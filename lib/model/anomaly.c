@@ -29,7 +29,7 @@ static int pass_mean(vae_context *ctx, const vae_model *m, const float *x, size_
     e.beta = beta;
     double sums[3];
     for (size_t r = 0; r < k && !rc; r++) {
-        rc = vae_elbo_pass(ctx, m, &e, x, n, NULL, rng, NULL, r ? tmp : out, sums, NULL, fn);
+        rc = vae_elbo_pass(ctx, m, &e, x, n, NULL, rng, NULL, NULL, r ? tmp : out, sums, NULL, fn);
         if (!rc && r)
             for (size_t i = 0; i < n; i++)
                 out[i] += tmp[i];

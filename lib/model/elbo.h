@@ -64,10 +64,13 @@ typedef struct vae_dist {
 
 /* dist: NULL for a pass of this process alone; with grad only. After a
  * pass, ctx->rec[i], ctx->kl[i] and ctx->loss[i], i < n, hold sample i's
- * mean reconstruction term, KL and loss (free bits excepted). */
+ * mean reconstruction term, KL and loss (free bits excepted). grad_max (with
+ * grad; may be NULL): the largest |grad[i]| over the whole slab after the
+ * pass, as vae_max_abs_bits(grad, n_params) would give it, found while the
+ * final values are written. */
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
-                  size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
-                  double sums[3], vae_dist *dist, const char *fn);
+                  size_t n, const float *eps, vae_rng *rng, float *grad, uint32_t *grad_max,
+                  double *per_sample, double sums[3], vae_dist *dist, const char *fn);
 
 /* Lays the context out for passes of up to n samples with objective e,
  * training when train is set: what vae_elbo_pass() needs, so that a

@@ -49,6 +49,12 @@ typedef struct pass_job {
      * each block's gradient (block b at dgrads + b * n_params). */
     size_t b0, nloc;
     float *dgrads;
+    /* The largest |gradient| of the slab after the pass (vae_abs_bits),
+     * found where its final values are written: by each worker's fold of
+     * the last round or, where nothing is folded after it, by worker 0
+     * after each layer's last block (max_in_backward). */
+    int want_max, max_in_backward;
+    uint32_t *gmax; /* [VAE_MAX_THREADS], one per worker */
 } pass_job;
 
 /* The reparameterization of one block: z = mu + s eps, s = exp(logvar / 2)
@@ -213,6 +219,11 @@ static void backward_layers(const pass_job *j, const vae_ws *ws, size_t w, size_
             l->ops->backward(l, in, vae_ws_act(m, ws, i, slot), dy, b, dx, ws->scratch,
                              grad + l->offset, accumulate);
         }
+        if (j->max_in_backward && w == 0) {
+            /* the layer's slab range is final and still in cache */
+            uint32_t mx = vae_max_abs_bits(grad + l->offset, l->n_params);
+            j->gmax[0] = mx > j->gmax[0] ? mx : j->gmax[0];
+        }
     }
 }
 
@@ -307,11 +318,10 @@ static void fold_part(void *arg, size_t t)
     size_t in_round = j->nloc - j->round * T;
     in_round = in_round < T ? in_round : T;
     const size_t n = j->m->n_params, lo = n * t / T, hi = n * (t + 1) / T;
-    for (size_t u = 1; u < in_round; u++) {
-        const float *g = j->ctx->ws[u].grad;
-        for (size_t i = lo; i < hi; i++)
-            j->grad[i] += g[i];
-    }
+    const int last = (j->round + 1) * T >= j->nloc;
+    for (size_t u = 1; u < in_round; u++)
+        j->gmax[t] = vae_add_floats(j->grad + lo, j->ctx->ws[u].grad + lo, hi - lo,
+                                    j->want_max && last && u + 1 == in_round);
 }
 
 /* Distributed: worker w's local blocks, each block's gradient into its own
@@ -335,11 +345,9 @@ static void fold_dist_part(void *arg, size_t t)
     if (t >= T)
         return;
     const size_t np = j->m->n_params, lo = np * t / T, hi = np * (t + 1) / T;
-    for (size_t b = 0; b < j->nblk; b++) {
-        const float *g = j->dgrads + b * np;
-        for (size_t i = lo; i < hi; i++)
-            j->grad[i] += g[i];
-    }
+    for (size_t b = 0; b < j->nblk; b++)
+        j->gmax[t] = vae_add_floats(j->grad + lo, j->dgrads + b * np + lo, hi - lo,
+                                    j->want_max && b + 1 == j->nblk);
 }
 
 /* The first block of rank r's share of nblk blocks. */
@@ -558,8 +566,8 @@ static double free_bits(const pass_job *j, double beta)
 }
 
 int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const float *x,
-                  size_t n, const float *eps, vae_rng *rng, float *grad, double *per_sample,
-                  double sums[3], vae_dist *dist, const char *fn)
+                  size_t n, const float *eps, vae_rng *rng, float *grad, uint32_t *grad_max,
+                  double *per_sample, double sums[3], vae_dist *dist, const char *fn)
 {
     size_t k;
     int iwae, fbits;
@@ -589,6 +597,9 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
     pass_job job = {ctx, m, e, x, eps, N, vae_blocks(N), 0, sampled, grad != NULL, grad, n, k,
                     iwae, fbits, {0}, {0}, 0, vae_blocks(N), NULL};
     arrays_layout(m, n, k, iwae, fbits, ctx->extra, &job.a);
+    uint32_t gmax[VAE_MAX_THREADS] = {0};
+    job.want_max = grad && grad_max;
+    job.gmax = gmax;
     ctx->loss = job.a.loss;
     if (k > 1) {
         /* Row i k + q is input i. */
@@ -670,14 +681,23 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
         vae_ctx_run(ctx, fold_dist_part, &job);
     } else if (grad && ctx->workers == 1) {
         /* One worker holds every block: all of them straight into the slab. */
+        job.max_in_backward = job.want_max;
         backward_slots(&job, 0, 0, job.nblk, grad, 1);
     } else if (grad) {
         const size_t T = ctx->workers;
         for (job.round = 0; job.round * T < job.nblk; job.round++) {
+            /* a last round of one block is not folded */
+            job.max_in_backward = job.want_max && job.nblk - job.round * T == 1;
             vae_ctx_run(ctx, backward_part, &job);
             if (T > 1 && job.nblk - job.round * T > 1)
                 vae_ctx_run(ctx, fold_part, &job);
         }
+    }
+    if (job.want_max) {
+        uint32_t mx = 0;
+        for (size_t t = 0; t < VAE_MAX_THREADS; t++)
+            mx = gmax[t] > mx ? gmax[t] : mx;
+        *grad_max = mx;
     }
     sums[0] = total;
     sums[1] = r;

@@ -193,7 +193,7 @@ int vae_evaluate_dataset(vae_context *ctx, const vae_model *m, const vae_elbo *e
     for (size_t done = 0; !rc && done < n;) {
         size_t b = n - done < bs ? n - done : bs;
         if ((rc = vae_dataset_range(ds, done, b, batch)) ||
-            (rc = vae_elbo_pass(ctx, m, e, batch, b, NULL, rng, NULL,
+            (rc = vae_elbo_pass(ctx, m, e, batch, b, NULL, rng, NULL, NULL,
                                 per_sample ? per_sample + done : NULL, sums, NULL, fn)))
             break;
         /* Summed sample by sample, so the chunk size changes nothing. */

@@ -119,10 +119,15 @@ int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, co
     /* A failed pass leaves the generator as it was, like everything else. */
     vae_rng saved = t->rng;
     const vae_elbo e = vae_elbo_at_step(t->e, t->steps);
-    int rc = vae_elbo_pass(t->ctx, t->m, &e, x, n, eps, &t->rng, t->grads, NULL, sums,
+    uint32_t gmax = 0;
+    int rc = vae_elbo_pass(t->ctx, t->m, &e, x, n, eps, &t->rng, t->grads, &gmax, NULL, sums,
                            t->dist.world > 1 ? &t->dist : NULL, fn);
-    if (rc)
-        t->rng = saved;
+    if (rc) {
+        t->rng = saved; /* the slab is as it was */
+    } else {
+        t->grad_max = gmax;
+        t->grad_max_known = 1;
+    }
     if (!rc && stats) {
         vae_epoch_stats s = {sizeof s, sums[0], sums[1], sums[2], vae_seconds() - t0, n, 0};
         vae_struct_put(stats, &s, sizeof s);
@@ -160,21 +165,10 @@ static double sum_squares(const float *g, size_t n)
     return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* The largest |x[i]| of [lo, hi) as the bits of the float (vae_abs_bits). */
-VAE_CLONES static uint32_t max_abs_bits(const float *x, size_t lo, size_t hi)
-{
-    uint32_t mx = 0;
-    for (size_t i = lo; i < hi; i++) {
-        uint32_t a = vae_abs_bits(x[i]);
-        mx = a > mx ? a : mx;
-    }
-    return mx;
-}
-
 /* One step in up to three elementwise phases over the context's workers,
- * one range each: the scan (largest gradient and parameter), when the
- * overflow test cannot rule an overflow out the check (the step computed
- * without storing anything), then the update. */
+ * one range each: the scan (largest gradient and parameter) unless both are
+ * known, when the overflow test cannot rule an overflow out the check (the
+ * step computed without storing anything), then the update. */
 enum { PHASE_SCAN, PHASE_CHECK, PHASE_UPDATE };
 
 typedef struct step_job {
@@ -187,6 +181,7 @@ typedef struct step_job {
     float smax[VAE_MAX_THREADS][2];
     float newp[VAE_MAX_THREADS];   /* largest |new parameter| of each range */
     int scan_params;               /* the largest parameter is not known: read them */
+    int scan_grads;                /* the same for the gradient */
     size_t bad[VAE_MAX_THREADS];
     const char *what[VAE_MAX_THREADS];
 } step_job;
@@ -203,8 +198,8 @@ static void step_part(void *arg, size_t w)
     const int adam = t->kind == VAE_OPTIMIZER_ADAM;
     switch (j->phase) {
     case PHASE_SCAN:
-        j->gmax[w] = max_abs_bits(t->grads, lo, hi);
-        j->pmax[w] = j->scan_params ? max_abs_bits(p, lo, hi) : 0;
+        j->gmax[w] = j->scan_grads ? vae_max_abs_bits(t->grads + lo, hi - lo) : 0;
+        j->pmax[w] = j->scan_params ? vae_max_abs_bits(p + lo, hi - lo) : 0;
         break;
     case PHASE_CHECK:
         j->bad[w] = adam ? vae_adam_check(&j->adam, p, t->grads, t->s1, t->s2, lo, hi, j->gscale,
@@ -243,14 +238,19 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
     vae_model *mod = t->m;
     job.phase = PHASE_SCAN;
     job.scan_params = mod->params_exposed || !mod->param_max_known;
-    vae_ctx_run(t->ctx, step_part, &job);
+    job.scan_grads = t->grads_exposed || !t->grad_max_known;
     uint32_t gbits = 0, pbits = 0;
-    for (size_t w = 0; w < T; w++) {
-        gbits = job.gmax[w] > gbits ? job.gmax[w] : gbits;
-        pbits = job.pmax[w] > pbits ? job.pmax[w] : pbits;
+    if (job.scan_params || job.scan_grads) {
+        vae_ctx_run(t->ctx, step_part, &job);
+        for (size_t w = 0; w < T; w++) {
+            gbits = job.gmax[w] > gbits ? job.gmax[w] : gbits;
+            pbits = job.pmax[w] > pbits ? job.pmax[w] : pbits;
+        }
     }
     if (!job.scan_params)
         pbits = vae_abs_bits(mod->param_max);
+    if (!job.scan_grads)
+        gbits = t->grad_max;
     if (gbits >= 0x7f800000u && !vae_all_finite(t->grads, t->n, &bad))
         return vae_fail(VAE_ERR_NUMERIC,
                         "%s: gradient %zu is not finite; parameters left unchanged", fn, bad);
@@ -305,6 +305,8 @@ int vae_trainer_apply_in(vae_trainer *t, const char *fn)
     for (size_t w = 0; w < T; w++)
         mod->param_max = job.newp[w] > mod->param_max ? job.newp[w] : mod->param_max;
     mod->param_max_known = 1;
+    t->grad_max = 0; /* the update zeroed the slab */
+    t->grad_max_known = 1;
     if (adam || o->momentum > 0.0f) {
         sb[0] = sb[1] = 0.0f;
         for (size_t w = 0; w < T; w++)
@@ -330,6 +332,13 @@ int vae_trainer_apply(vae_trainer *t)
     return rc;
 }
 
+void vae_trainer_clear_grads(vae_trainer *t)
+{
+    memset(t->grads, 0, t->n * sizeof *t->grads);
+    t->grad_max = 0;
+    t->grad_max_known = 1;
+}
+
 int vae_trainer_step_in(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *stats,
                         const char *fn)
 {
@@ -340,7 +349,7 @@ int vae_trainer_step_in(vae_trainer *t, const float *x, size_t n, vae_epoch_stat
         rc = vae_trainer_apply_in(t, fn);
     if (rc) {
         t->rng = saved;
-        memset(t->grads, 0, t->n * sizeof *t->grads);
+        vae_trainer_clear_grads(t);
         return rc;
     }
     if (stats) {
@@ -361,7 +370,7 @@ int vae_trainer_step(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *
     if (!t)
         return vae_fail(VAE_ERR_INVALID, "%s: trainer is NULL", fn);
     if (stats && vae_struct_check(stats, sizeof *stats, fn, "stats")) {
-        memset(t->grads, 0, t->n * sizeof *t->grads);
+        vae_trainer_clear_grads(t);
         return VAE_ERR_INVALID;
     }
     int rc = vae_ctx_enter(t->ctx, fn);
@@ -376,14 +385,17 @@ float *vae_trainer_grads(vae_trainer *t, size_t *count)
 {
     if (count)
         *count = t ? t->n : 0;
-    return t ? t->grads : NULL;
+    if (!t)
+        return NULL;
+    t->grads_exposed = 1;
+    return t->grads;
 }
 
 int vae_trainer_zero_grads(vae_trainer *t)
 {
     if (!t)
         return vae_fail(VAE_ERR_INVALID, "vae_trainer_zero_grads: trainer is NULL");
-    memset(t->grads, 0, t->n * sizeof *t->grads);
+vae_trainer_clear_grads(t);
     return VAE_OK;
 }
 

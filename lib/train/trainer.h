@@ -38,6 +38,13 @@ struct vae_trainer {
     int kind;                    /* opt->kind at creation: the state's layout */
     size_t n;                    /* parameters */
     float *grads;                /* [n] gradient slab; the state follows it in one block */
+    /* grad_max: the largest |grads[i]| (vae_abs_bits), valid while
+     * grad_max_known, which only the calls that write the slab set (a pass
+     * finds it as it writes the final sums; the update leaves zeros).
+     * Once vae_trainer_grads() has handed the slab out, anyone may write it:
+     * every step scans it again (grads_exposed). */
+    int grads_exposed, grad_max_known;
+    uint32_t grad_max;
     float *s1, *s2;              /* Adam m and v, or SGD's momentum buffer in s1 */
     int momentum_started;        /* SGD: the momentum buffer has been filled */
     float state_max[2];          /* bounds of the largest |value| in s1 and s2, recorded
@@ -69,6 +76,8 @@ int vae_meta_make(vae_meta_entry *e, const char *key, size_t klen, const char *v
 int vae_trainer_forward_backward_in(vae_trainer *t, const float *x, size_t n, const float *eps,
                                     vae_epoch_stats *stats, const char *fn);
 int vae_trainer_apply_in(vae_trainer *t, const char *fn);
+/* Zeroes the gradient slab (and records that its largest value is 0). */
+void vae_trainer_clear_grads(vae_trainer *t);
 int vae_trainer_step_in(vae_trainer *t, const float *x, size_t n, vae_epoch_stats *stats,
                         const char *fn);
 
