@@ -660,6 +660,68 @@ static void test_accumulate_and_reproduce(void **state)
     vae_model_free(m2);
 }
 
+/* Noise from a generator is the stream vae_rng_normal draws, in row order,
+ * whatever the workers (each computes its own blocks' values) and the block
+ * boundaries, also when the generator holds the second value of a pair and
+ * when a block ends inside a pair (an odd latent size): per-sample losses
+ * equal those of the same noise given as eps, and the generator is left
+ * where vae_rng_normal leaves its twin. */
+static void test_noise_stream(void **state)
+{
+    (void)state;
+    enum { D = 6, L = 3, NMAX = 200 };
+    const size_t hidden[1] = {7};
+    vae_model *m = NULL;
+    TU_OK(vae_model_create_mlp(&m, D, hidden, 1, L, VAE_ACT_TANH, VAE_LIKELIHOOD_GAUSSIAN, 9));
+    vae_elbo *e = NULL;
+    TU_OK(vae_elbo_create(&e));
+    float *x = tu_alloc(NMAX * D, sizeof *x), *eps = tu_alloc(NMAX * L, sizeof *eps);
+    double *pa = tu_alloc(NMAX, sizeof *pa), *pb = tu_alloc(NMAX, sizeof *pb);
+    tu_rng r = {5};
+    tu_fill_range(&r, x, NMAX * D, -1, 1);
+    const size_t sizes[] = {1, 3, 65, 130, 200};
+    TU_OK(vae_blas_set_threads(1));
+    for (size_t workers = 1; workers <= 3; workers++) {
+        vae_context *ctx = NULL;
+        TU_OK(vae_context_create(&ctx));
+        if (workers > 1)
+            TU_OK(vae_context_set_threads(ctx, workers));
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+            for (int spare = 0; spare <= 1; spare++) {
+                const size_t n = sizes[k];
+                vae_rng *ga = NULL, *gb = NULL;
+                TU_OK(vae_rng_create(&ga, 40 + k));
+                TU_OK(vae_rng_create(&gb, 40 + k));
+                float first[2];
+                if (spare) { /* one value out: the generator holds the pair's second */
+                    TU_OK(vae_rng_normal(ga, first, 1));
+                    TU_OK(vae_rng_normal(gb, first + 1, 1));
+                }
+                TU_OK(vae_rng_normal(gb, eps, n * L));
+                vae_epoch_stats sa = {sizeof sa}, sb = {sizeof sb};
+                TU_OK(vae_elbo_evaluate(ctx, m, e, x, n, NULL, ga, pa, &sa));
+                TU_OK(vae_elbo_evaluate(ctx, m, e, x, n, eps, NULL, pb, &sb));
+                if (memcmp(pa, pb, n * sizeof *pa) != 0)
+                    fail_msg("%zu workers, batch %zu, spare %d: the generator's noise is not "
+                             "vae_rng_normal's",
+                             workers, n, spare);
+                float na[3], nb[3];
+                TU_OK(vae_rng_normal(ga, na, 3));
+                TU_OK(vae_rng_normal(gb, nb, 3));
+                assert_memory_equal(na, nb, sizeof na);
+                vae_rng_free(ga);
+                vae_rng_free(gb);
+            }
+        vae_context_free(ctx);
+    }
+    free(x);
+    free(eps);
+    free(pa);
+    free(pb);
+    vae_elbo_free(e);
+    vae_model_free(m);
+}
+
 /* A forward_backward and an evaluate that fail with VAE_ERR_NUMERIC; the
  * gradient slab keeps the pattern written into it. */
 static void expect_numeric_untouched(vae_trainer *t, const vae_model *m, const vae_elbo *e,
@@ -1939,6 +2001,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stats_filled),
+        cmocka_unit_test(test_noise_stream),
         cmocka_unit_test(test_kl_closed_form),
         cmocka_unit_test(test_bernoulli_extreme_logits),
         cmocka_unit_test(test_gaussian_constants),

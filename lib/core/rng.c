@@ -56,20 +56,79 @@ uint64_t vae_rng_below(vae_rng *rng, uint64_t n)
     return r % n;
 }
 
+/* Box-Muller in double on the next two draws; 1 - u keeps the log argument
+ * in (0, 1]. The only place its arithmetic is written. */
+static void box_muller(vae_rng *rng, float *c, float *s)
+{
+    double u1 = 1.0 - vae_rng_double(rng);
+    double u2 = vae_rng_double(rng);
+    double r = sqrt(-2.0 * log(u1));
+    double th = 6.283185307179586476925 * u2;
+    *s = (float)(r * sin(th));
+    *c = (float)(r * cos(th));
+}
+
 float vae_rng_gauss(vae_rng *rng)
 {
     if (rng->has_spare) {
         rng->has_spare = 0;
         return rng->spare;
     }
-    /* Box-Muller in double; 1 - u keeps the log argument in (0, 1]. */
-    double u1 = 1.0 - vae_rng_double(rng);
-    double u2 = vae_rng_double(rng);
-    double r = sqrt(-2.0 * log(u1));
-    double th = 6.283185307179586476925 * u2;
-    rng->spare = (float)(r * sin(th));
+    float c;
+    box_muller(rng, &c, &rng->spare);
     rng->has_spare = 1;
-    return (float)(r * cos(th));
+    return c;
+}
+
+void vae_rng_gauss_skip(vae_rng *rng, size_t m)
+{
+    if (m && rng->has_spare) {
+        rng->has_spare = 0;
+        m--;
+    }
+    if (!m)
+        return;
+    /* m more values: (m + 1) / 2 pairs, the last one computed for its
+     * second value, which is the spare (used or not) as vae_rng_gauss
+     * leaves it. */
+    for (size_t p = 0; p + 1 < (m + 1) / 2; p++) {
+        vae_rng_u64(rng);
+        vae_rng_u64(rng);
+    }
+    float c;
+    box_muller(rng, &c, &rng->spare);
+    rng->has_spare = (int)(m % 2);
+}
+
+void vae_gauss_cursor_init(vae_gauss_cursor *c, const vae_rng *start)
+{
+    c->start = *start;
+    c->r = *start;
+    c->r.has_spare = 0;
+    c->next = 0;
+    c->have = 0;
+}
+
+void vae_gauss_cursor_fill(vae_gauss_cursor *c, float *out, size_t q0, size_t q1)
+{
+    const size_t s0 = c->start.has_spare ? 1 : 0;
+    for (size_t q = q0; q < q1; q++) {
+        if (q < s0) {
+            out[q - q0] = c->start.spare;
+            continue;
+        }
+        const size_t p = (q - s0) / 2;
+        if (c->have != p + 1) {
+            for (; c->next < p; c->next++) {
+                vae_rng_u64(&c->r);
+                vae_rng_u64(&c->r);
+            }
+            box_muller(&c->r, &c->cos, &c->sin);
+            c->next = p + 1;
+            c->have = p + 1;
+        }
+        out[q - q0] = (q - s0) % 2 ? c->sin : c->cos;
+    }
 }
 
 int vae_rng_create(vae_rng **out, uint64_t seed)

@@ -55,6 +55,10 @@ typedef struct pass_job {
      * after each layer's last block (max_in_backward). */
     int want_max, max_in_backward;
     uint32_t *gmax; /* [VAE_MAX_THREADS], one per worker */
+    /* Noise from the generator: ctx->eps holds values start*L.. of the
+     * normals drawn from noise, each worker filling its blocks' rows. */
+    int draw;
+    vae_rng noise;
 } pass_job;
 
 /* The reparameterization of one block: z = mu + s eps, s = exp(logvar / 2)
@@ -140,6 +144,20 @@ static void forward_layer(const pass_job *j, const vae_ws *ws, size_t w, size_t 
     }
 }
 
+/* The noise of worker w's blocks, as one stream in row order would give it:
+ * the transforms, the costly part, run on every worker at once. */
+static void draw_noise(const pass_job *j, size_t w)
+{
+    const size_t L = j->m->latent_dim, T = j->ctx->workers;
+    vae_gauss_cursor c;
+    vae_gauss_cursor_init(&c, &j->noise);
+    for (size_t k = w; k < j->nloc; k += T) {
+        size_t start, b;
+        vae_block_range(j->n, j->nblk, j->b0 + k, &start, &b);
+        vae_gauss_cursor_fill(&c, j->ctx->eps + start * L, start * L, (start + b) * L);
+    }
+}
+
 static void forward_part(void *arg, size_t w)
 {
     pass_job *j = arg;
@@ -149,6 +167,8 @@ static void forward_part(void *arg, size_t w)
         return;
     const vae_ws *ws = &j->ctx->ws[w];
     const size_t T = j->ctx->workers;
+    if (j->draw)
+        draw_noise(j, w);
     if (!j->train) {
         /* One slot serves every block in turn. */
         for (size_t k = w; k < j->nloc; k += T) {
@@ -610,9 +630,11 @@ int vae_elbo_pass(vae_context *ctx, const vae_model *m, const vae_elbo *e, const
         job.x = job.a.xrep;
     }
     if (sampled && !eps) {
-        /* One stream in row order, drawn here on the calling thread. */
-        for (size_t q = 0; q < N * L; q++)
-            ctx->eps[q] = vae_rng_gauss(rng);
+        /* One stream in row order: the generator moves past it here, and
+         * the workers compute their rows' values in forward_part. */
+        job.draw = 1;
+        job.noise = *rng;
+        vae_rng_gauss_skip(rng, N * L);
         job.eps = ctx->eps;
     }
     if (dist) {
