@@ -65,7 +65,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +76,6 @@
 
 #define N_DATA_BATCHES 8
 #define MAX_WORKERS 2 /* worker counts compared: 1 and --model-threads */
-#define MAX_ROWS 96
 #define TARGET_1W_RATIO 1.10 /* step / its GEMMs on one stream, at most */
 #define TARGET_NW_EFF 0.85   /* N-stream GEMM bound / N-worker step, at least */
 
@@ -86,35 +84,6 @@ static const size_t infer_batches[] = {1, 1000};
 #define N_INFER (sizeof infer_batches / sizeof *infer_batches)
 
 /* ---- output ------------------------------------------------------------ */
-
-static FILE *text_out; /* the text tables, or NULL with --json alone */
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    if (!text_out)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(text_out, fmt, ap);
-    va_end(ap);
-}
-
-/* A row of the report, as printed and as written to the JSON object. */
-typedef struct {
-    char id[48];        /* key; bench_torch.py uses the same for its rows */
-    char name[64];
-    char section;       /* 'a' .. 'e' */
-    size_t workers;     /* of the library row; 0 for bare GEMMs */
-    size_t batch;
-    timing t;
-    double flops;       /* GEMM FLOPs of one repetition, 0 if none */
-    char bound[48];     /* id of the bound, "" if none */
-    double bound_ms;
-} row;
-
-static row rows[MAX_ROWS];
-static int n_rows;
 
 static void print_header(void)
 {
@@ -126,18 +95,7 @@ static void print_header(void)
 static void add_row(char section, const char *id, const char *name, size_t workers,
                     size_t batch, timing t, double flops, const char *bound, double bound_ms)
 {
-    if (n_rows < MAX_ROWS) {
-        row *r = &rows[n_rows++];
-        snprintf(r->id, sizeof r->id, "%s", id);
-        snprintf(r->name, sizeof r->name, "%s", name);
-        r->section = section;
-        r->workers = workers;
-        r->batch = batch;
-        r->t = t;
-        r->flops = flops;
-        snprintf(r->bound, sizeof r->bound, "%s", bound ? bound : "");
-        r->bound_ms = bound ? bound_ms : 0.0;
-    }
+    report_add(section, id, name, workers, batch, t, flops, bound, bound_ms);
     say("%-34s %9.4f %9.4f %9.4f", name, t.median, t.min, t.p90);
     if (flops > 0.0)
         say(" %9.1f", flops / (t.median * 1e6));
@@ -146,38 +104,6 @@ static void add_row(char section, const char *id, const char *name, size_t worke
     if (bound && bound_ms > 0.0)
         say(" %8.2f", t.median / bound_ms);
     say("\n");
-}
-
-static void json_rows(json_writer *w)
-{
-    json_open(w, "rows", '[');
-    for (int i = 0; i < n_rows; i++) {
-        const row *r = &rows[i];
-        char sec[2] = {r->section, '\0'};
-        json_open(w, NULL, '{');
-        json_str(w, "id", r->id);
-        json_str(w, "name", r->name);
-        json_str(w, "section", sec);
-        json_int(w, "workers", (long long)r->workers);
-        json_int(w, "batch", (long long)r->batch);
-        json_num(w, "median_ms", r->t.median);
-        json_num(w, "min_ms", r->t.min);
-        json_num(w, "p10_ms", r->t.p10);
-        json_num(w, "p90_ms", r->t.p90);
-        json_num(w, "max_ms", r->t.max);
-        json_int(w, "reps", r->t.n);
-        if (r->flops > 0.0)
-            json_num(w, "gflops", r->flops / (r->t.median * 1e6));
-        else
-            json_str(w, "gflops", NULL);
-        json_str(w, "bound", r->bound[0] ? r->bound : NULL);
-        if (r->bound[0]) {
-            json_num(w, "bound_ms", r->bound_ms);
-            json_num(w, "ratio_to_bound", r->t.median / r->bound_ms);
-        }
-        json_close(w, '}');
-    }
-    json_close(w, ']');
 }
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -203,10 +129,6 @@ static long parse_flag(const char *flag, const char *s, long lo, long hi)
     return v;
 }
 
-static const char *plural(size_t n)
-{
-    return n == 1 ? "" : "s";
-}
 
 static void put_be32(unsigned char *p, unsigned v)
 {

@@ -1,16 +1,17 @@
 #!/usr/bin/python3
-"""The training step, inference and an epoch of bench/bench.c in PyTorch, for side-by-side figures.
+"""vae_bench's (or vae_bench_conv's) training step, inference and epoch in PyTorch, side by side.
 
-    /usr/bin/python3 bench/bench_torch.py --threads 1 [--batch 128] [--reps 200] [--infer-reps 20]
+    /usr/bin/python3 bench/bench_torch.py --threads 1 [--model mlp|conv] [--batch 128]
+                                          [--reps 200] [--infer-reps 20]
                                           [--epoch-images 60000] [--mkldnn on|off] [--json [FILE]]
 
-Same model and step as vae_bench (b): 784-400-20 VAE, ReLU, Bernoulli
-likelihood on logits, loss = mean over the batch of (summed BCE-with-logits
-+ analytic KL), eps drawn inside the step, Adam (lr 1e-3, PyTorch defaults),
-synthetic data uniform in [0, 1). Prints the median, minimum and 90th
-percentile ms per step over --reps steps after a warm-up, split into
-forward+backward and the optimizer step. (libvae cuts the batch into blocks
-of 64 samples; PyTorch runs it whole.)
+--model mlp (the default): same model and step as vae_bench (b): 784-400-20
+VAE, ReLU, Bernoulli likelihood on logits, loss = mean over the batch of
+(summed BCE-with-logits + analytic KL), eps drawn inside the step, Adam (lr
+1e-3, PyTorch defaults), synthetic data uniform in [0, 1). Prints the median,
+minimum and 90th percentile ms per step over --reps steps after a warm-up,
+split into forward+backward and the optimizer step. (libvae cuts the batch
+into blocks of 64 samples; PyTorch runs it whole.)
 
 Then inference as vae_bench (d), under torch.no_grad(): encode then decode
 of the means (sigmoid of the logits), and reconstruct (the same in one
@@ -23,22 +24,40 @@ shuffled with torch.randperm, each batch of --batch converted to floats in
 [0, 1], then the training step above. Seconds, and the peak RSS of the
 process after it.
 
+--model conv: the same step and inference for the convolutional VAE of
+vae_bench_conv (examples/mnist_vae --conv), NCHW: encoder
+Conv2d(1, 32, 4, stride 2, padding 1) + ReLU -> Conv2d(32, 64, 4, 2, 1) +
+ReLU -> flatten (3136) -> Linear(3136, 256) + ReLU -> Linear(256, 40)
+[mu | logvar]; decoder Linear(20, 256) + ReLU -> Linear(256, 3136) + ReLU
+-> view 64x7x7 -> ConvTranspose2d(64, 32, 4, 2, 1) + ReLU ->
+ConvTranspose2d(32, 1, 4, 2, 1) logits; the same Bernoulli loss, Adam and
+batch, synthetic data uniform in [0, 1) of shape (batch, 1, 28, 28) (one
+batch, as vae_bench_conv uses). Warm-up as vae_bench_conv's: 3 steps, 3
+repetitions at batch 1 and 1 at batch 1000. Defaults --reps 20 and
+--infer-reps 3, as vae_bench_conv's; no epoch (--epoch-images is for the
+MLP only). GFLOP/s counts the GEMM work of the convolutions and dense layers
+as vae_bench_conv counts it.
+
 --threads sets torch.set_num_threads (intra-op threads). A PyTorch built
 against a generic BLAS (as Debian's is) runs its GEMMs in OpenBLAS, whose
 thread count comes from OPENBLAS_NUM_THREADS when the library loads; when
 that variable is unset, this script sets it to --threads before importing
 torch, so one flag controls both (bench/compare.py sets both apart).
 --mkldnn on|off sets torch.backends.mkldnn.enabled (oneDNN; default: left
-as PyTorch has it).
+as PyTorch has it). The MLP's Linear layers do not go through oneDNN; the
+conv model's Conv2d layers do when it is enabled (aten::mkldnn_convolution;
+im2col and the BLAS when it is not), while its ConvTranspose2d layers run
+aten::slow_conv_transpose2d (the BLAS) either way in PyTorch 1.13.
 
 --json alone prints one JSON object for the run on stdout instead of the
 text; --json FILE prints the text and writes the object to FILE ("-" is
 stdout). The object holds the machine (CPU model, cores), the settings
-(torch version, torch threads, OPENBLAS_NUM_THREADS, oneDNN available and
-enabled, the BLAS PyTorch was built with and the BLAS libraries mapped into
-the process) and the rows, with the ids of
-vae_bench's rows: forward_backward, optimizer, step, encode_decode.b1,
-reconstruct.b1, encode_decode.b1000, reconstruct.b1000, epoch.
+(model, torch version, torch threads, OPENBLAS_NUM_THREADS, oneDNN available
+and enabled, the BLAS PyTorch was built with and the BLAS libraries mapped
+into the process) and the rows, with the ids of vae_bench's rows:
+forward_backward, optimizer, step, encode_decode.b1, reconstruct.b1,
+encode_decode.b1000, reconstruct.b1000, epoch; for --model conv the same
+with the prefix "conv." as vae_bench_conv's (conv.step, ...; no epoch).
 """
 import argparse
 import json
@@ -97,14 +116,24 @@ def peak_rss_mb():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", choices=("mlp", "conv"), default="mlp")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=200)
-    ap.add_argument("--infer-reps", type=int, default=20)
-    ap.add_argument("--epoch-images", type=int, default=60000)
+    ap.add_argument("--reps", type=int, help="default 200 (mlp), 20 (conv)")
+    ap.add_argument("--infer-reps", type=int, help="default 20 (mlp), 3 (conv)")
+    ap.add_argument("--epoch-images", type=int, help="default 60000 (mlp only)")
     ap.add_argument("--mkldnn", choices=("on", "off"))
     ap.add_argument("--json", nargs="?", const="", metavar="FILE",
                     help="JSON object on stdout instead of the text, or in FILE besides it")
     args = ap.parse_args()
+    conv = args.model == "conv"
+    if args.reps is None:
+        args.reps = 20 if conv else 200
+    if args.infer_reps is None:
+        args.infer_reps = 3 if conv else 20
+    if args.epoch_images is None:
+        args.epoch_images = 0 if conv else 60000
+    elif conv and args.epoch_images > 0:
+        ap.error("--epoch-images is for --model mlp only")
     if args.threads < 1 or args.batch < 1 or args.reps < 1 or args.infer_reps < 1:
         ap.error("--threads, --batch, --reps and --infer-reps must be positive")
     if args.epoch_images < 0:
@@ -125,6 +154,9 @@ def main():
         torch.backends.mkldnn.enabled = args.mkldnn == "on"
     torch.manual_seed(42)
     B, D, H, L = args.batch, 784, 400, 20
+    prefix = "conv." if conv else ""  # of the row ids, as vae_bench_conv's
+
+    CH = 256  # the conv model's dense width
 
     class VAE(nn.Module):
         def __init__(self):
@@ -152,6 +184,43 @@ def main():
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
             return recon + kl
 
+    class ConvVAE(nn.Module):
+        """vae_bench_conv's model (examples/mnist_vae --conv), NCHW."""
+
+        def __init__(self):
+            super().__init__()
+            self.enc1 = nn.Conv2d(1, 32, 4, stride=2, padding=1)
+            self.enc2 = nn.Conv2d(32, 64, 4, stride=2, padding=1)
+            self.enc3 = nn.Linear(64 * 7 * 7, CH)
+            self.head = nn.Linear(CH, 2 * L)  # [mu | logvar], as in libvae
+            self.dec1 = nn.Linear(L, CH)
+            self.dec2 = nn.Linear(CH, 64 * 7 * 7)
+            self.dec3 = nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
+            self.dec4 = nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1)
+
+        def encode(self, x):
+            h = F.relu(self.enc2(F.relu(self.enc1(x))))
+            return self.head(F.relu(self.enc3(h.flatten(1)))).chunk(2, dim=1)
+
+        def logits(self, z):
+            h = F.relu(self.dec2(F.relu(self.dec1(z)))).view(-1, 64, 7, 7)
+            return self.dec4(F.relu(self.dec3(h)))
+
+        def decode(self, z):
+            return torch.sigmoid(self.logits(z))
+
+        def reconstruct(self, x):
+            return self.decode(self.encode(x)[0])
+
+        def forward(self, x):
+            mu, logvar = self.encode(x)
+            std = torch.exp(0.5 * logvar)
+            z = mu + std * torch.randn_like(std)
+            logits = self.logits(z)
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
+            return recon + kl
+
     def step(model, opt, x):
         loss = model(x)
         loss.backward()
@@ -159,7 +228,26 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
-    flops = 2.0 * B * (D * H * 2 + H * 2 * L * 3 + L * H * 3 + H * D * 3)  # GEMMs of a step
+    if conv:
+        # GEMM FLOPs per sample as vae_bench_conv counts them: a convolution's
+        # forward 2 C_out (H_out W_out) (C_in k k), the transposed one with input
+        # and output swapped; backward twice that but for the first layer (no dX).
+        convs = [2.0 * 32 * 14 * 14 * (1 * 16), 2.0 * 64 * 7 * 7 * (32 * 16),
+                 2.0 * 64 * 7 * 7 * (32 * 16), 2.0 * 32 * 14 * 14 * (1 * 16)]
+        dense = [2.0 * i * o for i, o in ((3136, CH), (CH, 2 * L), (L, CH), (CH, 3136))]
+        flops = B * (2 * convs[0] + 3 * sum(convs[1:]) + 3 * sum(dense))
+        flops1 = sum(convs) + sum(dense)  # forward GEMM FLOPs per image
+        shape = (1, 28, 28)
+        Model = ConvVAE
+        model_name = "conv 1x28x28-32x14x14-64x7x7-256-20, relu, bernoulli"
+        text_name = "conv VAE of mnist_vae --conv"
+    else:
+        flops = 2.0 * B * (D * H * 2 + H * 2 * L * 3 + L * H * 3 + H * D * 3)  # GEMMs of a step
+        flops1 = 2.0 * (D * H + H * 2 * L + L * H + H * D)  # forward GEMM FLOPs per image
+        shape = (D,)
+        Model = VAE
+        model_name = "mlp 784-400-20, relu, bernoulli"
+        text_name = "784-400-20 VAE"
     rows = []
 
     def row(rid, name, t, f):
@@ -189,12 +277,12 @@ def main():
         epoch = {"seconds": sec, "loss": total / N, "steps": steps, "peak_rss_mb": peak_rss_mb()}
         del images, model, opt
 
-    model = VAE()
+    model = Model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = [torch.rand(B, D) for _ in range(8)]
+    data = [torch.rand(B, *shape) for _ in range(1 if conv else 8)]
     n_params = sum(p.numel() for p in model.parameters())
 
-    warmup = max(5, args.reps // 10)
+    warmup = 3 if conv else max(5, args.reps // 10)
     t_fb, t_opt, t_step = [], [], []
     first_loss = loss = None
     for r in range(-warmup, args.reps):
@@ -218,7 +306,7 @@ def main():
     m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     blas = m.group(1) if m else None
     blas_libs = loaded_blas()
-    say(f"torch {torch.__version__}, 784-400-20 VAE, batch {B}, {args.reps} reps after "
+    say(f"torch {torch.__version__}, {text_name}, batch {B}, {args.reps} reps after "
         f"{warmup} warm-up, torch threads {torch.get_num_threads()}, "
         f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, oneDNN "
         f"{'enabled' if mkldnn['enabled'] else 'disabled'}"
@@ -228,20 +316,20 @@ def main():
     for rid, name, t, f in (("forward_backward", "forward+backward", t_fb, flops),
                             ("optimizer", "optimizer step (Adam)", t_opt, 0),
                             ("step", "training step", t_step, flops)):
-        r = row(rid, name, t, f)
+        r = row(prefix + rid, name, t, f)
         gf = f"  {r['gflops']:7.1f} GFLOP/s" if f else ""
         say(f"{name:<24} {r['median_ms']:9.4f} ms (min {r['min_ms']:.4f}, "
             f"p90 {r['p90_ms']:.4f}){gf}")
     med = statistics.median(t_step)
 
-    # Inference, as vae_bench (d).
-    flops1 = 2.0 * (D * H + H * 2 * L + L * H + H * D)  # forward GEMM FLOPs per image
+    # Inference, as vae_bench (d) (vae_bench_conv (c)).
     infer = []
     with torch.no_grad():
         for n, reps in ((1, args.reps), (1000, args.infer_reps)):
-            xi = torch.rand(n, D)
+            xi = torch.rand(n, *shape)
             t_ed, t_rec = [], []
-            for r in range(-max(2, reps // 10), reps):
+            wk = (3 if n == 1 else 1) if conv else max(2, reps // 10)
+            for r in range(-wk, reps):
                 t0 = time.perf_counter()
                 mu, _ = model.encode(xi)
                 model.decode(mu)
@@ -254,8 +342,8 @@ def main():
             infer.append((n, reps, t_ed, t_rec))
     for n, reps, t_ed, t_rec in infer:
         say(f"batch {n}, {reps} reps:")
-        for rid, name, t in ((f"encode_decode.b{n}", "  encode+decode", t_ed),
-                             (f"reconstruct.b{n}", "  reconstruct", t_rec)):
+        for rid, name, t in ((f"{prefix}encode_decode.b{n}", "  encode+decode", t_ed),
+                             (f"{prefix}reconstruct.b{n}", "  reconstruct", t_rec)):
             r = row(rid, name.strip() + f", batch {n}", t, flops1 * n)
             say(f"{name:<24} {r['median_ms']:9.4f} ms (min {r['min_ms']:.4f}, "
                 f"p90 {r['p90_ms']:.4f})  {r['gflops']:7.1f} GFLOP/s")
@@ -281,10 +369,11 @@ def main():
             "program": "bench_torch.py",
             "library": "pytorch",
             "version": torch.__version__,
-            "model": "mlp 784-400-20, relu, bernoulli",
+            "model": model_name,
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
             "settings": {
-                "batch": B, "reps": args.reps, "warmup": warmup, "infer_reps": args.infer_reps,
+                "model": args.model, "batch": B, "reps": args.reps, "warmup": warmup,
+                "infer_reps": args.infer_reps,
                 "epoch_images": args.epoch_images, "torch_version": torch.__version__,
                 "torch_threads": torch.get_num_threads(),
                 "torch_interop_threads": torch.get_num_interop_threads(),

@@ -4,6 +4,7 @@
 #include "report.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -77,6 +78,43 @@ timing timing_single(double ms)
 {
     timing r = {ms, ms, ms, ms, ms, 1};
     return r;
+}
+
+FILE *text_out;
+
+void say(const char *fmt, ...)
+{
+    if (!text_out)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(text_out, fmt, ap);
+    va_end(ap);
+}
+
+const char *plural(size_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+static report_row rows[REPORT_MAX_ROWS];
+static int n_rows;
+
+void report_add(char section, const char *id, const char *name, size_t workers, size_t batch,
+                timing t, double flops, const char *bound, double bound_ms)
+{
+    if (n_rows >= REPORT_MAX_ROWS)
+        return;
+    report_row *r = &rows[n_rows++];
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->section = section;
+    r->workers = workers;
+    r->batch = batch;
+    r->t = t;
+    r->flops = flops;
+    snprintf(r->bound, sizeof r->bound, "%s", bound ? bound : "");
+    r->bound_ms = bound ? bound_ms : 0.0;
 }
 
 double peak_rss_mb(void)
@@ -188,6 +226,38 @@ void json_bool(json_writer *w, const char *key, int b)
 {
     begin_value(w, key);
     fputs(b ? "true" : "false", w->f);
+}
+
+void json_rows(json_writer *w)
+{
+    json_open(w, "rows", '[');
+    for (int i = 0; i < n_rows; i++) {
+        const report_row *r = &rows[i];
+        char sec[2] = {r->section, '\0'};
+        json_open(w, NULL, '{');
+        json_str(w, "id", r->id);
+        json_str(w, "name", r->name);
+        json_str(w, "section", sec);
+        json_int(w, "workers", (long long)r->workers);
+        json_int(w, "batch", (long long)r->batch);
+        json_num(w, "median_ms", r->t.median);
+        json_num(w, "min_ms", r->t.min);
+        json_num(w, "p10_ms", r->t.p10);
+        json_num(w, "p90_ms", r->t.p90);
+        json_num(w, "max_ms", r->t.max);
+        json_int(w, "reps", r->t.n);
+        if (r->flops > 0.0)
+            json_num(w, "gflops", r->flops / (r->t.median * 1e6));
+        else
+            json_str(w, "gflops", NULL);
+        json_str(w, "bound", r->bound[0] ? r->bound : NULL);
+        if (r->bound[0]) {
+            json_num(w, "bound_ms", r->bound_ms);
+            json_num(w, "ratio_to_bound", r->t.median / r->bound_ms);
+        }
+        json_close(w, '}');
+    }
+    json_close(w, ']');
 }
 
 void json_end(json_writer *w)

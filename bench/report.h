@@ -28,6 +28,30 @@ timing timing_of(double *t, int n);
 /* One measurement: every statistic equal to ms, n = 1. */
 timing timing_single(double ms);
 
+/* Where say() prints the text tables: stdout, or NULL (nothing) when a
+ * program writes only its JSON object. */
+extern FILE *text_out;
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *plural(size_t n); /* "" for 1, else "s" */
+
+/* A row of a report, as printed and as written to the JSON object. */
+#define REPORT_MAX_ROWS 128
+typedef struct {
+    char id[48];        /* key; bench_torch.py uses the same for its rows */
+    char name[64];
+    char section;       /* 'a', 'b', ... */
+    size_t workers;     /* of the library row; 0 for bare GEMMs */
+    size_t batch;
+    timing t;
+    double flops;       /* GEMM FLOPs of one repetition, 0 if none */
+    char bound[48];     /* id of the bound, "" if none */
+    double bound_ms;
+} report_row;
+
+/* Records a row (bound may be NULL); the first REPORT_MAX_ROWS are kept. */
+void report_add(char section, const char *id, const char *name, size_t workers, size_t batch,
+                timing t, double flops, const char *bound, double bound_ms);
+
 /* Peak resident set size of this process so far, in MB. */
 double peak_rss_mb(void);
 
@@ -50,6 +74,9 @@ void json_int(json_writer *w, const char *key, long long x);
 void json_bool(json_writer *w, const char *key, int b);
 /* Ends the document with a newline. */
 void json_end(json_writer *w);
+/* "rows": every recorded row with its id, name, section, workers, batch,
+ * median/min/p10/p90/max ms, reps, GFLOP/s and bound (id, ms, ratio). */
+void json_rows(json_writer *w);
 
 /*
  * "machine": the CPU model (/proc/cpuinfo), online cores, the BLAS (vendor,
