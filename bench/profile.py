@@ -11,13 +11,15 @@ kernel samples of every thread) and sorts the samples' symbols into groups:
                   bli_*), and the memset the BLAS does for beta = 0
   loss            the likelihood's loss and gradient (vae_recon_loss)
   activations     bias and activation forward and backward (vae_act_*)
-  reductions      the fold of the workers' private gradients into the slab,
-                  bias gradients and the head's KL terms (fold_*, dense_backward,
-                  block_terms, head_gradient, reparameterize)
+  reductions      the fold of the workers' private gradients into the slab
+                  and the largest gradient found with it, bias gradients and
+                  the head's KL terms (fold_*, vae_add_floats, vae_max_abs_bits,
+                  dense_backward, block_terms, head_gradient, reparameterize)
   optimizer       Adam or SGD and the scans before it (vae_adam_*, vae_sgd_*,
-                  max_abs_bits, step_part, vae_all_finite)
+                  step_part, vae_all_finite)
   synchronisation the worker pool: waiting, waking, the kernel's scheduler
-  noise and input the generator (eps), the input checks, libm
+  noise and input the generator (eps) and its transforms, the input checks,
+                  libm
   other           everything else
 
 and prints each group's share of the samples and, with the step's median
@@ -38,16 +40,18 @@ GROUPS = [
     ("GEMM", re.compile(r"^(sgemm|cblas_sgemm|bli_|gemm|blas_memory|__memset|memset)|copy_")),
     ("loss", re.compile(r"^vae_recon_loss|^vae_cb_mean|^vae_sigmoid")),
     ("activations", re.compile(r"^vae_act_")),
-    ("reductions", re.compile(r"^(fold_|dense_backward|conv|block_terms|head_gradient|"
-                              r"reparameterize|weigh_rows|vae_grad_store)")),
+    ("reductions", re.compile(r"^(fold_|vae_add_floats|vae_max_abs_bits|dense_backward|conv|"
+                              r"block_terms|head_gradient|reparameterize|weigh_rows|"
+                              r"vae_grad_store)")),
     ("optimizer", re.compile(r"^(vae_adam_|vae_sgd_|max_abs_bits|step_part|vae_all_finite|"
                              r"sum_squares)")),
     ("synchronisation", re.compile(r"^(vae_pool|pool_|worker_main|pthread_|__pthread|futex|"
-                                   r"sched_|__sched|syscall|do_syscall|entry_SYSCALL|"
+                                   r"sched_|__sched|do_sched|syscall|do_syscall|entry_SYSCALL|"
                                    r"finish_task_switch|schedule|__schedule|native_|"
                                    r"_raw_spin|try_to_wake|__futex|futex_)")),
-    ("noise and input", re.compile(r"^(vae_rng_|__sincos|__ieee754_log|log|__log|__expf|"
-                                   r"__ieee754_exp|exp|vae_check_input|vae_dataset)")),
+    ("noise and input", re.compile(r"^(vae_rng_|vae_gauss_|box_muller|draw_noise|__sincos|"
+                                   r"__ieee754_log|log|__log|__expf|__ieee754_exp|exp|"
+                                   r"vae_check_input|all_in_unit_range|vae_dataset)")),
 ]
 
 

@@ -1511,7 +1511,7 @@ static void test_crafted_chunks(void **state)
     /* An unknown critical chunk, from a writer that says it is 1.2.3. */
     blob b = blob_copy(&c->clean);
     chunk_insert(&b, "TRNR", "ZKIP", "x", 1);
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.0");
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.1");
     tu_put_le32(b.p + 12, 10203);
     REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "unknown critical chunk ZKIP", "written by libvae 1.2.3");
     blob_free(&b);
@@ -1568,7 +1568,7 @@ static void test_crafted_chunks(void **state)
     /* Format version 3; a bad magic. */
     b = blob_copy(&c->clean);
     tu_put_le32(b.p + 8, 3);
-    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "format version 3 (written by libvae 1.2.0)", NULL);
+    REFUSED(&c->tgt, &b, VAE_ERR_FORMAT, "format version 3 (written by libvae 1.2.1)", NULL);
     blob_free(&b);
     b = blob_copy(&c->clean);
     b.p[1] = 'W';

@@ -115,13 +115,13 @@ static void test_struct_layouts_pinned(void **state)
 static void test_version(void **state)
 {
     (void)state;
-    /* This is the 1.2.0 header and library. */
+    /* This is the 1.2.1 header and library. */
     assert_int_equal(VAE_VERSION_MAJOR, 1);
     assert_int_equal(VAE_VERSION_MINOR, 2);
-    assert_int_equal(VAE_VERSION_PATCH, 0);
-    assert_int_equal(VAE_VERSION_NUMBER, 10200);
-    assert_int_equal(vae_version_number(), 10200);
-    assert_string_equal(vae_version_string(), "1.2.0");
+    assert_int_equal(VAE_VERSION_PATCH, 1);
+    assert_int_equal(VAE_VERSION_NUMBER, 10201);
+    assert_int_equal(vae_version_number(), 10201);
+    assert_string_equal(vae_version_string(), "1.2.1");
     assert_int_equal(VAE_VERSION_NUMBER,
                      VAE_VERSION_MAJOR * 10000 + VAE_VERSION_MINOR * 100 + VAE_VERSION_PATCH);
     /* The library that is loaded agrees with the header it was compiled with. */

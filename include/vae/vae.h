@@ -232,7 +232,7 @@ extern "C" {
 /** Minor version of this header. */
 #define VAE_VERSION_MINOR 2
 /** Patch version of this header. */
-#define VAE_VERSION_PATCH 0
+#define VAE_VERSION_PATCH 1
 /** MAJOR*10000 + MINOR*100 + PATCH, so 1.0.0 is 10000. */
 #define VAE_VERSION_NUMBER \
     (VAE_VERSION_MAJOR * 10000 + VAE_VERSION_MINOR * 100 + VAE_VERSION_PATCH)

@@ -1,5 +1,5 @@
 /*
- * The declarations of vae.h (libvae 1.2.0) as plain C for FFI parsers: LuaJIT's
+ * The declarations of vae.h (libvae 1.2.1) as plain C for FFI parsers: LuaJIT's
  * ffi.cdef, Python cffi's cdef, koffi. No preprocessor directives, no attributes;
  * the consumer provides size_t and the fixed-width integer types of <stdint.h>.
  *
@@ -10,8 +10,8 @@
 enum {
     VAE_VERSION_MAJOR = 1,
     VAE_VERSION_MINOR = 2,
-    VAE_VERSION_PATCH = 0,
-    VAE_VERSION_NUMBER = 10200
+    VAE_VERSION_PATCH = 1,
+    VAE_VERSION_NUMBER = 10201
 };
 
 unsigned vae_version_number(void);
