@@ -14,7 +14,7 @@
  * GEMM of N = bc*ohw columns instead of bc small ones. Scratch: col
  * [ckk][N], then a [ckk][N] buffer (dcol), then [out_c][N] (outputs and
  * output gradients in channel-major order). */
-/* After them, the weight and bias gradients' sums, then the work of
+/* After them, the weight and bias gradients' sums, then the tables of
  * im2col/col2im. */
 static float *conv_work(const vae_layer *l, float *scratch, size_t bc)
 {
@@ -22,16 +22,25 @@ static float *conv_work(const vae_layer *l, float *scratch, size_t bc)
     return scratch + (2 * ckk + l->out_c) * bc * ohw + l->n_weights + l->out_c;
 }
 
+/* The input's geometry under the kernel. */
+static vae_im2col_geo conv_geo(const vae_layer *l)
+{
+    vae_im2col_geo g = {l->in_c,   l->in_h, l->in_w,  l->kh,   l->kw,
+                        l->stride, l->pad,  l->out_h, l->out_w};
+    return g;
+}
+
 static void conv_forward(const vae_layer *l, const float *x, size_t batch, float *y, float *scratch)
 {
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
     const size_t bc = vae_conv_chunk(ckk * ohw, batch);
     float *col = scratch, *cn = scratch + 2 * ckk * bc * ohw, *work = conv_work(l, scratch, bc);
+    const vae_im2col_geo g = conv_geo(l);
+    vae_im2col_prepare(&g, work);
     for (size_t b0 = 0; b0 < batch; b0 += bc) {
         size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * ohw;
         for (size_t b = 0; b < nb; b++)
-            vae_im2col(x + (b0 + b) * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw,
-                       l->stride, l->pad, l->out_h, l->out_w, col + b * ohw, n, work);
+            vae_im2col(&g, x + (b0 + b) * l->in, col + b * ohw, n, work);
         /* cn[out_c][n] = W[out_c][ckk] . col[ckk][n] */
         vae_sgemm(0, 0, l->out_c, n, ckk, 1.0f, l->w, ckk, col, n, 0.0f, cn, n);
         vae_cn_to_nchw(cn, nb, l->out_c, ohw, y + b0 * l->out);
@@ -48,6 +57,8 @@ static void conv_backward(const vae_layer *l, const float *x, const float *y, fl
     const size_t bc = vae_conv_chunk(ckk * ohw, batch);
     float *col = scratch, *dcol = scratch + ckk * bc * ohw, *dz = dcol + ckk * bc * ohw;
     float *work = conv_work(l, scratch, bc);
+    const vae_im2col_geo g = conv_geo(l);
+    vae_im2col_prepare(&g, work);
     /* This batch's weight gradient is summed over its chunks in wt, on its
      * own, then stored: a GEMM of many columns splits its inner dimension,
      * so adding chunk products straight into a slab that already holds
@@ -63,16 +74,14 @@ static void conv_backward(const vae_layer *l, const float *x, const float *y, fl
         /* The columns are rebuilt rather than kept from the forward pass:
          * the copy costs less than B times the column memory. */
         for (size_t b = 0; b < nb; b++)
-            vae_im2col(x + (b0 + b) * l->in, l->in_c, l->in_h, l->in_w, l->kh, l->kw,
-                       l->stride, l->pad, l->out_h, l->out_w, col + b * ohw, n, work);
+            vae_im2col(&g, x + (b0 + b) * l->in, col + b * ohw, n, work);
         /* wt[out_c][ckk] (+)= dz[out_c][n] . col[ckk][n]^T */
         vae_sgemm(0, 1, l->out_c, ckk, n, 1.0f, dz, n, col, n, b0 ? 1.0f : 0.0f, wt, ckk);
         if (dx) {
             /* dcol[ckk][n] = W[out_c][ckk]^T . dz, then scattered back */
             vae_sgemm(1, 0, ckk, n, l->out_c, 1.0f, l->w, ckk, dz, n, 0.0f, dcol, n);
             for (size_t b = 0; b < nb; b++)
-                vae_col2im(dcol + b * ohw, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride,
-                           l->pad, l->out_h, l->out_w, dx + (b0 + b) * l->in, n, work);
+                vae_col2im(&g, dcol + b * ohw, dx + (b0 + b) * l->in, n, work);
         }
     }
     if (accumulate)
@@ -81,10 +90,11 @@ static void conv_backward(const vae_layer *l, const float *x, const float *y, fl
 
 static size_t conv_scratch(const vae_layer *l, size_t batch)
 {
+    const vae_im2col_geo g = conv_geo(l);
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;
     size_t bc = vae_conv_chunk(ckk * ohw, batch ? batch : 1);
     return (2 * ckk + l->out_c) * bc * ohw + l->n_weights + l->out_c +
-           vae_im2col_work(l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->pad, l->out_h, l->out_w);
+           vae_im2col_work(&g);
 }
 
 static int conv_from_fields(vae_layer **out, int activation, const uint64_t *fields, size_t n)

@@ -12,7 +12,7 @@
 /* Chunks of bc samples as in conv2d.c, N = bc*hw columns per GEMM. Scratch:
  * col [out_c kk][N], then the input (or its gradient) in channel-major
  * order [in_c][N], twice. */
-/* After them, the weight and bias gradients' sums, then the work of
+/* After them, the weight and bias gradients' sums, then the tables of
  * im2col/col2im. */
 static float *convt_work(const vae_layer *l, float *scratch, size_t bc)
 {
@@ -20,19 +20,29 @@ static float *convt_work(const vae_layer *l, float *scratch, size_t bc)
     return scratch + (ckk + 2 * l->in_c) * bc * hw + l->n_weights + l->out_c;
 }
 
+/* The output's geometry under the kernel: the convolution this layer is the
+ * adjoint of runs over it to the input's positions. */
+static vae_im2col_geo convt_geo(const vae_layer *l)
+{
+    vae_im2col_geo g = {l->out_c,  l->out_h, l->out_w, l->kh,  l->kw,
+                        l->stride, l->pad,   l->in_h,  l->in_w};
+    return g;
+}
+
 static void convt_forward(const vae_layer *l, const float *x, size_t batch, float *y, float *scratch)
 {
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
     const size_t ohw = l->out_h * l->out_w, bc = vae_conv_chunk(ckk * hw, batch);
     float *col = scratch, *xt = scratch + ckk * bc * hw, *work = convt_work(l, scratch, bc);
+    const vae_im2col_geo g = convt_geo(l);
+    vae_im2col_prepare(&g, work);
     for (size_t b0 = 0; b0 < batch; b0 += bc) {
         size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * hw;
         vae_nchw_to_cn(x + b0 * l->in, nb, l->in_c, hw, xt);
         /* col[out_c kk][n] = W[in_c][out_c kk]^T . xt[in_c][n] */
         vae_sgemm(1, 0, ckk, n, l->in_c, 1.0f, l->w, ckk, xt, n, 0.0f, col, n);
         for (size_t b = 0; b < nb; b++)
-            vae_col2im(col + b * hw, l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->stride,
-                       l->pad, l->in_h, l->in_w, y + (b0 + b) * l->out, n, work);
+            vae_col2im(&g, col + b * hw, y + (b0 + b) * l->out, n, work);
     }
     for (size_t b = 0; b < batch; b++) /* one bias per channel: per sample */
         vae_act_bias_forward(l->activation, y + b * l->out, l->out_c, ohw, l->b, 1);
@@ -46,6 +56,8 @@ static void convt_backward(const vae_layer *l, const float *x, const float *y, f
     const size_t ohw = l->out_h * l->out_w, bc = vae_conv_chunk(ckk * hw, batch);
     float *col = scratch, *xt = scratch + ckk * bc * hw, *dxt = xt + l->in_c * bc * hw;
     float *work = convt_work(l, scratch, bc);
+    const vae_im2col_geo g = convt_geo(l);
+    vae_im2col_prepare(&g, work);
     /* The batch's weight gradient is summed on its own in wt (conv2d.c says why). */
     float *tail = dxt + l->in_c * bc * hw;
     float *wt = accumulate ? tail : dw, *bt = tail + l->n_weights;
@@ -54,8 +66,7 @@ static void convt_backward(const vae_layer *l, const float *x, const float *y, f
     for (size_t b0 = 0; b0 < batch; b0 += bc) {
         size_t nb = batch - b0 < bc ? batch - b0 : bc, n = nb * hw;
         for (size_t b = 0; b < nb; b++)
-            vae_im2col(dy + (b0 + b) * l->out, l->out_c, l->out_h, l->out_w, l->kh, l->kw,
-                       l->stride, l->pad, l->in_h, l->in_w, col + b * hw, n, work);
+            vae_im2col(&g, dy + (b0 + b) * l->out, col + b * hw, n, work);
         vae_nchw_to_cn(x + b0 * l->in, nb, l->in_c, hw, xt);
         /* wt[in_c][out_c kk] (+)= xt[in_c][n] . col[out_c kk][n]^T */
         vae_sgemm(0, 1, l->in_c, ckk, n, 1.0f, xt, n, col, n, b0 ? 1.0f : 0.0f, wt, ckk);
@@ -71,10 +82,11 @@ static void convt_backward(const vae_layer *l, const float *x, const float *y, f
 
 static size_t convt_scratch(const vae_layer *l, size_t batch)
 {
+    const vae_im2col_geo g = convt_geo(l);
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
     size_t bc = vae_conv_chunk(ckk * hw, batch ? batch : 1);
     return (ckk + 2 * l->in_c) * bc * hw + l->n_weights + l->out_c +
-           vae_im2col_work(l->out_c, l->out_h, l->out_w, l->kh, l->kw, l->pad, l->in_h, l->in_w);
+           vae_im2col_work(&g);
 }
 
 static int convt_from_fields(vae_layer **out, int activation, const uint64_t *fields, size_t n)

@@ -75,17 +75,18 @@ const vae_layer_ops *vae_layer_kind_ops(uint32_t kind);
  * col[(c*kh + i)*kw + j][y*ow + x] = x[c][y*stride - pad + i][x*stride - pad + j]
  * (0 outside the image), rows ld floats apart, so that the columns of
  * several samples sit side by side for one GEMM. col2im is the adjoint: x =
- * the sum of col's entries at each pixel, added in row order of col. Both
- * use work[vae_im2col_work(...)] (a padded copy of the image and a table of
- * window offsets; 0 floats when the padding is too wide for it to pay). */
-size_t vae_im2col_work(size_t c, size_t h, size_t w, size_t kh, size_t kw, size_t pad, size_t oh,
-                       size_t ow);
-void vae_im2col(const float *x, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                size_t stride, size_t pad, size_t oh, size_t ow, float *col, size_t ld,
-                float *work);
-void vae_col2im(const float *col, size_t c, size_t h, size_t w, size_t kh, size_t kw,
-                size_t stride, size_t pad, size_t oh, size_t ow, float *x, size_t ld,
-                float *work);
+ * the sum of col's entries at each pixel, added from +0 in the row order of
+ * col. Both use work[vae_im2col_work()], whose tables vae_im2col_prepare()
+ * fills once per geometry (0 floats when the padding is too wide for them
+ * to pay). */
+typedef struct vae_im2col_geo {
+    size_t c, h, w, kh, kw, stride, pad, oh, ow;
+} vae_im2col_geo;
+size_t vae_im2col_work(const vae_im2col_geo *g);
+void vae_im2col_prepare(const vae_im2col_geo *g, float *work);
+void vae_im2col(const vae_im2col_geo *g, const float *x, float *col, size_t ld, float *work);
+void vae_col2im(const vae_im2col_geo *g, const float *col, float *x, size_t ld,
+                const float *work);
 /* [batch][c][hw] <-> [c][batch * hw]: a batch as one matrix of channels. */
 void vae_nchw_to_cn(const float *src, size_t batch, size_t c, size_t hw, float *dst);
 void vae_cn_to_nchw(const float *src, size_t batch, size_t c, size_t hw, float *dst);
