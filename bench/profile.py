@@ -11,6 +11,10 @@ kernel samples of every thread) and sorts the samples' symbols into groups:
                   bli_*), and the memset the BLAS does for beta = 0
   loss            the likelihood's loss and gradient (vae_recon_loss)
   activations     bias and activation forward and backward (vae_act_*)
+  im2col          the convolutions' im2col and col2im (their gathers and the
+                  padded copies of the images) and the layout changes between
+                  NCHW and one matrix per chunk (vae_nchw_to_cn,
+                  vae_cn_to_nchw, which copy with memcpy)
   reductions      the fold of the workers' private gradients into the slab
                   and the largest gradient found with it, bias gradients and
                   the head's KL terms (fold_*, vae_add_floats, vae_max_abs_bits,
@@ -40,6 +44,9 @@ GROUPS = [
     ("GEMM", re.compile(r"^(sgemm|cblas_sgemm|bli_|gemm|blas_memory|__memset|memset)|copy_")),
     ("loss", re.compile(r"^vae_recon_loss|^vae_cb_mean|^vae_sigmoid")),
     ("activations", re.compile(r"^vae_act_")),
+    ("im2col", re.compile(r"^(vae_im2col|vae_col2im|gather_row|gather_sums|im2col_rows|"
+                          r"col2im_rows|vae_nchw_to_cn|vae_cn_to_nchw|__memmove|__memcpy|"
+                          r"memcpy)")),
     ("reductions", re.compile(r"^(fold_|vae_add_floats|vae_max_abs_bits|dense_backward|conv|"
                               r"block_terms|head_gradient|reparameterize|weigh_rows|"
                               r"vae_grad_store)")),
