@@ -58,6 +58,14 @@
  *      are random bytes, stored as an IDX file in $TMPDIR (removed once
  *      loaded) and read by vae_dataset_load_idx as MNIST is: one byte per
  *      pixel, scaled to [0, 1] per batch.
+ *  (f) Adam alone, one worker: vae_trainer_apply on a slab of zero
+ *      gradients (so the overflow test reads nothing, and the update does
+ *      all its arithmetic: a square root and a division per parameter), for
+ *      a 784-60-20 model whose parameters, gradient and two moments (1.6 MB)
+ *      stay in a core's L2 cache, and for the step's 784-400-20 model (10.4
+ *      MB): ns per parameter. The first is the update's arithmetic rate, the
+ *      floor of its share of a step; the step's own update (b) also waits
+ *      for the memory the GEMMs have taken over.
  * GFLOP/s counts only GEMM work (2 B in out per GEMM; docs/math.md, "FLOP
  * count of a training step"). "x bound" is the row's time over its bound:
  * the time of its own bare GEMMs on one stream for one worker, on N streams
@@ -180,6 +188,40 @@ static vae_dataset *synthetic_mnist(vae_rng *rng, size_t count)
 
 /* (e): one epoch with `workers` workers; returns its seconds and sets the
  * final loss. */
+/* (f): median ms of vae_trainer_apply (Adam, zero gradients) on a
+ * 784-hidden-20 MLP, one worker; *params receives its parameter count. */
+static timing adam_alone(size_t hidden, int reps, size_t *params)
+{
+    vae_model *m = NULL;
+    vae_context *ctx = NULL;
+    vae_elbo *e = NULL;
+    vae_optimizer *o = NULL;
+    vae_trainer *tr = NULL;
+    check(vae_model_create_mlp(&m, 784, &hidden, 1, 20, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI,
+                               3),
+          "vae_model_create_mlp");
+    check(vae_context_create(&ctx), "vae_context_create");
+    check(vae_elbo_create(&e), "vae_elbo_create");
+    check(vae_optimizer_create(&o, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
+    check(vae_trainer_create(&tr, m, e, o, ctx, 4), "vae_trainer_create");
+    vae_model_params(m, params);
+    double *t = xmalloc((size_t)reps * sizeof *t);
+    for (int r = -reps / 10 - 2; r < reps; r++) {
+        double t0 = now_ms();
+        check(vae_trainer_apply(tr), "vae_trainer_apply");
+        if (r >= 0)
+            t[r] = now_ms() - t0;
+    }
+    timing s = timing_of(t, reps);
+    free(t);
+    vae_trainer_free(tr);
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+    vae_context_free(ctx);
+    vae_model_free(m);
+    return s;
+}
+
 static double run_epoch(size_t images, size_t batch, size_t workers, double *loss)
 {
     vae_rng *rng = NULL;
@@ -615,6 +657,22 @@ int main(int argc, char **argv)
             "%.2f at the end, peak RSS %.1f MB after it\n",
             epoch_s, steps, epoch_loss, epoch_rss);
     }
+
+    say("\n(f) Adam alone: vae_trainer_apply on zero gradients, 1 worker\n");
+    print_header();
+    const size_t adam_hidden[2] = {60, 400};
+    double adam_ns[2];
+    for (int k = 0; k < 2; k++) {
+        size_t np = 0;
+        timing a = adam_alone(adam_hidden[k], reps, &np);
+        adam_ns[k] = a.median * 1e6 / (double)np;
+        snprintf(id, sizeof id, "adam.%s", k == 0 ? "in_cache" : "step_model");
+        snprintf(name, sizeof name, "  %zu parameters (%.1f MB)", np, (double)np * 16e-6);
+        add_row('f', id, name, 1, 0, a, 0.0, NULL, 0.0);
+    }
+    say("%.3f ns per parameter in cache (the update's arithmetic), %.3f at the step's model's "
+        "size\n",
+        adam_ns[0], adam_ns[1]);
 
     /* Against the targets. */
     double ratio1 = s_st[0].median / g_step.median;
