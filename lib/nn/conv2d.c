@@ -13,9 +13,8 @@
 /* Samples go through in chunks of bc: their columns side by side make one
  * GEMM of N = bc*ohw columns instead of bc small ones. Scratch: col
  * [ckk][N], then a [ckk][N] buffer (dcol), then [out_c][N] (outputs and
- * output gradients in channel-major order). */
-/* After them, the weight and bias gradients' sums, then the tables of
- * im2col/col2im. */
+ * output gradients in channel-major order); after them, the weight and
+ * bias gradients' sums, then the tables of im2col/col2im. */
 static float *conv_work(const vae_layer *l, float *scratch, size_t bc)
 {
     const size_t ckk = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w;

@@ -11,9 +11,8 @@
 
 /* Chunks of bc samples as in conv2d.c, N = bc*hw columns per GEMM. Scratch:
  * col [out_c kk][N], then the input (or its gradient) in channel-major
- * order [in_c][N], twice. */
-/* After them, the weight and bias gradients' sums, then the tables of
- * im2col/col2im. */
+ * order [in_c][N], twice; after them, the weight and bias gradients' sums,
+ * then the tables of im2col/col2im. */
 static float *convt_work(const vae_layer *l, float *scratch, size_t bc)
 {
     const size_t ckk = l->out_c * l->kh * l->kw, hw = l->in_h * l->in_w;
