@@ -324,7 +324,8 @@ int vae_elbo_evaluate(vae_context *ctx, const vae_model *m, const vae_elbo *e, c
     double sums[3];
     if (stats && (rc = vae_struct_check(stats, sizeof *stats, fn, "stats")))
         ;
-    else if (!(rc = vae_elbo_pass(ctx, m, e, x, n, eps, rng, NULL, NULL, per_sample, sums, NULL, fn)) &&
+    else if (!(rc = vae_elbo_pass(ctx, m, e, x, n, eps, rng, NULL, NULL, per_sample, sums, NULL,
+                                  fn)) &&
              stats) {
         vae_epoch_stats s = {sizeof s, sums[0], sums[1], sums[2], vae_seconds() - t0, n, 0};
         vae_struct_put(stats, &s, sizeof s);
