@@ -157,6 +157,55 @@ def best_setting(rid, settings, torch_value, rounds):
     return min(cand, key=lambda c: c[0])[1]
 
 
+def round_values(lib, rid, best, torch_value, rounds, div):
+    """Per round, then the median over rounds: (round label, libvae 1 worker,
+    libvae 2 workers, PyTorch at its best setting), each divided by div."""
+    per = {"1": [], "2": [], "t": []}
+    for rnd in range(rounds):
+        r1 = row_of(lib[rnd], rid, 1)
+        r2 = row_of(lib[rnd], rid, 2)
+        v1 = r1["median_ms"] / div if r1 else None
+        v2 = r2["median_ms"] / div if r2 else None
+        tv = torch_value(rid, best, rnd)
+        vt = tv / div if tv is not None else None
+        for key, v in (("1", v1), ("2", v2), ("t", vt)):
+            if v is not None:
+                per[key].append(v)
+        yield str(rnd + 1), v1, v2, vt
+    med = {k: statistics.median(v) if v else None for k, v in per.items()}
+    yield "**median**", med["1"], med["2"], med["t"]
+
+
+def bounds_table(out, lib, title):
+    """Each round's libvae steps against their GEMM bounds, and the median."""
+    out.append("")
+    out.append(title)
+    out.append("")
+    out.append("| round | step 1w (ms) | GEMMs 1 stream | step / GEMMs | step 2w (ms) | "
+               "GEMMs 2 streams | efficiency 2w |")
+    out.append("|---|---|---|---|---|---|---|")
+    effs = []
+    for rnd, r in enumerate(lib):
+        s = r["summary"]
+        eff = s.get("efficiency_nw")
+        if eff is not None:
+            effs.append(eff)
+        out.append(f"| {rnd + 1} | {fmt(s['step_ms_1w'])} | {fmt(s['gemm_1stream_ms'])} | "
+                   f"{s['step_over_gemm_1w']:.2f} | {fmt(s.get('step_ms_nw'))} | "
+                   f"{fmt(s.get('gemm_nstream_ms'))} | "
+                   f"{f'{eff:.2f}' if eff is not None else '–'} |")
+    if len(lib) > 1:
+        med = {k: statistics.median(r["summary"][k] for r in lib)
+               for k in ("step_ms_1w", "gemm_1stream_ms", "step_over_gemm_1w")}
+        nw = {k: statistics.median(r["summary"][k] for r in lib)
+              for k in ("step_ms_nw", "gemm_nstream_ms") if k in lib[0]["summary"]}
+        out.append(f"| **median** | {fmt(med['step_ms_1w'])} | {fmt(med['gemm_1stream_ms'])} | "
+                   f"{med['step_over_gemm_1w']:.2f} | {fmt(nw.get('step_ms_nw'))} | "
+                   f"{fmt(nw.get('gemm_nstream_ms'))} | "
+                   f"{f'**{statistics.median(effs):.2f}**' if effs else '–'} |")
+    return statistics.median(effs) if effs else None
+
+
 def every_setting_table(out, rows, settings, best_of, torch_value, rounds):
     """Every PyTorch setting, median over rounds; the best per row in bold."""
     out.append("")
@@ -197,24 +246,9 @@ def mlp_report(args, lib, torch_runs, settings, torch_value):
         if best is None:
             continue
         best_of[rid] = best
-        per = {"1": [], "2": [], "t": []}
-        for rnd in range(args.rounds + 1):
-            if rnd < args.rounds:
-                r1 = row_of(lib[rnd], rid, 1)
-                r2 = row_of(lib[rnd], rid, 2)
-                v1 = r1["median_ms"] / div if r1 else None
-                v2 = r2["median_ms"] / div if r2 else None
-                tv = torch_value(rid, best, rnd)
-                vt = tv / div if tv is not None else None
-                for key, v in (("1", v1), ("2", v2), ("t", vt)):
-                    if v is not None:
-                        per[key].append(v)
-                name = label if rnd == 0 else ""
-                rlabel = str(rnd + 1)
-            else:
-                med = {k: statistics.median(v) if v else None for k, v in per.items()}
-                v1, v2, vt = med["1"], med["2"], med["t"]
-                name, rlabel = "", "**median**"
+        for rnd, (rlabel, v1, v2, vt) in enumerate(
+                round_values(lib, rid, best, torch_value, args.rounds, div)):
+            name = label if rnd == 0 else ""
             ratio1 = f"{vt / v1:.2f}" if v1 and vt else "–"
             ratio2 = f"{vt / v2:.2f}" if v2 and vt else "–"
             if rnd == args.rounds:
@@ -222,19 +256,8 @@ def mlp_report(args, lib, torch_runs, settings, torch_value):
             out.append(f"| {name} | {rlabel} | {fmt(v1)} | {fmt(v2)} | {fmt(vt)} | "
                        f"{setting_name(best) if rnd == 0 else ''} | {ratio1} | {ratio2} |")
 
-    # libvae against its GEMM bounds.
-    out.append("")
-    out.append("libvae against its GEMM bounds (targets: 1 worker step / 1-stream GEMMs <= 1.10; "
-               "2 workers 2-stream GEMMs / step >= 0.85):")
-    out.append("")
-    out.append("| round | step 1w (ms) | GEMMs 1 stream | step / GEMMs | step 2w (ms) | "
-               "GEMMs 2 streams | efficiency 2w |")
-    out.append("|---|---|---|---|---|---|---|")
-    for rnd, r in enumerate(lib):
-        s = r["summary"]
-        out.append(f"| {rnd + 1} | {fmt(s['step_ms_1w'])} | {fmt(s['gemm_1stream_ms'])} | "
-                   f"{s['step_over_gemm_1w']:.2f} | {fmt(s.get('step_ms_nw'))} | "
-                   f"{fmt(s.get('gemm_nstream_ms'))} | {s.get('efficiency_nw', 0):.2f} |")
+    bounds_table(out, lib, "libvae against its GEMM bounds (targets: 1 worker step / 1-stream "
+                 "GEMMs <= 1.10; 2 workers 2-stream GEMMs / step >= 0.85):")
 
     every_setting_table(out, ROWS, settings, best_of, torch_value, args.rounds)
 
@@ -279,24 +302,9 @@ def conv_report(args, lib, torch_runs, settings, torch_value):
         if best is None:
             continue
         best_of[rid] = best
-        per = {"1": [], "2": [], "t": []}
-        for rnd in range(args.rounds + 1):
-            if rnd < args.rounds:
-                r1 = row_of(lib[rnd], rid, 1)
-                r2 = row_of(lib[rnd], rid, 2)
-                v1 = r1["median_ms"] / div if r1 else None
-                v2 = r2["median_ms"] / div if r2 else None
-                tv = torch_value(rid, best, rnd)
-                vt = tv / div if tv is not None else None
-                for key, v in (("1", v1), ("2", v2), ("t", vt)):
-                    if v is not None:
-                        per[key].append(v)
-                name = label if rnd == 0 else ""
-                rlabel = str(rnd + 1)
-            else:
-                med = {k: statistics.median(v) if v else None for k, v in per.items()}
-                v1, v2, vt = med["1"], med["2"], med["t"]
-                name, rlabel = "", "**median**"
+        for rnd, (rlabel, v1, v2, vt) in enumerate(
+                round_values(lib, rid, best, torch_value, args.rounds, div)):
+            name = label if rnd == 0 else ""
             ratio = f"{v2 / vt:.2f}" if v2 and vt else "–"
             if rnd == args.rounds:
                 if rid == "conv.step" and v2 and vt:
@@ -310,35 +318,9 @@ def conv_report(args, lib, torch_runs, settings, torch_value):
                    f"(target <= {CONV_TARGET_RATIO:.2f}: "
                    f"{'met' if step_ratio <= CONV_TARGET_RATIO else 'not met'}).")
 
-    # libvae against its GEMM bounds.
-    out.append("")
-    out.append("libvae against its GEMM bounds (2-worker efficiency = 2-stream GEMMs / 2-worker "
-               f"step, target >= {CONV_TARGET_EFF:.2f}):")
-    out.append("")
-    out.append("| round | step 1w (ms) | GEMMs 1 stream | step / GEMMs | step 2w (ms) | "
-               "GEMMs 2 streams | efficiency 2w |")
-    out.append("|---|---|---|---|---|---|---|")
-    effs = []
-    for rnd, r in enumerate(lib):
-        s = r["summary"]
-        eff = s.get("efficiency_nw")
-        if eff is not None:
-            effs.append(eff)
-        out.append(f"| {rnd + 1} | {fmt(s['step_ms_1w'])} | {fmt(s['gemm_1stream_ms'])} | "
-                   f"{s['step_over_gemm_1w']:.2f} | {fmt(s.get('step_ms_nw'))} | "
-                   f"{fmt(s.get('gemm_nstream_ms'))} | "
-                   f"{f'{eff:.2f}' if eff is not None else '–'} |")
-    if len(lib) > 1:
-        med = {k: statistics.median(r["summary"][k] for r in lib)
-               for k in ("step_ms_1w", "gemm_1stream_ms", "step_over_gemm_1w")}
-        nw = {k: statistics.median(r["summary"][k] for r in lib)
-              for k in ("step_ms_nw", "gemm_nstream_ms") if k in lib[0]["summary"]}
-        out.append(f"| **median** | {fmt(med['step_ms_1w'])} | {fmt(med['gemm_1stream_ms'])} | "
-                   f"{med['step_over_gemm_1w']:.2f} | {fmt(nw.get('step_ms_nw'))} | "
-                   f"{fmt(nw.get('gemm_nstream_ms'))} | "
-                   f"{f'**{statistics.median(effs):.2f}**' if effs else '–'} |")
-    if effs:
-        eff = statistics.median(effs)
+    eff = bounds_table(out, lib, "libvae against its GEMM bounds (2-worker efficiency = 2-stream "
+                       f"GEMMs / 2-worker step, target >= {CONV_TARGET_EFF:.2f}):")
+    if eff is not None:
         out.append("")
         out.append(f"2-worker efficiency (median over rounds): {eff:.2f} (target >= "
                    f"{CONV_TARGET_EFF:.2f}: {'met' if eff >= CONV_TARGET_EFF else 'not met'}).")
