@@ -608,21 +608,11 @@ int main(int argc, char **argv)
     say("\n");
 
     if (json) {
-        FILE *jf = stdout;
-        if (json_path && strcmp(json_path, "-") && !(jf = fopen(json_path, "w"))) {
-            fprintf(stderr, "vae_bench_conv: cannot write %s\n", json_path);
-            return 1;
-        }
-        double ratio1 = s_st[0].median / g1s.median;
-        double effn = n_wk > 1 ? gns.median / s_st[1].median : 0.0;
+        FILE *jf = json_file(json_path);
         json_writer jw;
         json_init(&jw, jf);
         json_open(&jw, NULL, '{');
-        json_str(&jw, "program", "vae_bench_conv");
-        json_str(&jw, "library", "libvae");
-        json_str(&jw, "version", vae_version_string());
-        json_str(&jw, "model", "conv 1x28x28-32x14x14-64x7x7-256-20, relu, bernoulli");
-        json_machine(&jw, "machine");
+        json_header(&jw, "conv 1x28x28-32x14x14-64x7x7-256-20, relu, bernoulli");
         json_open(&jw, "settings", '{');
         json_int(&jw, "batch", (long long)B);
         json_int(&jw, "blocks", (long long)block_count(B));
@@ -640,19 +630,8 @@ int main(int argc, char **argv)
         json_close(&jw, '}');
         json_rows(&jw);
         json_open(&jw, "summary", '{');
-        json_num(&jw, "step_ms_1w", s_st[0].median);
-        json_num(&jw, "gemm_1stream_ms", g1s.median);
-        json_num(&jw, "step_over_gemm_1w", ratio1);
-        json_num(&jw, "target_step_over_gemm_1w_max", TARGET_1W_RATIO);
-        json_bool(&jw, "target_1w_met", ratio1 <= TARGET_1W_RATIO);
-        if (n_wk > 1) {
-            json_int(&jw, "workers", (long long)top);
-            json_num(&jw, "step_ms_nw", s_st[1].median);
-            json_num(&jw, "gemm_nstream_ms", gns.median);
-            json_num(&jw, "efficiency_nw", effn);
-            json_num(&jw, "target_efficiency_nw_min", TARGET_NW_EFF);
-            json_bool(&jw, "target_nw_met", effn >= TARGET_NW_EFF);
-        }
+        json_step_summary(&jw, s_st[0].median, g1s.median, TARGET_1W_RATIO, n_wk > 1 ? top : 1,
+                          n_wk > 1 ? s_st[1].median : 0.0, gns.median, TARGET_NW_EFF);
         json_num(&jw, "mflop_per_step", f_step * 1e-6);
         json_num(&jw, "mflop_gemms_per_step", f_gemms * 1e-6);
         for (size_t k = 0; k < N_INFER; k++)

@@ -228,6 +228,47 @@ void json_bool(json_writer *w, const char *key, int b)
     fputs(b ? "true" : "false", w->f);
 }
 
+FILE *json_file(const char *path)
+{
+    if (!path || !strcmp(path, "-"))
+        return stdout;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "%s: cannot write %s\n", bench_program, path);
+        exit(1);
+    }
+    return f;
+}
+
+void json_header(json_writer *w, const char *model)
+{
+    json_str(w, "program", bench_program);
+    json_str(w, "library", "libvae");
+    json_str(w, "version", vae_version_string());
+    json_str(w, "model", model);
+    json_machine(w, "machine");
+}
+
+void json_step_summary(json_writer *w, double step_1w, double gemm_1stream, double max_1w,
+                       size_t workers, double step_nw, double gemm_nstream, double min_eff)
+{
+    const double ratio1 = step_1w / gemm_1stream;
+    json_num(w, "step_ms_1w", step_1w);
+    json_num(w, "gemm_1stream_ms", gemm_1stream);
+    json_num(w, "step_over_gemm_1w", ratio1);
+    json_num(w, "target_step_over_gemm_1w_max", max_1w);
+    json_bool(w, "target_1w_met", ratio1 <= max_1w);
+    if (workers > 1) {
+        const double eff = gemm_nstream / step_nw;
+        json_int(w, "workers", (long long)workers);
+        json_num(w, "step_ms_nw", step_nw);
+        json_num(w, "gemm_nstream_ms", gemm_nstream);
+        json_num(w, "efficiency_nw", eff);
+        json_num(w, "target_efficiency_nw_min", min_eff);
+        json_bool(w, "target_nw_met", eff >= min_eff);
+    }
+}
+
 void json_rows(json_writer *w)
 {
     json_open(w, "rows", '[');

@@ -74,6 +74,17 @@ void json_int(json_writer *w, const char *key, long long x);
 void json_bool(json_writer *w, const char *key, int b);
 /* Ends the document with a newline. */
 void json_end(json_writer *w);
+/* The file --json [FILE] names: stdout for NULL or "-"; exits with status 1
+ * when it cannot be opened. */
+FILE *json_file(const char *path);
+/* The opening keys of a benchmark's object: program, library, version,
+ * model and machine. */
+void json_header(json_writer *w, const char *model);
+/* The keys of "summary" that compare a training step with its GEMM bounds:
+ * the one-worker step against its GEMMs on one stream, and (workers > 1) the
+ * N-worker step against its N-stream bound, each with its target. */
+void json_step_summary(json_writer *w, double step_1w, double gemm_1stream, double max_1w,
+                       size_t workers, double step_nw, double gemm_nstream, double min_eff);
 /* "rows": every recorded row with its id, name, section, workers, batch,
  * median/min/p10/p90/max ms, reps, GFLOP/s and bound (id, ms, ratio). */
 void json_rows(json_writer *w);
