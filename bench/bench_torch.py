@@ -158,7 +158,27 @@ def main():
 
     CH = 256  # the conv model's dense width
 
-    class VAE(nn.Module):
+    class Base(nn.Module):
+        """What both models share: the decoder's mean, reconstruction and the
+        loss (Bernoulli on the logits plus the analytic KL, mean over the
+        batch); each model gives encode (mu, logvar) and logits."""
+
+        def decode(self, z):
+            return torch.sigmoid(self.logits(z))
+
+        def reconstruct(self, x):
+            return self.decode(self.encode(x)[0])
+
+        def forward(self, x):
+            mu, logvar = self.encode(x)
+            std = torch.exp(0.5 * logvar)
+            z = mu + std * torch.randn_like(std)
+            logits = self.logits(z)
+            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
+            return recon + kl
+
+    class VAE(Base):
         def __init__(self):
             super().__init__()
             self.enc = nn.Linear(D, H)
@@ -169,22 +189,10 @@ def main():
         def encode(self, x):
             return self.head(F.relu(self.enc(x))).chunk(2, dim=1)
 
-        def decode(self, z):
-            return torch.sigmoid(self.dec2(F.relu(self.dec1(z))))
+        def logits(self, z):
+            return self.dec2(F.relu(self.dec1(z)))
 
-        def reconstruct(self, x):
-            return self.decode(self.encode(x)[0])
-
-        def forward(self, x):
-            mu, logvar = self.encode(x)
-            std = torch.exp(0.5 * logvar)
-            z = mu + std * torch.randn_like(std)
-            logits = self.dec2(F.relu(self.dec1(z)))
-            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
-            return recon + kl
-
-    class ConvVAE(nn.Module):
+    class ConvVAE(Base):
         """vae_bench_conv's model (examples/mnist_vae --conv), NCHW."""
 
         def __init__(self):
@@ -205,21 +213,6 @@ def main():
         def logits(self, z):
             h = F.relu(self.dec2(F.relu(self.dec1(z)))).view(-1, 64, 7, 7)
             return self.dec4(F.relu(self.dec3(h)))
-
-        def decode(self, z):
-            return torch.sigmoid(self.logits(z))
-
-        def reconstruct(self, x):
-            return self.decode(self.encode(x)[0])
-
-        def forward(self, x):
-            mu, logvar = self.encode(x)
-            std = torch.exp(0.5 * logvar)
-            z = mu + std * torch.randn_like(std)
-            logits = self.logits(z)
-            recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum() / x.shape[0]
-            return recon + kl
 
     def step(model, opt, x):
         loss = model(x)
