@@ -191,22 +191,31 @@ static void *rank_main(void *arg)
     return NULL;
 }
 
-static void distributed(size_t world, int kind, int conv, record *recs)
+/* Runs fn as each of world ranks, with args[r] (its group set here). */
+static void run_ranks(size_t world, void *(*fn)(void *), rank_arg *args)
 {
     group g;
     memset(&g, 0, sizeof g);
     g.world = world;
     assert_int_equal(pthread_barrier_init(&g.barrier, NULL, (unsigned)world), 0);
     pthread_t th[MAX_RANKS];
-    rank_arg args[MAX_RANKS];
     for (size_t r = 0; r < world; r++) {
-        args[r] = (rank_arg){&g, r, kind, conv, &recs[r], 0};
-        assert_int_equal(pthread_create(&th[r], NULL, rank_main, &args[r]), 0);
+        args[r].g = &g;
+        args[r].rank = r;
+        assert_int_equal(pthread_create(&th[r], NULL, fn, &args[r]), 0);
     }
     for (size_t r = 0; r < world; r++)
         assert_int_equal(pthread_join(th[r], NULL), 0);
     pthread_barrier_destroy(&g.barrier);
     free(g.stage);
+}
+
+static void distributed(size_t world, int kind, int conv, record *recs)
+{
+    rank_arg args[MAX_RANKS];
+    for (size_t r = 0; r < world; r++)
+        args[r] = (rank_arg){NULL, r, kind, conv, &recs[r], 0, 0};
+    run_ranks(world, rank_main, args);
 }
 
 static void same_record(const record *a, const record *b, const char *what)
@@ -319,21 +328,10 @@ static void test_pending_gradient_max(void **state)
     for (size_t world = 2; world <= 3; world++)
         for (int workers = 1; workers <= 2; workers++)
             for (size_t q = 0; q < 2; q++) {
-                group g;
-                memset(&g, 0, sizeof g);
-                g.world = world;
-                assert_int_equal(pthread_barrier_init(&g.barrier, NULL, (unsigned)world), 0);
-                pthread_t th[MAX_RANKS];
                 rank_arg args[MAX_RANKS];
-                for (size_t r = 0; r < world; r++) {
-                    args[r] = (rank_arg){&g, r, workers, 0, NULL, 0, where[q]};
-                    assert_int_equal(
-                        pthread_create(&th[r], NULL, pending_rank_main, &args[r]), 0);
-                }
                 for (size_t r = 0; r < world; r++)
-                    assert_int_equal(pthread_join(th[r], NULL), 0);
-                pthread_barrier_destroy(&g.barrier);
-                free(g.stage);
+                    args[r] = (rank_arg){NULL, r, workers, 0, NULL, 0, where[q]};
+                run_ranks(world, pending_rank_main, args);
                 for (size_t r = 0; r < world; r++)
                     if (args[r].failed_rc != VAE_ERR_NUMERIC)
                         fail_msg("world %zu, %d workers, 1e21 at %zu: rank %zu's step gave %d, "
