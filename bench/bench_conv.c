@@ -614,18 +614,8 @@ int main(int argc, char **argv)
         json_open(&jw, NULL, '{');
         json_header(&jw, "conv 1x28x28-32x14x14-64x7x7-256-20, relu, bernoulli");
         json_open(&jw, "settings", '{');
-        json_int(&jw, "batch", (long long)B);
-        json_int(&jw, "blocks", (long long)block_count(B));
-        json_int(&jw, "reps", reps);
-        json_int(&jw, "warmup", warmup);
-        json_int(&jw, "infer_reps", infer_reps);
-        json_int(&jw, "model_threads", (long long)threads);
-        json_open(&jw, "context_workers", '[');
-        for (size_t w = 0; w < n_wk; w++)
-            json_int(&jw, NULL, (long long)vae_context_threads(ctx[w]));
-        json_close(&jw, ']');
-        json_int(&jw, "blas_threads", (long long)vae_blas_threads());
-        json_int(&jw, "params", (long long)n_params);
+        json_run_settings(&jw, B, block_count(B), reps, warmup, infer_reps, threads, ctx, n_wk,
+                          n_params);
         json_int(&jw, "conv_chunk_floats", (long long)CONV_CHUNK_FLOATS);
         json_close(&jw, '}');
         json_rows(&jw);

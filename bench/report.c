@@ -249,6 +249,24 @@ void json_header(json_writer *w, const char *model)
     json_machine(w, "machine");
 }
 
+void json_run_settings(json_writer *w, size_t batch, size_t blocks, int reps, int warmup,
+                       int infer_reps, size_t model_threads, vae_context *const *ctx, size_t n_ctx,
+                       size_t params)
+{
+    json_int(w, "batch", (long long)batch);
+    json_int(w, "blocks", (long long)blocks);
+    json_int(w, "reps", reps);
+    json_int(w, "warmup", warmup);
+    json_int(w, "infer_reps", infer_reps);
+    json_int(w, "model_threads", (long long)model_threads);
+    json_open(w, "context_workers", '[');
+    for (size_t i = 0; i < n_ctx; i++)
+        json_int(w, NULL, (long long)vae_context_threads(ctx[i]));
+    json_close(w, ']');
+    json_int(w, "blas_threads", (long long)vae_blas_threads());
+    json_int(w, "params", (long long)params);
+}
+
 void json_step_summary(json_writer *w, double step_1w, double gemm_1stream, double max_1w,
                        size_t workers, double step_nw, double gemm_nstream, double min_eff)
 {

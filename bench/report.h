@@ -7,6 +7,8 @@
 
 #include <stdio.h>
 
+#include "vae/vae.h"
+
 /* The program's name for messages; each main() sets it first. */
 extern const char *bench_program;
 /* Exits with status 1 and a message naming `what` unless rc is VAE_OK. */
@@ -80,6 +82,12 @@ FILE *json_file(const char *path);
 /* The opening keys of a benchmark's object: program, library, version,
  * model and machine. */
 void json_header(json_writer *w, const char *model);
+/* The keys of "settings" both benchmarks share: the batch and its blocks
+ * (block_count), the repetitions, the worker count asked for and each
+ * context's, the BLAS threads and the model's parameters. */
+void json_run_settings(json_writer *w, size_t batch, size_t blocks, int reps, int warmup,
+                       int infer_reps, size_t model_threads, vae_context *const *ctx, size_t n_ctx,
+                       size_t params);
 /* The keys of "summary" that compare a training step with its GEMM bounds:
  * the one-worker step against its GEMMs on one stream, and (workers > 1) the
  * N-worker step against its N-stream bound, each with its target. */
