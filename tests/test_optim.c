@@ -828,6 +828,67 @@ static void test_pass_gradient_max(void **state)
     vae_elbo_free(e);
 }
 
+/* A gradient near 1e22 made by the pass itself, in one block of two only
+ * (one input of 1e15 per row there, sigma 1e-4), must be refused by
+ * vae_trainer_step ((1 - beta2) g^2 overflows) with nothing changed, whether
+ * it lies in the block that goes straight into the slab or in the one the
+ * second worker folds in, and an ordinary batch must still step: with 1
+ * worker and 2. */
+static void test_step_overflow_blocks(void **state)
+{
+    (void)state;
+    TU_OK(vae_blas_set_threads(1));
+    enum { B = 128, D = 40 };
+    const size_t hidden[1] = {100};
+    vae_elbo *e = NULL;
+    TU_OK(vae_elbo_create(&e));
+    const hp set[] = {{VAE_OPT_LR, 0.05}};
+    vae_optimizer *o = make_opt(VAE_OPTIMIZER_ADAM, set, 1);
+    float *x = tu_alloc(B * D, sizeof *x);
+    for (size_t workers = 1; workers <= 2; workers++)
+        for (int half = 0; half <= 2; half++) { /* huge inputs in block 0, 1, or none */
+            vae_model *m = NULL;
+            vae_context *ctx = NULL;
+            vae_trainer *t = NULL;
+            TU_OK(vae_model_create_mlp(&m, D, hidden, 1, 8, VAE_ACT_TANH,
+                                       VAE_LIKELIHOOD_GAUSSIAN, 17));
+            TU_OK(vae_model_set_param(m, VAE_MODEL_GAUSSIAN_SIGMA, 1e-4));
+            TU_OK(vae_context_create(&ctx));
+            if (workers > 1)
+                TU_OK(vae_context_set_threads(ctx, workers));
+            TU_OK(vae_trainer_create(&t, m, e, o, ctx, 18));
+            tu_rng r = {23};
+            tu_fill_range(&r, x, B * D, 0, 1);
+            for (size_t i = 0; i < B; i++)
+                if (half < 2 && i / 64 == (size_t)half)
+                    x[i * D] = 1e15f;
+            size_t n = 0;
+            const float *p = vae_model_params(m, &n);
+            float *before = tu_copy_floats(p, n);
+            vae_epoch_stats st = tu_stats();
+            int rc = vae_trainer_step(t, x, B, &st);
+            if (half == 2) {
+                TU_OK(rc);
+                assert_int_equal(vae_trainer_steps(t), 1);
+            } else {
+                if (rc != VAE_ERR_NUMERIC)
+                    fail_msg("%zu workers, huge inputs in block %d: the step gave %d, not a "
+                             "refusal",
+                             workers, half, rc);
+                assert_non_null(strstr(vae_last_error(), "second moment"));
+                assert_memory_equal(p, before, n * sizeof *p);
+                assert_int_equal(vae_trainer_steps(t), 0);
+            }
+            free(before);
+            vae_trainer_free(t);
+            vae_context_free(ctx);
+            vae_model_free(m);
+        }
+    free(x);
+    vae_optimizer_free(o);
+    vae_elbo_free(e);
+}
+
 /* ---- the state flush and small eps --------------------------------------------- */
 
 /* Adam with a tiny eps on tiny gradients, against the closed form. With
@@ -1489,6 +1550,7 @@ int main(void)
         cmocka_unit_test(test_large_finite_update),
         cmocka_unit_test(test_overflow_workers),
         cmocka_unit_test(test_pass_gradient_max),
+        cmocka_unit_test(test_step_overflow_blocks),
         cmocka_unit_test(test_epoch_never_nonfinite),
         cmocka_unit_test(test_adam_tiny_eps),
         cmocka_unit_test(test_adam_flush_scale_invariant),
