@@ -77,6 +77,9 @@ void vae_im2col_prepare(const vae_im2col_geo *g, float *work)
         return;
     const layout o = work_layout(g);
     const size_t wp = g->w + 2 * g->pad, hw = g->h * g->w, nt = pixel_taps(g);
+    /* The padded planes' borders: zero for every image; vae_im2col writes
+     * only the interiors. */
+    memset(work + o.planes, 0, (o.start - o.planes) * sizeof *work);
     /* start[y ow + xx]: where the window of output (y, xx) begins in a
      * padded plane */
     int32_t *start = (int32_t *)(work + o.start);
@@ -245,17 +248,10 @@ void vae_im2col(const vae_im2col_geo *g, const float *x, float *col, size_t ld, 
     const size_t h = g->h, w = g->w, pad = g->pad, hp = h + 2 * pad, wp = w + 2 * pad;
     const size_t taps = g->kh * g->kw, ohw = g->oh * g->ow;
     float *pl = work + o.planes;
-    for (size_t ch = 0; ch < g->c; ch++) {
-        float *p = pl + ch * hp * wp;
-        memset(p, 0, pad * wp * sizeof *p);
-        for (size_t y = 0; y < h; y++) {
-            float *r = p + (y + pad) * wp;
-            memset(r, 0, pad * sizeof *r);
-            memcpy(r + pad, x + (ch * h + y) * w, w * sizeof *r);
-            memset(r + pad + w, 0, pad * sizeof *r);
-        }
-        memset(p + (h + pad) * wp, 0, pad * wp * sizeof *p);
-    }
+    /* the interiors; the borders stay as vae_im2col_prepare zeroed them */
+    for (size_t ch = 0; ch < g->c; ch++)
+        for (size_t y = 0; y < h; y++)
+            memcpy(pl + (ch * hp + y + pad) * wp + pad, x + (ch * h + y) * w, w * sizeof *x);
     const int32_t *start = (const int32_t *)(work + o.start);
 #ifdef IM2COL_AVX512
     const int wide = use_avx512();

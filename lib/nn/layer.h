@@ -76,9 +76,10 @@ const vae_layer_ops *vae_layer_kind_ops(uint32_t kind);
  * (0 outside the image), rows ld floats apart, so that the columns of
  * several samples sit side by side for one GEMM. col2im is the adjoint: x =
  * the sum of col's entries at each pixel, added from +0 in the row order of
- * col. Both use work[vae_im2col_work()], whose tables vae_im2col_prepare()
- * fills once per geometry (0 floats when the padding is too wide for them
- * to pay). */
+ * col. Both use work[vae_im2col_work()], whose tables (and the zero borders
+ * of vae_im2col's padded planes) vae_im2col_prepare() writes once per
+ * geometry, before the calls that use them; nothing else may write it in
+ * between. 0 floats when the padding is too wide for the tables to pay. */
 typedef struct vae_im2col_geo {
     size_t c, h, w, kh, kw, stride, pad, oh, ow;
 } vae_im2col_geo;
