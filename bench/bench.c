@@ -35,6 +35,11 @@
  *      one thread for the whole run (vae_blas_set_threads(1)), as the
  *      context requires; with --model-threads 1 it keeps
  *      OPENBLAS_NUM_THREADS.
+ *  (b2) the steps of (b) and the GEMM bounds of (c) again, each repeated
+ *      on its own as a training loop repeats its step (in (b) each run
+ *      follows the others, which take the cache: the two models' state,
+ *      parameters, gradients and Adam's moments, is 10 MB each), in 5
+ *      segments that alternate: the steady-state ratios.
  *  (c) the bare cblas_sgemm calls of that step, with the same shapes,
  *      transpose flags and leading dimensions as lib/nn/dense.c: forward and
  *      dW for every layer, dX for all but the first. Per layer at the whole
@@ -481,6 +486,47 @@ int main(int argc, char **argv)
     }
     timing g_step = timing_of(t, reps);
     timing g_stepn = n_wk > 1 ? timing_of(t2, reps) : g_step;
+
+    /* (b2) Each of the same four runs repeated on its own, as a training
+     * loop repeats its step (its model's state, 10 MB with Adam's moments,
+     * stays in cache from one step to the next, where above each step
+     * follows the other runs), in STEADY_SEGMENTS segments that alternate
+     * so that noise still hits all alike. */
+    enum { STEADY_SEGMENTS = 5 };
+    const int seg_reps = reps / STEADY_SEGMENTS > 0 ? reps / STEADY_SEGMENTS : 1;
+    const int steady_n = seg_reps * STEADY_SEGMENTS;
+    double *ts[2 + MAX_WORKERS];
+    for (size_t c = 0; c < 2 + n_wk; c++)
+        ts[c] = xmalloc((size_t)steady_n * sizeof(double));
+    for (int sgm = 0; sgm < STEADY_SEGMENTS; sgm++)
+        for (size_t c = 0; c < 2 + n_wk; c++) {
+            if (c == 1 && n_wk < 2)
+                continue;
+            for (int r = -2; r < seg_reps; r++) {
+                const float *x = data + (size_t)((r + 2) % N_DATA_BATCHES) * B * 784;
+                double t0 = now_ms(), ms;
+                if (c == 0) {
+                    gemm_step_share(&g, B, 0, 1);
+                    ms = now_ms() - t0;
+                } else if (c == 1) {
+                    ms = gemm_streams_run(streams, GEMM_JOB_STEP, B);
+                } else {
+                    check(vae_trainer_forward_backward(tr[c - 2], x, B, NULL, NULL),
+                          "vae_trainer_forward_backward");
+                    check(vae_trainer_apply(tr[c - 2]), "vae_trainer_apply");
+                    ms = now_ms() - t0;
+                }
+                if (r >= 0)
+                    ts[c][sgm * seg_reps + r] = ms;
+            }
+        }
+    timing y_gemm = timing_of(ts[0], steady_n);
+    timing y_gemmn = n_wk > 1 ? timing_of(ts[1], steady_n) : y_gemm;
+    timing y_step[MAX_WORKERS];
+    for (size_t w = 0; w < n_wk; w++)
+        y_step[w] = timing_of(ts[2 + w], steady_n);
+    for (size_t c = 0; c < 2 + n_wk; c++)
+        free(ts[c]);
     timing s_fb[MAX_WORKERS], s_ap[MAX_WORKERS], s_st[MAX_WORKERS];
     for (size_t w = 0; w < n_wk; w++) {
         s_fb[w] = timing_of(t_fb[w], reps);
@@ -578,6 +624,24 @@ int main(int argc, char **argv)
         add_row('b', "optimizer", "  trainer_apply (Adam)", workers[w], B, s_ap[w], 0.0, NULL,
                 0.0);
         add_row('b', "step", "  training step", workers[w], B, s_st[w], f_step, bd, bms);
+    }
+    say("(b2) the same, each run repeated on its own (steady state, as in a training loop), "
+        "%d segments alternating\n",
+        STEADY_SEGMENTS);
+    print_header();
+    char ybound1[64], yboundn[64];
+    snprintf(ybound1, sizeof ybound1, "steady.%s", bound1);
+    snprintf(yboundn, sizeof yboundn, "steady.%s", boundn);
+    for (size_t w = 0; w < n_wk; w++) {
+        snprintf(name, sizeof name, "  training step, %zu worker%s", workers[w],
+                 plural(workers[w]));
+        add_row('B', "steady.step", name, workers[w], B, y_step[w], f_step,
+                w == 0 ? ybound1 : yboundn, w == 0 ? y_gemm.median : y_gemmn.median);
+    }
+    add_row('B', ybound1, "  GEMMs, 1 stream", 0, B, y_gemm, f_step, NULL, 0.0);
+    if (n_wk > 1) {
+        snprintf(name, sizeof name, "  GEMMs, %zu streams at once", top);
+        add_row('B', yboundn, name, 0, B, y_gemmn, f_step, NULL, 0.0);
     }
 
     say("\n(c) bare cblas_sgemm, same shapes and flags (the GEMM bounds)\n");
@@ -691,6 +755,10 @@ int main(int argc, char **argv)
             s_st[1].median * 1e-3 * 60000.0 / (double)B, top, g_stepn.median,
             g_stepn.median / g_step.median, effn, TARGET_NW_EFF,
             effn >= TARGET_NW_EFF ? "met" : "not met");
+    say("steady state (b2): step/GEMMs %.2f with 1 worker", y_step[0].median / y_gemm.median);
+    if (n_wk > 1)
+        say(", efficiency %.2f with %zu", y_gemmn.median / y_step[1].median, top);
+    say("\n");
     for (size_t k = 0; k < N_INFER; k++)
         for (size_t w = 0; w < n_wk; w++)
             say("inference, batch %zu, %zu worker%s: reconstruct %.4f ms = %.2f us per image\n",
@@ -720,6 +788,9 @@ int main(int argc, char **argv)
         json_step_summary(&jw, s_st[0].median, g_step.median, TARGET_1W_RATIO, n_wk > 1 ? top : 1,
                           n_wk > 1 ? s_st[1].median : 0.0, g_stepn.median, TARGET_NW_EFF);
         json_num(&jw, "mflop_per_step", f_step * 1e-6);
+        json_num(&jw, "steady_step_over_gemm_1w", y_step[0].median / y_gemm.median);
+        if (n_wk > 1)
+            json_num(&jw, "steady_efficiency_nw", y_gemmn.median / y_step[1].median);
         if (epoch_images > 0) {
             json_num(&jw, "epoch_s", epoch_s);
             json_int(&jw, "epoch_workers", (long long)top);
