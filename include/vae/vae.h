@@ -1993,7 +1993,9 @@ VAE_API int vae_trainer_train_epoch(vae_trainer *t, const vae_dataset *ds,
  *
  * Holds the sum of what vae_trainer_forward_backward() calls added since the last
  * vae_trainer_apply() or vae_trainer_zero_grads(). Writable: a custom loop may add its own
- * terms before vae_trainer_apply().
+ * terms before vae_trainer_apply(). Once a program has taken the pointer, every later step
+ * reads the slab once more for its overflow test, since the program may have written it
+ * (a few percent of a step; docs/math.md, section 10).
  * @param[in]  t     The trainer, or NULL.
  * @param[out] count Receives the number of floats (0 for a NULL trainer); may be NULL.
  * @return A borrowed pointer, valid while the trainer lives; NULL when t is NULL.
