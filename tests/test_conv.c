@@ -106,8 +106,8 @@ static void fill_params(vae_layer *l, tu_rng *r)
 static const geo conv_geos[] = {
     {1, 5, 5, 1, 3, 3, 1, 0, 0, 1}, {3, 7, 6, 4, 3, 2, 2, 1, 0, 2}, {2, 8, 5, 3, 1, 4, 1, 2, 0, 3},
     {1, 28, 28, 8, 4, 4, 2, 1, 0, 2}, {4, 6, 9, 2, 5, 3, 3, 2, 0, 1}, {2, 4, 4, 3, 4, 4, 1, 0, 0, 2},
-    /* stride above the kernel with a wide padding: im2col/col2im without
-     * their padded planes (lib/nn/im2col.c) */
+    /* stride above the kernel with a wide padding: the row-by-row loops of
+     * im2col/col2im, where the tables would not pay (lib/nn/im2col.c) */
     {2, 3, 4, 2, 1, 2, 3, 2, 0, 2},
 };
 static const geo convt_geos[] = {
