@@ -191,76 +191,44 @@ static vae_dataset *synthetic_mnist(vae_rng *rng, size_t count)
     return ds;
 }
 
-/* (e): one epoch with `workers` workers; returns its seconds and sets the
- * final loss. */
 /* (f): median ms of vae_trainer_apply (Adam, zero gradients) on a
  * 784-hidden-20 MLP, one worker; *params receives its parameter count. */
 static timing adam_alone(size_t hidden, int reps, size_t *params)
 {
-    vae_model *m = NULL;
-    vae_context *ctx = NULL;
-    vae_elbo *e = NULL;
-    vae_optimizer *o = NULL;
-    vae_trainer *tr = NULL;
-    check(vae_model_create_mlp(&m, 784, &hidden, 1, 20, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI,
-                               3),
-          "vae_model_create_mlp");
-    check(vae_context_create(&ctx), "vae_context_create");
-    check(vae_elbo_create(&e), "vae_elbo_create");
-    check(vae_optimizer_create(&o, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
-    check(vae_trainer_create(&tr, m, e, o, ctx, 4), "vae_trainer_create");
-    vae_model_params(m, params);
+    mlp_trainer r;
+    mlp_trainer_create(&r, hidden, 1, 0);
+    vae_model_params(r.m, params);
     double *t = xmalloc((size_t)reps * sizeof *t);
-    for (int r = -reps / 10 - 2; r < reps; r++) {
+    for (int k = -reps / 10 - 2; k < reps; k++) {
         double t0 = now_ms();
-        check(vae_trainer_apply(tr), "vae_trainer_apply");
-        if (r >= 0)
-            t[r] = now_ms() - t0;
+        check(vae_trainer_apply(r.tr), "vae_trainer_apply");
+        if (k >= 0)
+            t[k] = now_ms() - t0;
     }
     timing s = timing_of(t, reps);
     free(t);
-    vae_trainer_free(tr);
-    vae_optimizer_free(o);
-    vae_elbo_free(e);
-    vae_context_free(ctx);
-    vae_model_free(m);
+    mlp_trainer_free(&r);
     return s;
 }
 
+/* (e): one epoch with `workers` workers; returns its seconds and sets the
+ * final loss. */
 static double run_epoch(size_t images, size_t batch, size_t workers, double *loss)
 {
     vae_rng *rng = NULL;
     check(vae_rng_create(&rng, 1234), "vae_rng_create");
     vae_dataset *ds = synthetic_mnist(rng, images);
-    const size_t hidden[1] = {400};
-    vae_model *m = NULL;
-    vae_context *ctx = NULL;
-    vae_trainer *tr = NULL;
-    vae_elbo *e = NULL;
-    vae_optimizer *opt = NULL;
-    check(vae_model_create_mlp(&m, 784, hidden, 1, 20, VAE_ACT_RELU, VAE_LIKELIHOOD_BERNOULLI,
-                               1),
-          "vae_model_create_mlp");
-    check(vae_elbo_create(&e), "vae_elbo_create");
-    check(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
-    check(vae_optimizer_set_param(opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
-    check(vae_context_create(&ctx), "vae_context_create");
-    if (workers > 1)
-        check(vae_context_set_threads(ctx, workers), "vae_context_set_threads");
-    check(vae_trainer_create(&tr, m, e, opt, ctx, 7), "vae_trainer_create");
+    mlp_trainer r;
+    mlp_trainer_create(&r, 400, workers, 0);
     vae_train_options o;
     check(vae_train_options_init(&o, sizeof o), "vae_train_options_init");
     o.batch_size = batch;
     vae_epoch_stats st = {.size = sizeof st};
     double t0 = now_ms();
-    check(vae_trainer_train_epoch(tr, ds, &o, &st), "vae_trainer_train_epoch");
+    check(vae_trainer_train_epoch(r.tr, ds, &o, &st), "vae_trainer_train_epoch");
     double sec = (now_ms() - t0) * 1e-3;
     *loss = st.loss;
-    vae_trainer_free(tr);
-    vae_context_free(ctx);
-    vae_optimizer_free(opt);
-    vae_elbo_free(e);
-    vae_model_free(m);
+    mlp_trainer_free(&r);
     vae_dataset_free(ds);
     vae_rng_free(rng);
     return sec;
@@ -420,26 +388,14 @@ int main(int argc, char **argv)
 
     /* ---- (b) the training step: per worker count a model, a context and a
      * trainer, all from the same seeds. */
-    const size_t hidden[1] = {400};
-    vae_model *m[MAX_WORKERS] = {NULL};
+    mlp_trainer run[MAX_WORKERS];
     vae_context *ctx[MAX_WORKERS] = {NULL};
-    vae_trainer *tr[MAX_WORKERS] = {NULL};
-    vae_elbo *e = NULL;
-    vae_optimizer *opt = NULL;
-    check(vae_elbo_create(&e), "vae_elbo_create");
-    check(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
-    check(vae_optimizer_set_param(opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
     for (size_t w = 0; w < n_wk; w++) {
-        check(vae_model_create_mlp(&m[w], 784, hidden, 1, 20, VAE_ACT_RELU,
-                                   VAE_LIKELIHOOD_BERNOULLI, 1),
-              "vae_model_create_mlp");
-        check(vae_context_create(&ctx[w]), "vae_context_create");
-        if (workers[w] > 1)
-            check(vae_context_set_threads(ctx[w], workers[w]), "vae_context_set_threads");
-        check(vae_trainer_create(&tr[w], m[w], e, opt, ctx[w], 7), "vae_trainer_create");
-        check(vae_trainer_reserve(tr[w], B), "vae_trainer_reserve");
+        mlp_trainer_create(&run[w], 400, workers[w], B);
+        ctx[w] = run[w].ctx;
     }
-    size_t n_params = vae_model_param_count(m[0]);
+    vae_model *const model = run[0].m;
+    size_t n_params = vae_model_param_count(model);
     /* Synthetic data in [0, 1): a few distinct batches, used in turn. */
     float *data = xmalloc(N_DATA_BATCHES * B * 784 * sizeof *data);
     check(vae_rng_uniform(rng, data, N_DATA_BATCHES * B * 784), "vae_rng_uniform");
@@ -467,10 +423,10 @@ int main(int argc, char **argv)
         for (size_t w = 0; w < n_wk; w++) {
             vae_epoch_stats st = {.size = sizeof st};
             double t0 = now_ms();
-            check(vae_trainer_forward_backward(tr[w], x, B, NULL, &st),
+            check(vae_trainer_forward_backward(run[w].tr, x, B, NULL, &st),
                   "vae_trainer_forward_backward");
             double t1 = now_ms();
-            check(vae_trainer_apply(tr[w]), "vae_trainer_apply");
+            check(vae_trainer_apply(run[w].tr), "vae_trainer_apply");
             double t2v = now_ms();
             loss[w] = st.loss;
             if (r == -warmup)
@@ -511,9 +467,9 @@ int main(int argc, char **argv)
                 } else if (c == 1) {
                     ms = gemm_streams_run(streams, GEMM_JOB_STEP, B);
                 } else {
-                    check(vae_trainer_forward_backward(tr[c - 2], x, B, NULL, NULL),
+                    check(vae_trainer_forward_backward(run[c - 2].tr, x, B, NULL, NULL),
                           "vae_trainer_forward_backward");
-                    check(vae_trainer_apply(tr[c - 2]), "vae_trainer_apply");
+                    check(vae_trainer_apply(run[c - 2].tr), "vae_trainer_apply");
                     ms = now_ms() - t0;
                 }
                 if (r >= 0)
@@ -548,7 +504,7 @@ int main(int argc, char **argv)
     float *yi = xmalloc(max_infer * 784 * sizeof *yi);
     check(vae_rng_uniform(rng, xi, max_infer * 784), "vae_rng_uniform");
     for (size_t w = 0; w < n_wk; w++)
-        check(vae_context_reserve(ctx[w], m[0], max_infer), "vae_context_reserve");
+        check(vae_context_reserve(ctx[w], model, max_infer), "vae_context_reserve");
     timing i_gemm[N_INFER], i_gemmn[N_INFER], i_ed[N_INFER][MAX_WORKERS],
         i_rec[N_INFER][MAX_WORKERS];
     for (size_t k = 0; k < N_INFER; k++) {
@@ -571,10 +527,10 @@ int main(int argc, char **argv)
             }
             for (size_t w = 0; w < n_wk; w++) {
                 double a = now_ms();
-                check(vae_encode(ctx[w], m[0], xi, n, mu, lv), "vae_encode");
-                check(vae_decode(ctx[w], m[0], mu, n, yi), "vae_decode");
+                check(vae_encode(ctx[w], model, xi, n, mu, lv), "vae_encode");
+                check(vae_decode(ctx[w], model, mu, n, yi), "vae_decode");
                 double b = now_ms();
-                check(vae_reconstruct(ctx[w], m[0], xi, n, yi), "vae_reconstruct");
+                check(vae_reconstruct(ctx[w], model, xi, n, yi), "vae_reconstruct");
                 double c = now_ms();
                 if (r >= 0) {
                     te[w][r] = b - a;
@@ -809,13 +765,8 @@ int main(int argc, char **argv)
     }
 
     gemm_streams_free(streams);
-    for (size_t w = 0; w < n_wk; w++) {
-        vae_trainer_free(tr[w]);
-        vae_context_free(ctx[w]);
-        vae_model_free(m[w]);
-    }
-    vae_optimizer_free(opt);
-    vae_elbo_free(e);
+    for (size_t w = 0; w < n_wk; w++)
+        mlp_trainer_free(&run[w]);
     free(data);
     free(xi);
     free(mu);

@@ -52,6 +52,33 @@ double mlp_forward_flops(size_t n)
     return f;
 }
 
+void mlp_trainer_create(mlp_trainer *r, size_t hidden, size_t workers, size_t batch)
+{
+    memset(r, 0, sizeof *r);
+    check(vae_model_create_mlp(&r->m, 784, &hidden, 1, 20, VAE_ACT_RELU,
+                               VAE_LIKELIHOOD_BERNOULLI, 1),
+          "vae_model_create_mlp");
+    check(vae_context_create(&r->ctx), "vae_context_create");
+    if (workers > 1)
+        check(vae_context_set_threads(r->ctx, workers), "vae_context_set_threads");
+    check(vae_elbo_create(&r->e), "vae_elbo_create");
+    check(vae_optimizer_create(&r->opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
+    check(vae_optimizer_set_param(r->opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
+    check(vae_trainer_create(&r->tr, r->m, r->e, r->opt, r->ctx, 7), "vae_trainer_create");
+    if (batch)
+        check(vae_trainer_reserve(r->tr, batch), "vae_trainer_reserve");
+}
+
+void mlp_trainer_free(mlp_trainer *r)
+{
+    vae_trainer_free(r->tr);
+    vae_optimizer_free(r->opt);
+    vae_elbo_free(r->e);
+    vae_context_free(r->ctx);
+    vae_model_free(r->m);
+    memset(r, 0, sizeof *r);
+}
+
 /* n floats uniform in [-a, a), or NULL. */
 static float *random_floats(vae_rng *rng, size_t n, float a)
 {

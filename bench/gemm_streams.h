@@ -73,6 +73,20 @@ void gemm_dx(const gemm_set *s, int l, size_t off, size_t rows);
 void gemm_step_share(const gemm_set *s, size_t n, size_t stream, size_t nstreams);
 void gemm_infer_share(const gemm_set *s, size_t n, size_t stream, size_t nstreams);
 
+/* The library side of the MLP comparisons: vae_model_create_mlp(784,
+ * {hidden}, 1, 20, RELU, BERNOULLI, seed 1), a context of `workers` workers,
+ * the negative ELBO, Adam with lr 1e-3 and a trainer (seed 7) over them,
+ * reserved for batches of `batch` (0: not reserved). Exits on failure. */
+typedef struct {
+    vae_model *m;
+    vae_context *ctx;
+    vae_elbo *e;
+    vae_optimizer *opt;
+    vae_trainer *tr;
+} mlp_trainer;
+void mlp_trainer_create(mlp_trainer *r, size_t hidden, size_t workers, size_t batch);
+void mlp_trainer_free(mlp_trainer *r);
+
 /* The share of stream `stream` of nstreams of job `job` at batch n; `work`
  * is what the runner was created with. */
 typedef void (*gemm_share_fn)(const void *work, int job, size_t n, size_t stream,

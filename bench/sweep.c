@@ -64,26 +64,10 @@ typedef struct {
 static point measure(size_t B, int reps, size_t nw, vae_rng *rng)
 {
     point p = {.batch = B, .reps = reps};
-    const size_t hidden[1] = {400};
     const size_t workers[2] = {1, nw};
-    vae_model *m[2] = {NULL};
-    vae_context *ctx[2] = {NULL};
-    vae_trainer *tr[2] = {NULL};
-    vae_elbo *e = NULL;
-    vae_optimizer *opt = NULL;
-    check(vae_elbo_create(&e), "vae_elbo_create");
-    check(vae_optimizer_create(&opt, VAE_OPTIMIZER_ADAM), "vae_optimizer_create");
-    check(vae_optimizer_set_param(opt, VAE_OPT_LR, 1e-3), "vae_optimizer_set_param");
-    for (int w = 0; w < 2; w++) {
-        check(vae_model_create_mlp(&m[w], 784, hidden, 1, 20, VAE_ACT_RELU,
-                                   VAE_LIKELIHOOD_BERNOULLI, 1),
-              "vae_model_create_mlp");
-        check(vae_context_create(&ctx[w]), "vae_context_create");
-        if (workers[w] > 1)
-            check(vae_context_set_threads(ctx[w], workers[w]), "vae_context_set_threads");
-        check(vae_trainer_create(&tr[w], m[w], e, opt, ctx[w], 7), "vae_trainer_create");
-        check(vae_trainer_reserve(tr[w], B), "vae_trainer_reserve");
-    }
+    mlp_trainer run[2];
+    for (int w = 0; w < 2; w++)
+        mlp_trainer_create(&run[w], 400, workers[w], B);
     gemm_set g;
     gemm_streams *st = NULL;
     if (gemm_set_create(&g, B, nw, rng) != 0 ||
@@ -106,7 +90,7 @@ static point measure(size_t B, int reps, size_t nw, vae_rng *rng)
         double s[2];
         for (int w = 0; w < 2; w++) {
             double t0 = now_ms();
-            check(vae_trainer_step(tr[w], x, B, NULL), "vae_trainer_step");
+            check(vae_trainer_step(run[w].tr, x, B, NULL), "vae_trainer_step");
             s[w] = now_ms() - t0;
         }
         if (r >= 0) {
@@ -125,13 +109,8 @@ static point measure(size_t B, int reps, size_t nw, vae_rng *rng)
     free(data);
     gemm_streams_free(st);
     gemm_set_free(&g);
-    for (int w = 0; w < 2; w++) {
-        vae_trainer_free(tr[w]);
-        vae_context_free(ctx[w]);
-        vae_model_free(m[w]);
-    }
-    vae_optimizer_free(opt);
-    vae_elbo_free(e);
+    for (int w = 0; w < 2; w++)
+        mlp_trainer_free(&run[w]);
     return p;
 }
 
