@@ -759,9 +759,7 @@ int main(int argc, char **argv)
         json_num(&jw, "peak_rss_mb", rss);
         json_close(&jw, '}');
         json_close(&jw, '}');
-        json_end(&jw);
-        if (jf != stdout)
-            fclose(jf);
+        json_finish(&jw, jf);
     }
 
     gemm_streams_free(streams);

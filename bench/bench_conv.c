@@ -635,9 +635,7 @@ int main(int argc, char **argv)
         json_num(&jw, "peak_rss_mb", peak_rss_mb());
         json_close(&jw, '}');
         json_close(&jw, '}');
-        json_end(&jw);
-        if (jf != stdout)
-            fclose(jf);
+        json_finish(&jw, jf);
     }
 
     free(xi);

@@ -228,6 +228,13 @@ void json_bool(json_writer *w, const char *key, int b)
     fputs(b ? "true" : "false", w->f);
 }
 
+void json_finish(json_writer *w, FILE *f)
+{
+    json_end(w);
+    if (f != stdout)
+        fclose(f);
+}
+
 FILE *json_file(const char *path)
 {
     if (!path || !strcmp(path, "-"))

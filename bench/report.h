@@ -76,6 +76,8 @@ void json_int(json_writer *w, const char *key, long long x);
 void json_bool(json_writer *w, const char *key, int b);
 /* Ends the document with a newline. */
 void json_end(json_writer *w);
+/* json_end, then closes f unless it is stdout (json_file's). */
+void json_finish(json_writer *w, FILE *f);
 /* The file --json [FILE] names: stdout for NULL or "-"; exits with status 1
  * when it cannot be opened. */
 FILE *json_file(const char *path);

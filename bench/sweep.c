@@ -439,8 +439,7 @@ int main(int argc, char **argv)
         }
         json_close(&w, ']');
         json_close(&w, '}');
-        json_end(&w);
-        fclose(f);
+        json_finish(&w, f);
     }
     vae_rng_free(rng);
     return rc;
