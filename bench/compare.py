@@ -157,6 +157,19 @@ def best_setting(rid, settings, torch_value, rounds):
     return min(cand, key=lambda c: c[0])[1]
 
 
+def rows_with_best(lib, rows, settings, torch_value, rounds, best_of):
+    """The rows libvae reported that PyTorch has a best setting for, as
+    (id, label, divisor, best setting); records each best in best_of."""
+    for rid, label, div in rows:
+        if not any(row_of(r, rid) for r in lib):
+            continue
+        best = best_setting(rid, settings, torch_value, rounds)
+        if best is None:
+            continue
+        best_of[rid] = best
+        yield rid, label, div, best
+
+
 def round_values(lib, rid, best, torch_value, rounds, div):
     """Per round, then the median over rounds: (round label, libvae 1 worker,
     libvae 2 workers, PyTorch at its best setting), each divided by div."""
@@ -239,13 +252,8 @@ def mlp_report(args, lib, torch_runs, settings, torch_value):
                "PyTorch setting | ratio 1w | ratio 2w |")
     out.append("|---|---|---|---|---|---|---|---|")
     best_of = {}
-    for rid, label, div in ROWS:
-        if not any(row_of(r, rid) for r in lib):
-            continue
-        best = best_setting(rid, settings, torch_value, args.rounds)
-        if best is None:
-            continue
-        best_of[rid] = best
+    for rid, label, div, best in rows_with_best(lib, ROWS, settings, torch_value, args.rounds,
+                                                best_of):
         for rnd, (rlabel, v1, v2, vt) in enumerate(
                 round_values(lib, rid, best, torch_value, args.rounds, div)):
             name = label if rnd == 0 else ""
@@ -295,13 +303,8 @@ def conv_report(args, lib, torch_runs, settings, torch_value):
     out.append("|---|---|---|---|---|---|---|")
     best_of = {}
     step_ratio = None
-    for rid, label, div in CONV_ROWS:
-        if not any(row_of(r, rid) for r in lib):
-            continue
-        best = best_setting(rid, settings, torch_value, args.rounds)
-        if best is None:
-            continue
-        best_of[rid] = best
+    for rid, label, div, best in rows_with_best(lib, CONV_ROWS, settings, torch_value,
+                                                args.rounds, best_of):
         for rnd, (rlabel, v1, v2, vt) in enumerate(
                 round_values(lib, rid, best, torch_value, args.rounds, div)):
             name = label if rnd == 0 else ""
